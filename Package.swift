@@ -1,0 +1,77 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "livenessd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "livenessd", targets: ["livenessd"]),
+        .library(name: "LivenessEngine", targets: ["LivenessEngine"]),
+        .library(name: "CaptureKit", targets: ["CaptureKit"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C interop shims live inside the module that owns them (docs/ARCHITECTURE.md).
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/LivenessEngine/COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .systemLibrary(
+            name: "CFFmpeg",
+            path: "Sources/CaptureKit/CFFmpeg",
+            pkgConfig: "libavformat libavcodec libavutil libswscale",
+            providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev", "libswscale-dev"])]
+        ),
+        .target(
+            name: "LivenessEngine",
+            dependencies: [
+                "COpenBLAS",
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            ],
+            exclude: ["COpenBLAS"]
+        ),
+        .target(
+            name: "CaptureKit",
+            dependencies: [
+                "CFFmpeg",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["CFFmpeg"]
+        ),
+        .target(
+            name: "FramePipeline",
+            dependencies: ["CaptureKit", "LivenessEngine"]
+        ),
+        .executableTarget(
+            name: "livenessd",
+            dependencies: [
+                "CaptureKit",
+                "FramePipeline",
+                "LivenessEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .testTarget(
+            name: "LivenessEngineTests",
+            dependencies: ["LivenessEngine", .product(name: "ZIPFoundation", package: "ZIPFoundation")]
+        ),
+        .testTarget(
+            name: "CaptureKitTests",
+            dependencies: ["CaptureKit", "LivenessEngine"]
+        ),
+        .testTarget(
+            name: "livenessdTests",
+            dependencies: ["livenessd"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,287 @@
+import Foundation
+import CFFmpeg
+
+/// Why a picture or stream could not be read, in words a user can act on.
+public struct CaptureError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Equatable {
+        case notFound
+        case unreadable
+        case unsupportedFormat
+        case noVideo
+        case decodeFailed
+    }
+
+    public var code: Code
+    public var source: String
+    public var message: String
+
+    public init(code: Code, source: String, message: String) {
+        self.code = code
+        self.source = source
+        self.message = message
+    }
+
+    public var description: String { "\(self.source): \(self.message)" }
+}
+
+/// A packed 8-bit RGB picture (3 bytes per pixel, rows `width * 3` apart), upright.
+public struct RGBImage: Sendable, Equatable {
+    public var width: Int
+    public var height: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * 3)
+        self.width = width
+        self.height = height
+        self.pixels = pixels
+    }
+
+    public var rowStride: Int { self.width * 3 }
+}
+
+/// How a picture must be turned to be upright: the eight EXIF orientation values.
+public enum Orientation: Int, Sendable, Equatable {
+    case up = 1, upMirrored = 2, down = 3, downMirrored = 4
+    case leftMirrored = 5, right = 6, rightMirrored = 7, left = 8
+
+    /// From a display matrix's rotation (degrees counter-clockwise, as `av_display_rotation_get`).
+    init(displayRotationDegrees degrees: Double) {
+        switch (Int(degrees.rounded()) % 360 + 360) % 360 {
+        case 90: self = .left  // shown rotated 90° counter-clockwise
+        case 180: self = .down
+        case 270: self = .right  // e.g. rotation=-90 on portrait phone clips and EXIF 6
+        default: self = .up
+        }
+    }
+
+    /// Applies the transform that makes a stored picture upright (same as PIL's `exif_transpose`).
+    public func apply(to image: RGBImage) -> RGBImage {
+        guard self != .up else { return image }
+        let width = image.width
+        let height = image.height
+        let swaps = [Orientation.leftMirrored, .right, .rightMirrored, .left].contains(self)
+        let outWidth = swaps ? height : width
+        let outHeight = swaps ? width : height
+        var output = [UInt8](repeating: 0, count: image.pixels.count)
+        image.pixels.withUnsafeBufferPointer { source in
+            output.withUnsafeMutableBufferPointer { destination in
+                for y in 0..<outHeight {
+                    for x in 0..<outWidth {
+                        // Source coordinate of upright pixel (x, y).
+                        let (sx, sy): (Int, Int)
+                        switch self {
+                        case .up: (sx, sy) = (x, y)
+                        case .upMirrored: (sx, sy) = (width - 1 - x, y)
+                        case .down: (sx, sy) = (width - 1 - x, height - 1 - y)
+                        case .downMirrored: (sx, sy) = (x, height - 1 - y)
+                        case .leftMirrored: (sx, sy) = (y, x)
+                        case .right: (sx, sy) = (y, height - 1 - x)
+                        case .rightMirrored: (sx, sy) = (width - 1 - y, height - 1 - x)
+                        case .left: (sx, sy) = (width - 1 - y, x)
+                        }
+                        let from = (sy * width + sx) * 3
+                        let to = (y * outWidth + x) * 3
+                        destination[to] = source[from]
+                        destination[to + 1] = source[from + 1]
+                        destination[to + 2] = source[from + 2]
+                    }
+                }
+            }
+        }
+        return RGBImage(width: outWidth, height: outHeight, pixels: output)
+    }
+}
+
+/// Decodes still pictures (JPEG, PNG, WebP, BMP, and anything else FFmpeg reads) to upright RGB.
+public enum ImageDecoder {
+    /// The first picture of `path`, converted to RGB24 and turned upright by its EXIF orientation
+    /// (or display-matrix rotation). Returns the orientation that was applied.
+    public static func decode(path: String) throws -> (image: RGBImage, orientation: Orientation) {
+        av_log_set_level(AV_LOG_QUIET)
+        var format: UnsafeMutablePointer<AVFormatContext>? = nil
+        let openStatus = avformat_open_input(&format, path, nil, nil)
+        guard openStatus >= 0, let context = format else {
+            throw Self.openError(openStatus, path: path)
+        }
+        defer { avformat_close_input(&format) }
+        _ = avformat_find_stream_info(context, nil)
+        var codec: UnsafePointer<AVCodec>? = nil
+        let streamIndex = av_find_best_stream(context, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0)
+        guard streamIndex >= 0, let decoder = codec else {
+            throw CaptureError(
+                code: .noVideo, source: path,
+                message: "no picture in this file (\(FFmpegError.text(streamIndex))); expected an image such as JPEG or PNG")
+        }
+        let stream = context.pointee.streams[Int(streamIndex)]!
+        var codecContext = avcodec_alloc_context3(decoder)
+        guard let codecContextPointer = codecContext else {
+            throw CaptureError(code: .decodeFailed, source: path, message: "out of memory creating a decoder")
+        }
+        defer { avcodec_free_context(&codecContext) }
+        guard avcodec_parameters_to_context(codecContextPointer, stream.pointee.codecpar) >= 0,
+            avcodec_open2(codecContextPointer, decoder, nil) >= 0
+        else {
+            throw CaptureError(
+                code: .unsupportedFormat, source: path,
+                message: "FFmpeg cannot decode \(String(cString: decoder.pointee.name)) pictures in this build")
+        }
+
+        var frame = av_frame_alloc()
+        var packet = av_packet_alloc()
+        defer {
+            av_frame_free(&frame)
+            av_packet_free(&packet)
+        }
+        var lastError: Int32 = 0
+        var decoded = false
+        var flushing = false
+        while !decoded {
+            if !flushing {
+                let readStatus = av_read_frame(context, packet)
+                if readStatus < 0 {
+                    flushing = true
+                    _ = avcodec_send_packet(codecContextPointer, nil)
+                } else {
+                    defer { av_packet_unref(packet) }
+                    if packet!.pointee.stream_index != streamIndex { continue }
+                    let sendStatus = avcodec_send_packet(codecContextPointer, packet)
+                    if sendStatus < 0 && sendStatus != cffmpeg_averror_eagain() { lastError = sendStatus }
+                }
+            }
+            let receiveStatus = avcodec_receive_frame(codecContextPointer, frame)
+            if receiveStatus >= 0 {
+                decoded = true
+            } else if receiveStatus == cffmpeg_averror_eof() || (flushing && receiveStatus != cffmpeg_averror_eagain()) {
+                break
+            } else if receiveStatus != cffmpeg_averror_eagain() {
+                lastError = receiveStatus
+            } else if flushing {
+                break
+            }
+        }
+        guard decoded, let picture = frame else {
+            throw CaptureError(
+                code: .decodeFailed, source: path,
+                message: "the picture data is damaged or truncated (\(FFmpegError.text(lastError == 0 ? cffmpeg_averror_invaliddata() : lastError)))")
+        }
+        let rgb = try Self.convertToRGB(picture, path: path)
+        let orientation = Self.orientation(of: picture, stream: stream)
+        return (orientation.apply(to: rgb), orientation)
+    }
+
+    static func openError(_ status: Int32, path: String) -> CaptureError {
+        if status == -ENOENT {
+            return CaptureError(code: .notFound, source: path, message: "no such file")
+        }
+        if status == -EACCES {
+            return CaptureError(code: .unreadable, source: path, message: "permission denied")
+        }
+        return CaptureError(
+            code: .unsupportedFormat, source: path,
+            message: "not a picture FFmpeg can read (\(FFmpegError.text(status))); supported: JPEG, PNG, WebP, BMP, …")
+    }
+
+    /// EXIF orientation from the decoder's metadata, else the display matrix (frame or stream).
+    static func orientation(of frame: UnsafeMutablePointer<AVFrame>, stream: UnsafeMutablePointer<AVStream>) -> Orientation {
+        if let entry = av_dict_get(frame.pointee.metadata, "Orientation", nil, 0), let value = entry.pointee.value {
+            let text = String(cString: value).trimmingCharacters(in: .whitespaces)
+            if let code = Int(text), let orientation = Orientation(rawValue: code) { return orientation }
+        }
+        if let side = av_frame_get_side_data(frame, AV_FRAME_DATA_DISPLAYMATRIX) {
+            let matrix = UnsafeRawPointer(side.pointee.data!).assumingMemoryBound(to: Int32.self)
+            return Orientation(displayRotationDegrees: av_display_rotation_get(matrix))
+        }
+        var size: Int = 0
+        if let data = av_stream_get_side_data(stream, AV_PKT_DATA_DISPLAYMATRIX, &size), size >= 36 {
+            let matrix = UnsafeRawPointer(data).assumingMemoryBound(to: Int32.self)
+            return Orientation(displayRotationDegrees: av_display_rotation_get(matrix))
+        }
+        return .up
+    }
+
+    /// Converts a decoded frame to packed RGB24 with libswscale (grey pictures are replicated directly:
+    /// swscale would treat GRAY8 as limited-range video luma).
+    static func convertToRGB(_ frame: UnsafeMutablePointer<AVFrame>, path: String) throws -> RGBImage {
+        let width = Int(frame.pointee.width)
+        let height = Int(frame.pointee.height)
+        let format = AVPixelFormat(rawValue: frame.pointee.format)
+        guard width > 0, height > 0, width <= 32768, height <= 32768 else {
+            throw CaptureError(code: .decodeFailed, source: path, message: "picture has an invalid size \(width)x\(height)")
+        }
+        var pixels = [UInt8](repeating: 0, count: width * height * 3)
+        if format == AV_PIX_FMT_GRAY8 {
+            let stride = Int(frame.pointee.linesize.0)
+            let plane = frame.pointee.data.0!
+            for y in 0..<height {
+                for x in 0..<width {
+                    let value = plane[y * stride + x]
+                    let to = (y * width + x) * 3
+                    pixels[to] = value
+                    pixels[to + 1] = value
+                    pixels[to + 2] = value
+                }
+            }
+            return RGBImage(width: width, height: height, pixels: pixels)
+        }
+        let flags = SWS_BILINEAR | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_BITEXACT
+        guard
+            let scaler = sws_getContext(
+                Int32(width), Int32(height), format, Int32(width), Int32(height), AV_PIX_FMT_RGB24, Int32(flags),
+                nil, nil, nil)
+        else {
+            let name = av_get_pix_fmt_name(format).map { String(cString: $0) } ?? "unknown"
+            throw CaptureError(code: .unsupportedFormat, source: path, message: "cannot convert pixel format \(name) to RGB")
+        }
+        defer { sws_freeContext(scaler) }
+        Self.applyColourDetails(scaler, frame: frame)
+        pixels.withUnsafeMutableBufferPointer { buffer in
+            var destination: [UnsafeMutablePointer<UInt8>?] = [buffer.baseAddress, nil, nil, nil]
+            var destinationStride: [Int32] = [Int32(width * 3), 0, 0, 0]
+            withUnsafePointer(to: &frame.pointee.data) { dataTuple in
+                withUnsafePointer(to: &frame.pointee.linesize) { strideTuple in
+                    dataTuple.withMemoryRebound(to: UnsafePointer<UInt8>?.self, capacity: 8) { planes in
+                        strideTuple.withMemoryRebound(to: Int32.self, capacity: 8) { strides in
+                            _ = sws_scale(scaler, planes, strides, 0, Int32(height), &destination, &destinationStride)
+                        }
+                    }
+                }
+            }
+        }
+        return RGBImage(width: width, height: height, pixels: pixels)
+    }
+
+    /// Source range and matrix from the frame (JPEG is full-range BT.601; video is usually limited).
+    static func applyColourDetails(_ scaler: OpaquePointer, frame: UnsafeMutablePointer<AVFrame>) {
+        var inverseTable: UnsafeMutablePointer<Int32>? = nil
+        var sourceRange: Int32 = 0
+        var table: UnsafeMutablePointer<Int32>? = nil
+        var destinationRange: Int32 = 0
+        var brightness: Int32 = 0
+        var contrast: Int32 = 0
+        var saturation: Int32 = 0
+        guard
+            sws_getColorspaceDetails(
+                scaler, &inverseTable, &sourceRange, &table, &destinationRange, &brightness, &contrast, &saturation) >= 0
+        else { return }
+        let colourspace = frame.pointee.colorspace
+        let coefficients =
+            colourspace == AVCOL_SPC_BT709
+            ? sws_getCoefficients(SWS_CS_ITU709) : sws_getCoefficients(SWS_CS_ITU601)
+        let format = AVPixelFormat(rawValue: frame.pointee.format)
+        let fullRange =
+            frame.pointee.color_range == AVCOL_RANGE_JPEG || format == AV_PIX_FMT_YUVJ420P
+            || format == AV_PIX_FMT_YUVJ422P || format == AV_PIX_FMT_YUVJ444P || format == AV_PIX_FMT_YUVJ440P
+        _ = sws_setColorspaceDetails(
+            scaler, coefficients, fullRange ? 1 : sourceRange, coefficients, 1, brightness, contrast, saturation)
+    }
+}
+
+/// FFmpeg error codes as text.
+enum FFmpegError {
+    static func text(_ code: Int32) -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        av_strerror(code, &buffer, buffer.count)
+        return String(cString: buffer)
+    }
+}

@@ -1,0 +1,320 @@
+import Foundation
+
+/// Float storage owned by exactly one value and freed in `deinit`; grows only when asked for more.
+final class FloatBuffer {
+    private(set) var pointer: UnsafeMutablePointer<Float>
+    private(set) var capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = max(capacity, 1)
+        self.pointer = .allocate(capacity: self.capacity)
+        self.pointer.initialize(repeating: 0, count: self.capacity)
+    }
+
+    convenience init(_ values: [Float]) {
+        self.init(capacity: values.count)
+        values.withUnsafeBufferPointer { self.pointer.update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    func reserve(_ count: Int) {
+        guard count > self.capacity else { return }
+        self.pointer.deallocate()
+        self.capacity = count
+        self.pointer = .allocate(capacity: count)
+        self.pointer.initialize(repeating: 0, count: count)
+    }
+
+    deinit { self.pointer.deallocate() }
+}
+
+/// The face-liveness Vision Transformer on OpenBLAS.
+///
+/// Architecture (docs/ARCHITECTURE.md): Conv2d(3, D, 16, stride 16) patch embedding, CLS token,
+/// learned position embedding, N post-norm ReLU encoder layers (nn.TransformerEncoderLayer
+/// defaults), Linear(D, 2) on the CLS token; softmax index 1 is the spoof probability.
+///
+/// Not thread-safe: one instance per inference thread. Scratch buffers are sized for the largest
+/// batch seen so far and reused, so steady-state inference allocates nothing.
+public final class LivenessViT {
+    public let config: ViTConfig
+    /// The checkpoint's decision threshold: spoof iff probability ≥ threshold.
+    public let threshold: Double
+
+    struct Layer {
+        var inProjectionWeight, inProjectionBias, outProjectionWeight, outProjectionBias: FloatBuffer
+        var linear1Weight, linear1Bias, linear2Weight, linear2Bias: FloatBuffer
+        var norm1Weight, norm1Bias, norm2Weight, norm2Bias: FloatBuffer
+    }
+
+    let patchWeight: FloatBuffer  // (D, 3·16·16)
+    /// Row 0: cls_token + pos_embed[0]; row i ≥ 1: pos_embed[i] + patch bias. The patch GEMM adds onto it.
+    let positionAndBias: FloatBuffer
+    let layers: [Layer]
+    let headWeight, headBias: FloatBuffer
+
+    // Scratch, sized for `batchCapacity`.
+    private var batchCapacity = 0
+    private let patches = FloatBuffer(capacity: 1)
+    private let tokens = FloatBuffer(capacity: 1)
+    private let projections = FloatBuffer(capacity: 1)
+    private let scores = FloatBuffer(capacity: 1)
+    private let attention = FloatBuffer(capacity: 1)
+    private let residual = FloatBuffer(capacity: 1)
+    private let hidden = FloatBuffer(capacity: 1)
+    private let classTokens = FloatBuffer(capacity: 1)
+    private let logitsBuffer = FloatBuffer(capacity: 1)
+
+    /// Loads, validates and prepares a checkpoint (`torch.save` zip with `model`, `cfg`, `threshold`).
+    public convenience init(contentsOf url: URL) throws {
+        try self.init(checkpoint: try TorchCheckpoint(contentsOf: url), path: url.path)
+    }
+
+    public init(checkpoint: TorchCheckpoint, path: String) throws {
+        let config = try ViTConfig(checkpointConfig: checkpoint.config, path: path)
+        try config.validate(stateDict: checkpoint.stateDict, path: path)
+        self.config = config
+        self.threshold = checkpoint.threshold ?? 0.5
+        let weights = checkpoint.stateDict
+        func buffer(_ key: String) -> FloatBuffer { FloatBuffer(weights[key]!.values) }
+
+        self.patchWeight = buffer("patch_embed.proj.weight")
+        let width = config.modelWidth
+        var table = weights["pos_embed"]!.values
+        let cls = weights["cls_token"]!.values
+        let patchBias = weights["patch_embed.proj.bias"]!.values
+        for column in 0..<width { table[column] += cls[column] }
+        for token in 1..<config.tokenCount {
+            for column in 0..<width { table[token * width + column] += patchBias[column] }
+        }
+        self.positionAndBias = FloatBuffer(table)
+        self.layers = (0..<config.layerCount).map { index in
+            let prefix = "encoder.transformer_encoder.layers.\(index)."
+            return Layer(
+                inProjectionWeight: buffer(prefix + "self_attn.in_proj_weight"),
+                inProjectionBias: buffer(prefix + "self_attn.in_proj_bias"),
+                outProjectionWeight: buffer(prefix + "self_attn.out_proj.weight"),
+                outProjectionBias: buffer(prefix + "self_attn.out_proj.bias"),
+                linear1Weight: buffer(prefix + "linear1.weight"), linear1Bias: buffer(prefix + "linear1.bias"),
+                linear2Weight: buffer(prefix + "linear2.weight"), linear2Bias: buffer(prefix + "linear2.bias"),
+                norm1Weight: buffer(prefix + "norm1.weight"), norm1Bias: buffer(prefix + "norm1.bias"),
+                norm2Weight: buffer(prefix + "norm2.weight"), norm2Bias: buffer(prefix + "norm2.bias"))
+        }
+        self.headWeight = buffer("head.weight")
+        self.headBias = buffer("head.bias")
+    }
+
+    /// Number of floats one input image occupies: 3 × imageSize × imageSize (NCHW).
+    public var inputLength: Int { 3 * self.config.imageSize * self.config.imageSize }
+
+    /// Sizes the scratch buffers for `batch` images; inference then allocates nothing.
+    public func reserve(batch: Int) {
+        guard batch > self.batchCapacity else { return }
+        let c = self.config
+        let rows = batch * c.tokenCount
+        self.patches.reserve(batch * c.patchCount * c.patchLength)
+        self.tokens.reserve(rows * c.modelWidth)
+        self.projections.reserve(rows * 3 * c.modelWidth)
+        self.scores.reserve(c.tokenCount * c.tokenCount)
+        self.attention.reserve(rows * c.modelWidth)
+        self.residual.reserve(rows * c.modelWidth)
+        self.hidden.reserve(rows * c.feedForwardWidth)
+        self.classTokens.reserve(batch * c.modelWidth)
+        self.logitsBuffer.reserve(batch * c.classCount)
+        self.batchCapacity = batch
+    }
+
+    // MARK: - Public inference
+
+    /// Logits for `batch` preprocessed images (NCHW float32, `inputLength` floats each) into `logits`
+    /// (`batch × classCount`). The last encoder layer is evaluated for the CLS token only: the head
+    /// reads nothing else, so the other 196 rows of that layer are never needed.
+    public func logits(input: UnsafePointer<Float>, batch: Int, into logits: UnsafeMutablePointer<Float>) {
+        precondition(batch >= 1, "batch must be at least 1")
+        self.reserve(batch: batch)
+        self.embed(input: input, batch: batch)
+        for layer in self.layers.dropLast() { self.encoderLayer(layer, batch: batch) }
+        self.lastLayerClassTokenOnly(self.layers.last!, batch: batch)
+        self.head(classTokens: self.classTokens.pointer, stride: self.config.modelWidth, batch: batch, into: logits)
+    }
+
+    /// Spoof probabilities (softmax index 1) for `batch` preprocessed images.
+    public func spoofProbabilities(input: [Float], batch: Int) -> [Double] {
+        precondition(input.count == batch * self.inputLength, "input holds \(input.count) floats, expected \(batch * self.inputLength)")
+        self.reserve(batch: batch)
+        input.withUnsafeBufferPointer { self.logits(input: $0.baseAddress!, batch: batch, into: self.logitsBuffer.pointer) }
+        return (0..<batch).map { Self.spoofProbability(logits: self.logitsBuffer.pointer + $0 * self.config.classCount) }
+    }
+
+    /// Activations of one image through every stage, for checks against PyTorch: tokens after the
+    /// embedding, the output of every encoder layer (all tokens), and the logits.
+    public struct Trace: Sendable {
+        public var embedding: [Float]
+        public var layerOutputs: [[Float]]
+        public var logits: [Float]
+    }
+
+    public func trace(input: [Float]) -> Trace {
+        precondition(input.count == self.inputLength)
+        self.reserve(batch: 1)
+        let c = self.config
+        let count = c.tokenCount * c.modelWidth
+        input.withUnsafeBufferPointer { self.embed(input: $0.baseAddress!, batch: 1) }
+        let embedding = Array(UnsafeBufferPointer(start: self.tokens.pointer, count: count))
+        var outputs: [[Float]] = []
+        for layer in self.layers {
+            self.encoderLayer(layer, batch: 1)
+            outputs.append(Array(UnsafeBufferPointer(start: self.tokens.pointer, count: count)))
+        }
+        self.head(classTokens: self.tokens.pointer, stride: c.tokenCount * c.modelWidth, batch: 1, into: self.logitsBuffer.pointer)
+        return Trace(
+            embedding: embedding, layerOutputs: outputs,
+            logits: Array(UnsafeBufferPointer(start: self.logitsBuffer.pointer, count: c.classCount)))
+    }
+
+    /// softmax(logits)[1], computed stably in Double.
+    public static func spoofProbability(logits: UnsafePointer<Float>) -> Double {
+        let live = Double(logits[0])
+        let spoof = Double(logits[1])
+        return 1 / (1 + Foundation.exp(live - spoof))
+    }
+
+    // MARK: - Stages
+
+    /// Patch embedding (im2col + one GEMM per image) plus CLS token and position embedding.
+    func embed(input: UnsafePointer<Float>, batch: Int) {
+        let c = self.config
+        let side = c.imageSize
+        let patch = c.patchSize
+        let plane = side * side
+        let patchRowLength = patch * patch
+        for image in 0..<batch {
+            let source = input + image * 3 * plane
+            let destination = self.patches.pointer + image * c.patchCount * c.patchLength
+            for patchRow in 0..<c.patchesPerSide {
+                for patchColumn in 0..<c.patchesPerSide {
+                    let row = destination + (patchRow * c.patchesPerSide + patchColumn) * c.patchLength
+                    for channel in 0..<3 {
+                        for y in 0..<patch {
+                            let from = source + channel * plane + (patchRow * patch + y) * side + patchColumn * patch
+                            (row + channel * patchRowLength + y * patch).update(from: from, count: patch)
+                        }
+                    }
+                }
+            }
+        }
+        for image in 0..<batch {
+            let tokens = self.tokens.pointer + image * c.tokenCount * c.modelWidth
+            tokens.update(from: self.positionAndBias.pointer, count: c.tokenCount * c.modelWidth)
+            BLAS.gemm(
+                transposeB: true, m: c.patchCount, n: c.modelWidth, k: c.patchLength,
+                a: self.patches.pointer + image * c.patchCount * c.patchLength, lda: c.patchLength,
+                b: self.patchWeight.pointer, ldb: c.patchLength, beta: 1, c: tokens + c.modelWidth, ldc: c.modelWidth)
+        }
+    }
+
+    /// One post-norm encoder layer over every token: x = LN1(x + MHA(x)); x = LN2(x + FFN(x)).
+    func encoderLayer(_ layer: Layer, batch: Int) {
+        let c = self.config
+        let width = c.modelWidth
+        let rows = batch * c.tokenCount
+        let x = self.tokens.pointer
+        let qkv = self.projections.pointer
+        VectorKernels.fillRows(qkv, rows: rows, width: 3 * width, stride: 3 * width, bias: layer.inProjectionBias.pointer)
+        BLAS.gemm(
+            transposeB: true, m: rows, n: 3 * width, k: width, a: x, lda: width,
+            b: layer.inProjectionWeight.pointer, ldb: width, beta: 1, c: qkv, ldc: 3 * width)
+        let scale = 1 / Float(c.headWidth).squareRoot()
+        for image in 0..<batch {
+            for head in 0..<c.headCount {
+                let q = qkv + image * c.tokenCount * 3 * width + head * c.headWidth
+                BLAS.gemm(
+                    transposeB: true, m: c.tokenCount, n: c.tokenCount, k: c.headWidth, alpha: scale,
+                    a: q, lda: 3 * width, b: q + width, ldb: 3 * width, beta: 0, c: self.scores.pointer, ldc: c.tokenCount)
+                VectorKernels.softmaxRows(self.scores.pointer, rows: c.tokenCount, count: c.tokenCount, stride: c.tokenCount)
+                BLAS.gemm(
+                    m: c.tokenCount, n: c.headWidth, k: c.tokenCount, a: self.scores.pointer, lda: c.tokenCount,
+                    b: q + 2 * width, ldb: 3 * width, beta: 0,
+                    c: self.attention.pointer + image * c.tokenCount * width + head * c.headWidth, ldc: width)
+            }
+        }
+        self.attentionOutputAndFeedForward(
+            layer, x: x, xStride: width, attention: self.attention.pointer, rows: rows, output: x)
+    }
+
+    /// The last layer, for the CLS token only: keys and values need every token, nothing else does.
+    func lastLayerClassTokenOnly(_ layer: Layer, batch: Int) {
+        let c = self.config
+        let width = c.modelWidth
+        let rows = batch * c.tokenCount
+        let x = self.tokens.pointer
+        let qkv = self.projections.pointer
+        // Keys and values for every token (columns D..<3D of the in-projection).
+        VectorKernels.fillRows(qkv + width, rows: rows, width: 2 * width, stride: 3 * width, bias: layer.inProjectionBias.pointer + width)
+        BLAS.gemm(
+            transposeB: true, m: rows, n: 2 * width, k: width, a: x, lda: width,
+            b: layer.inProjectionWeight.pointer + width * width, ldb: width, beta: 1, c: qkv + width, ldc: 3 * width)
+        // Queries for the CLS rows only: rows 0, T, 2T, … of x.
+        let queries = self.residual.pointer
+        VectorKernels.fillRows(queries, rows: batch, width: width, stride: width, bias: layer.inProjectionBias.pointer)
+        BLAS.gemm(
+            transposeB: true, m: batch, n: width, k: width, a: x, lda: c.tokenCount * width,
+            b: layer.inProjectionWeight.pointer, ldb: width, beta: 1, c: queries, ldc: width)
+        let scale = 1 / Float(c.headWidth).squareRoot()
+        let attention = self.attention.pointer
+        for image in 0..<batch {
+            for head in 0..<c.headCount {
+                let keys = qkv + image * c.tokenCount * 3 * width + width + head * c.headWidth
+                let query = queries + image * width + head * c.headWidth
+                BLAS.gemv(
+                    m: c.tokenCount, n: c.headWidth, alpha: scale, a: keys, lda: 3 * width, x: query, beta: 0,
+                    y: self.scores.pointer)
+                VectorKernels.softmax(self.scores.pointer, count: c.tokenCount)
+                BLAS.gemv(
+                    transpose: true, m: c.tokenCount, n: c.headWidth, a: keys + width, lda: 3 * width,
+                    x: self.scores.pointer, beta: 0, y: attention + image * width + head * c.headWidth)
+            }
+        }
+        self.attentionOutputAndFeedForward(
+            layer, x: x, xStride: c.tokenCount * width, attention: attention, rows: batch,
+            output: self.classTokens.pointer)
+    }
+
+    /// out = LN1(x + attention·Woutᵀ + b); out = LN2(out + FFN(out)). `x` rows may be strided.
+    private func attentionOutputAndFeedForward(
+        _ layer: Layer, x: UnsafePointer<Float>, xStride: Int, attention: UnsafePointer<Float>, rows: Int,
+        output: UnsafeMutablePointer<Float>
+    ) {
+        let c = self.config
+        let width = c.modelWidth
+        let y = self.residual.pointer
+        VectorKernels.addRows(x, inputStride: xStride, bias: layer.outProjectionBias.pointer, y, rows: rows, width: width)
+        BLAS.gemm(
+            transposeB: true, m: rows, n: width, k: width, a: attention, lda: width,
+            b: layer.outProjectionWeight.pointer, ldb: width, beta: 1, c: y, ldc: width)
+        VectorKernels.layerNormRows(
+            y, output, rows: rows, width: width, gamma: layer.norm1Weight.pointer, beta: layer.norm1Bias.pointer,
+            epsilon: c.layerNormEpsilon)
+        let hidden = self.hidden.pointer
+        VectorKernels.fillRows(hidden, rows: rows, width: c.feedForwardWidth, stride: c.feedForwardWidth, bias: layer.linear1Bias.pointer)
+        BLAS.gemm(
+            transposeB: true, m: rows, n: c.feedForwardWidth, k: width, a: output, lda: width,
+            b: layer.linear1Weight.pointer, ldb: width, beta: 1, c: hidden, ldc: c.feedForwardWidth)
+        VectorKernels.relu(hidden, count: rows * c.feedForwardWidth)
+        VectorKernels.addRows(output, inputStride: width, bias: layer.linear2Bias.pointer, y, rows: rows, width: width)
+        BLAS.gemm(
+            transposeB: true, m: rows, n: width, k: c.feedForwardWidth, a: hidden, lda: c.feedForwardWidth,
+            b: layer.linear2Weight.pointer, ldb: c.feedForwardWidth, beta: 1, c: y, ldc: width)
+        VectorKernels.layerNormRows(
+            y, output, rows: rows, width: width, gamma: layer.norm2Weight.pointer, beta: layer.norm2Bias.pointer,
+            epsilon: c.layerNormEpsilon)
+    }
+
+    /// logits[b] = head(classToken[b]).
+    private func head(classTokens: UnsafePointer<Float>, stride: Int, batch: Int, into logits: UnsafeMutablePointer<Float>) {
+        let c = self.config
+        VectorKernels.fillRows(logits, rows: batch, width: c.classCount, stride: c.classCount, bias: self.headBias.pointer)
+        BLAS.gemm(
+            transposeB: true, m: batch, n: c.classCount, k: c.modelWidth, a: classTokens, lda: stride,
+            b: self.headWeight.pointer, ldb: c.modelWidth, beta: 1, c: logits, ldc: c.classCount)
+    }
+}

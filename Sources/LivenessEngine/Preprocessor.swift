@@ -1,0 +1,240 @@
+/// A rectangle of whole pixels (a crop of a frame), origin top-left.
+public struct PixelRect: Sendable, Equatable, CustomStringConvertible {
+    public var x: Int
+    public var y: Int
+    public var width: Int
+    public var height: Int
+
+    public init(x: Int, y: Int, width: Int, height: Int) {
+        self.x = x
+        self.y = y
+        self.width = width
+        self.height = height
+    }
+
+    public var description: String { "\(self.width)x\(self.height)+\(self.x)+\(self.y)" }
+}
+
+/// 8-bit pixels the preprocessor reads: packed RGB24 or a single luma plane, with a row stride.
+public struct PixelSource {
+    public enum Layout: Sendable { case rgb24, luma8 }
+
+    public var base: UnsafePointer<UInt8>
+    public var width: Int
+    public var height: Int
+    public var rowStride: Int
+    public var layout: Layout
+
+    public init(base: UnsafePointer<UInt8>, width: Int, height: Int, rowStride: Int, layout: Layout) {
+        self.base = base
+        self.width = width
+        self.height = height
+        self.rowStride = rowStride
+        self.layout = layout
+    }
+
+    var channels: Int { self.layout == .rgb24 ? 3 : 1 }
+
+    /// The same pixels restricted to `rect` (clamped to the image), as `PIL.Image.crop` would give.
+    public func cropped(to rect: PixelRect) -> PixelSource {
+        let x0 = min(max(rect.x, 0), self.width - 1)
+        let y0 = min(max(rect.y, 0), self.height - 1)
+        let x1 = min(max(rect.x + rect.width, x0 + 1), self.width)
+        let y1 = min(max(rect.y + rect.height, y0 + 1), self.height)
+        return PixelSource(
+            base: self.base + y0 * self.rowStride + x0 * self.channels, width: x1 - x0, height: y1 - y0,
+            rowStride: self.rowStride, layout: self.layout)
+    }
+}
+
+/// The training-time evaluation transform, reproduced bit for bit on 8-bit pixels:
+///
+///     Resize(255)            short side → 255, PIL bilinear with antialiasing (fixed-point, two passes)
+///     CenterCrop(224)        offsets rounded half-to-even, as Python's round()
+///     Grayscale(3)           PIL 'L' = (19595·R + 38470·G + 7471·B + 2¹⁵) >> 16, replicated ×3
+///     ToTensor, Normalize    L/255, then (v − mean[c]) / std[c] with ImageNet mean/std
+///
+/// Only the 224 × 224 output window is computed: the crop comes after the resize, so pixels
+/// outside it are never needed. A luma plane (camera Y, or an image's own L) can be fed directly;
+/// then resizing happens on luma instead of RGB, which differs from the reference only by the
+/// rounding of the intermediate 8-bit images (≤ 1 grey level).
+public struct Preprocessor: Sendable {
+    public var shortSide = 255
+    public var outputSide = 224
+    public static let mean: [Float] = [0.485, 0.456, 0.406]
+    public static let standardDeviation: [Float] = [0.229, 0.224, 0.225]
+
+    /// normalised[c][L] for every 8-bit luma value: the exact float32 arithmetic torchvision does.
+    let normalisation: [[Float]]
+
+    public init() {
+        self.normalisation = (0..<3).map { channel in
+            (0..<256).map { level in
+                (Float(level) / 255 - Self.mean[channel]) / Self.standardDeviation[channel]
+            }
+        }
+    }
+
+    /// Floats in one output tensor: 3 × 224 × 224.
+    public var tensorLength: Int { 3 * self.outputSide * self.outputSide }
+
+    /// Output size of torchvision's Resize(shortSide) for an input of `width` × `height`.
+    public func resizedSize(width: Int, height: Int) -> (width: Int, height: Int) {
+        if width <= height {
+            return (self.shortSide, Int(Double(self.shortSide * height) / Double(width)))
+        }
+        return (Int(Double(self.shortSide * width) / Double(height)), self.shortSide)
+    }
+
+    /// The 224 × 224 window the centre crop takes from the resized image.
+    public func cropOrigin(resizedWidth: Int, resizedHeight: Int) -> (x: Int, y: Int) {
+        let x = (Double(resizedWidth - self.outputSide) / 2).rounded(.toNearestOrEven)
+        let y = (Double(resizedHeight - self.outputSide) / 2).rounded(.toNearestOrEven)
+        return (Int(x), Int(y))
+    }
+
+    /// The 224 × 224 grey image the model sees (before normalisation), row-major.
+    public func lumaCrop(_ source: PixelSource) -> [UInt8] {
+        let side = self.outputSide
+        let resized = self.resizedSize(width: source.width, height: source.height)
+        let origin = self.cropOrigin(resizedWidth: resized.width, resizedHeight: resized.height)
+        let horizontal = ResampleKernel(
+            inputSize: source.width, outputSize: resized.width, window: origin.x..<(origin.x + side))
+        let vertical = ResampleKernel(
+            inputSize: source.height, outputSize: resized.height, window: origin.y..<(origin.y + side))
+        let channels = source.channels
+        // Horizontal pass over the input rows the vertical pass will read, into 8-bit (as PIL does).
+        let rowRange = vertical.inputRange
+        var intermediate = [UInt8](repeating: 0, count: rowRange.count * side * channels)
+        intermediate.withUnsafeMutableBufferPointer { buffer in
+            for (row, inputRow) in rowRange.enumerated() {
+                horizontal.apply(
+                    source: source.base + inputRow * source.rowStride, sourceStep: channels,
+                    destination: buffer.baseAddress! + row * side * channels, destinationStep: channels,
+                    channels: channels)
+            }
+        }
+        // Vertical pass, then luma.
+        var resizedCrop = [UInt8](repeating: 0, count: side * side * channels)
+        intermediate.withUnsafeBufferPointer { input in
+            resizedCrop.withUnsafeMutableBufferPointer { output in
+                for column in 0..<(side * channels) {
+                    vertical.apply(
+                        source: input.baseAddress! + column - rowRange.lowerBound * side * channels,
+                        sourceStep: side * channels, destination: output.baseAddress! + column,
+                        destinationStep: side * channels, channels: 1)
+                }
+            }
+        }
+        guard channels == 3 else { return resizedCrop }
+        var luma = [UInt8](repeating: 0, count: side * side)
+        for pixel in 0..<(side * side) {
+            let r = UInt32(resizedCrop[3 * pixel])
+            let g = UInt32(resizedCrop[3 * pixel + 1])
+            let b = UInt32(resizedCrop[3 * pixel + 2])
+            luma[pixel] = UInt8((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16)
+        }
+        return luma
+    }
+
+    /// Writes the normalised 3 × 224 × 224 tensor (NCHW, one image) for a 224 × 224 luma crop.
+    public func normalise(lumaCrop: [UInt8], into output: UnsafeMutablePointer<Float>) {
+        let plane = self.outputSide * self.outputSide
+        precondition(lumaCrop.count == plane, "luma crop has \(lumaCrop.count) pixels, expected \(plane)")
+        for channel in 0..<3 {
+            let table = self.normalisation[channel]
+            let destination = output + channel * plane
+            for index in 0..<plane { destination[index] = table[Int(lumaCrop[index])] }
+        }
+    }
+
+    /// The model input for an image (RGB or luma), written into `output` (`tensorLength` floats).
+    public func tensor(_ source: PixelSource, into output: UnsafeMutablePointer<Float>) {
+        self.normalise(lumaCrop: self.lumaCrop(source), into: output)
+    }
+
+    public func tensor(_ source: PixelSource) -> [Float] {
+        var output = [Float](repeating: 0, count: self.tensorLength)
+        output.withUnsafeMutableBufferPointer { self.tensor(source, into: $0.baseAddress!) }
+        return output
+    }
+}
+
+/// PIL's antialiased bilinear resampling along one axis (Pillow `Resample.c`: `precompute_coeffs`
+/// and `normalize_coeffs_8bpc`), restricted to a window of output positions. Coefficients are
+/// computed in Double and converted to 22-bit fixed point exactly as Pillow does, so the 8-bit
+/// results are identical.
+struct ResampleKernel {
+    static let precisionBits = 32 - 8 - 2
+
+    /// For each output position in the window: first input index and tap count.
+    var starts: [Int] = []
+    var counts: [Int] = []
+    /// `taps` fixed-point weights per output position.
+    var weights: [Int32] = []
+    var taps: Int
+
+    init(inputSize: Int, outputSize: Int, window: Range<Int>) {
+        let scale = Double(inputSize) / Double(outputSize)
+        let filterScale = max(scale, 1.0)
+        let support = 1.0 * filterScale  // bilinear support is 1
+        self.taps = Int(support.rounded(.up)) * 2 + 1
+        let inverseFilterScale = 1.0 / filterScale
+        var kernel = [Double](repeating: 0, count: self.taps)
+        for position in window {
+            let centre = (Double(position) + 0.5) * scale
+            var first = Int(centre - support + 0.5)  // C (int) truncates toward zero
+            if first < 0 { first = 0 }
+            var last = Int(centre + support + 0.5)
+            if last > inputSize { last = inputSize }
+            let count = last - first
+            var total = 0.0
+            for tap in 0..<self.taps {
+                guard tap < count else {
+                    kernel[tap] = 0
+                    continue
+                }
+                let distance = abs((Double(tap + first) - centre + 0.5) * inverseFilterScale)
+                let weight = distance < 1 ? 1 - distance : 0
+                kernel[tap] = weight
+                total += weight
+            }
+            for tap in 0..<self.taps {
+                var weight = kernel[tap]
+                if total != 0 && tap < count { weight /= total }
+                let fixed = weight * Double(1 << Self.precisionBits)
+                self.weights.append(Int32(fixed < 0 ? fixed - 0.5 : fixed + 0.5))
+            }
+            self.starts.append(first)
+            self.counts.append(count)
+        }
+    }
+
+    /// Input positions the window reads.
+    var inputRange: Range<Int> {
+        let lower = self.starts.min() ?? 0
+        let upper = zip(self.starts, self.counts).map { $0 + $1 }.max() ?? 0
+        return lower..<upper
+    }
+
+    /// Resamples one line: `source` points at input element 0 of the line, `sourceStep` apart.
+    func apply(
+        source: UnsafePointer<UInt8>, sourceStep: Int, destination: UnsafeMutablePointer<UInt8>,
+        destinationStep: Int, channels: Int
+    ) {
+        let rounding = Int64(1) << (Self.precisionBits - 1)
+        for output in 0..<self.starts.count {
+            let first = self.starts[output]
+            let count = self.counts[output]
+            let weightBase = output * self.taps
+            for channel in 0..<channels {
+                var sum = rounding
+                for tap in 0..<count {
+                    sum += Int64(source[(first + tap) * sourceStep + channel]) * Int64(self.weights[weightBase + tap])
+                }
+                let value = sum >> Int64(Self.precisionBits)
+                destination[output * destinationStep + channel] = UInt8(clamping: value)
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import ArgumentParser
+import CaptureKit
+import Foundation
+import LivenessEngine
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time the engine: forward pass alone and preprocess + forward, batch 1 and 8, one thread.",
+        discussion: """
+            Prints the OpenBLAS core it ran on. Compare with PyTorch and ONNX Runtime on the same machine in \
+            the same session: scripts/bench_reference.py (see README). Build with -c release.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "Image to preprocess in the preprocess+forward case (default: samples/astronaut.png).")
+    var image = "samples/astronaut.png"
+
+    @Option(help: "Timed iterations per case.")
+    var iterations = 200
+
+    @Option(help: "Warm-up iterations per case (not timed).")
+    var warmup = 20
+
+    @Option(help: "OpenBLAS threads.")
+    var threads = 1
+
+    @Option(parsing: .upToNextOption, help: "Batch sizes to time.")
+    var batch: [Int] = [1, 8]
+
+    @Flag(help: "Print one JSON object per case instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard self.iterations > 0, self.warmup >= 0, self.threads > 0, self.batch.allSatisfy({ $0 > 0 }) else {
+            throw ValidationError("iterations, threads and batch sizes must be positive")
+        }
+    }
+
+    func run() throws {
+        let model: LivenessViT
+        do {
+            model = try self.modelOptions.load().model
+        } catch let error as CommandError {
+            FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        BLAS.setThreadCount(self.threads)
+        let picture: RGBImage
+        do {
+            picture = try ImageDecoder.decode(path: self.image).image
+        } catch {
+            FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let preprocessor = Preprocessor()
+        let single = picture.pixels.withUnsafeBufferPointer {
+            preprocessor.tensor(
+                PixelSource(
+                    base: $0.baseAddress!, width: picture.width, height: picture.height, rowStride: picture.rowStride,
+                    layout: .rgb24))
+        }
+
+        if !self.json {
+            print("# livenessd \(LivenessdVersion.string) bench")
+            print("# cpu:      \(Self.cpuModel()) (\(ProcessInfo.processInfo.activeProcessorCount) logical CPUs)")
+            print("# openblas: core \(BLAS.coreName), threads \(BLAS.threadCount); \(BLAS.configuration)")
+            print("# image:    \(self.image) \(picture.width)x\(picture.height); \(self.warmup) warm-up + \(self.iterations) timed iterations")
+            print("case                   batch   ms/frame median      p10      p90")
+        }
+        for batch in self.batch {
+            model.reserve(batch: batch)
+            let input = [Float]((0..<batch).flatMap { _ in single })
+            var logits = [Float](repeating: 0, count: 2 * batch)
+            let forward = self.time(batch: batch) {
+                input.withUnsafeBufferPointer { source in
+                    logits.withUnsafeMutableBufferPointer { model.logits(input: source.baseAddress!, batch: batch, into: $0.baseAddress!) }
+                }
+            }
+            self.report("forward", batch: batch, forward)
+            var tensor = [Float](repeating: 0, count: batch * preprocessor.tensorLength)
+            let full = self.time(batch: batch) {
+                picture.pixels.withUnsafeBufferPointer { pixels in
+                    let source = PixelSource(
+                        base: pixels.baseAddress!, width: picture.width, height: picture.height,
+                        rowStride: picture.rowStride, layout: .rgb24)
+                    tensor.withUnsafeMutableBufferPointer { buffer in
+                        for index in 0..<batch {
+                            preprocessor.tensor(source, into: buffer.baseAddress! + index * preprocessor.tensorLength)
+                        }
+                        logits.withUnsafeMutableBufferPointer {
+                            model.logits(input: buffer.baseAddress!, batch: batch, into: $0.baseAddress!)
+                        }
+                    }
+                }
+            }
+            self.report("preprocess+forward", batch: batch, full)
+        }
+    }
+
+    /// Milliseconds per frame of each timed iteration.
+    func time(batch: Int, _ body: () -> Void) -> [Double] {
+        for _ in 0..<self.warmup { body() }
+        var samples: [Double] = []
+        samples.reserveCapacity(self.iterations)
+        for _ in 0..<self.iterations {
+            let start = DispatchTime.now().uptimeNanoseconds
+            body()
+            let elapsed = DispatchTime.now().uptimeNanoseconds - start
+            samples.append(Double(elapsed) / 1e6 / Double(batch))
+        }
+        return samples.sorted()
+    }
+
+    func report(_ name: String, batch: Int, _ sorted: [Double]) {
+        func quantile(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int(q * Double(sorted.count)))] }
+        let median = quantile(0.5)
+        if self.json {
+            let fields: [String: Any] = [
+                "engine": "livenessd", "case": name, "batch": batch, "ms_per_frame_median": median,
+                "ms_per_frame_p10": quantile(0.1), "ms_per_frame_p90": quantile(0.9), "blas_core": BLAS.coreName,
+                "threads": BLAS.threadCount,
+            ]
+            let data = try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(
+                name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                    + String(format: " %5d %17.3f %8.3f %8.3f", batch, median, quantile(0.1), quantile(0.9)))
+        }
+    }
+
+    static func cpuModel() -> String {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") })
+        else { return "unknown CPU" }
+        return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    }
+}
