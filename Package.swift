@@ -60,17 +60,22 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Locates ../shared (or $LIVENESSD_TEST_ASSETS) and reads golden files; tests only.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "LivenessEngineTests",
-            dependencies: ["LivenessEngine", .product(name: "ZIPFoundation", package: "ZIPFoundation")]
+            dependencies: ["LivenessEngine", "TestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation")]
         ),
         .testTarget(
             name: "CaptureKitTests",
-            dependencies: ["CaptureKit", "LivenessEngine"]
+            dependencies: ["CaptureKit", "TestSupport"]
         ),
         .testTarget(
             name: "livenessdTests",
-            dependencies: ["livenessd"]
+            dependencies: ["livenessd", "CaptureKit", "LivenessEngine", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -58,6 +58,7 @@ public final class LivenessViT {
     private let tokens = FloatBuffer(capacity: 1)
     private let projections = FloatBuffer(capacity: 1)
     private let scores = FloatBuffer(capacity: 1)
+    private let rowScales = FloatBuffer(capacity: 1)
     private let attention = FloatBuffer(capacity: 1)
     private let residual = FloatBuffer(capacity: 1)
     private let hidden = FloatBuffer(capacity: 1)
@@ -115,6 +116,7 @@ public final class LivenessViT {
         self.tokens.reserve(rows * c.modelWidth)
         self.projections.reserve(rows * 3 * c.modelWidth)
         self.scores.reserve(c.tokenCount * c.tokenCount)
+        self.rowScales.reserve(c.tokenCount)
         self.attention.reserve(rows * c.modelWidth)
         self.residual.reserve(rows * c.modelWidth)
         self.hidden.reserve(rows * c.feedForwardWidth)
@@ -230,11 +232,15 @@ public final class LivenessViT {
                 BLAS.gemm(
                     transposeB: true, m: c.tokenCount, n: c.tokenCount, k: c.headWidth, alpha: scale,
                     a: q, lda: 3 * width, b: q + width, ldb: 3 * width, beta: 0, c: self.scores.pointer, ldc: c.tokenCount)
-                VectorKernels.softmaxRows(self.scores.pointer, rows: c.tokenCount, count: c.tokenCount, stride: c.tokenCount)
+                VectorKernels.exponentiateRows(
+                    self.scores.pointer, rows: c.tokenCount, count: c.tokenCount, stride: c.tokenCount,
+                    inverseSums: self.rowScales.pointer)
+                let output = self.attention.pointer + image * c.tokenCount * width + head * c.headWidth
                 BLAS.gemm(
                     m: c.tokenCount, n: c.headWidth, k: c.tokenCount, a: self.scores.pointer, lda: c.tokenCount,
-                    b: q + 2 * width, ldb: 3 * width, beta: 0,
-                    c: self.attention.pointer + image * c.tokenCount * width + head * c.headWidth, ldc: width)
+                    b: q + 2 * width, ldb: 3 * width, beta: 0, c: output, ldc: width)
+                VectorKernels.scaleRows(
+                    output, rows: c.tokenCount, width: c.headWidth, stride: width, factors: self.rowScales.pointer)
             }
         }
         self.attentionOutputAndFeedForward(

@@ -103,27 +103,24 @@ public struct Preprocessor: Sendable {
         let vertical = ResampleKernel(
             inputSize: source.height, outputSize: resized.height, window: origin.y..<(origin.y + side))
         let channels = source.channels
+        let lineLength = side * channels
         // Horizontal pass over the input rows the vertical pass will read, into 8-bit (as PIL does).
         let rowRange = vertical.inputRange
-        var intermediate = [UInt8](repeating: 0, count: rowRange.count * side * channels)
+        var intermediate = [UInt8](repeating: 0, count: rowRange.count * lineLength)
         intermediate.withUnsafeMutableBufferPointer { buffer in
             for (row, inputRow) in rowRange.enumerated() {
-                horizontal.apply(
-                    source: source.base + inputRow * source.rowStride, sourceStep: channels,
-                    destination: buffer.baseAddress! + row * side * channels, destinationStep: channels,
+                horizontal.resampleLine(
+                    source.base + inputRow * source.rowStride, into: buffer.baseAddress! + row * lineLength,
                     channels: channels)
             }
         }
-        // Vertical pass, then luma.
-        var resizedCrop = [UInt8](repeating: 0, count: side * side * channels)
+        // Vertical pass, a whole output row at a time.
+        var resizedCrop = [UInt8](repeating: 0, count: side * lineLength)
         intermediate.withUnsafeBufferPointer { input in
             resizedCrop.withUnsafeMutableBufferPointer { output in
-                for column in 0..<(side * channels) {
-                    vertical.apply(
-                        source: input.baseAddress! + column - rowRange.lowerBound * side * channels,
-                        sourceStep: side * channels, destination: output.baseAddress! + column,
-                        destinationStep: side * channels, channels: 1)
-                }
+                vertical.resampleRows(
+                    input.baseAddress!, firstRow: rowRange.lowerBound, lineLength: lineLength,
+                    into: output.baseAddress!)
             }
         }
         guard channels == 3 else { return resizedCrop }
@@ -217,24 +214,54 @@ struct ResampleKernel {
         return lower..<upper
     }
 
-    /// Resamples one line: `source` points at input element 0 of the line, `sourceStep` apart.
-    func apply(
-        source: UnsafePointer<UInt8>, sourceStep: Int, destination: UnsafeMutablePointer<UInt8>,
-        destinationStep: Int, channels: Int
-    ) {
-        let rounding = Int64(1) << (Self.precisionBits - 1)
-        for output in 0..<self.starts.count {
-            let first = self.starts[output]
-            let count = self.counts[output]
-            let weightBase = output * self.taps
-            for channel in 0..<channels {
-                var sum = rounding
-                for tap in 0..<count {
-                    sum += Int64(source[(first + tap) * sourceStep + channel]) * Int64(self.weights[weightBase + tap])
+    /// Resamples one line of packed pixels (`channels` bytes each) at the window's positions.
+    func resampleLine(_ source: UnsafePointer<UInt8>, into destination: UnsafeMutablePointer<UInt8>, channels: Int) {
+        let rounding = Int32(1) << Int32(Self.precisionBits - 1)
+        self.weights.withUnsafeBufferPointer { weights in
+            for output in 0..<self.starts.count {
+                let first = self.starts[output]
+                let count = self.counts[output]
+                let kernel = weights.baseAddress! + output * self.taps
+                for channel in 0..<channels {
+                    var sum = rounding
+                    var pixel = source + first * channels + channel
+                    for tap in 0..<count {
+                        sum &+= Int32(pixel.pointee) &* kernel[tap]
+                        pixel += channels
+                    }
+                    destination[output * channels + channel] = Self.clip8(sum)
                 }
-                let value = sum >> Int64(Self.precisionBits)
-                destination[output * destinationStep + channel] = UInt8(clamping: value)
             }
         }
+    }
+
+    /// Resamples columns: output row i blends input rows starts[i]..<starts[i]+counts[i]
+    /// (`input` holds rows from `firstRow` on, `lineLength` bytes each).
+    func resampleRows(
+        _ input: UnsafePointer<UInt8>, firstRow: Int, lineLength: Int, into output: UnsafeMutablePointer<UInt8>
+    ) {
+        let rounding = Int32(1) << Int32(Self.precisionBits - 1)
+        var sums = [Int32](repeating: 0, count: lineLength)
+        sums.withUnsafeMutableBufferPointer { accumulator in
+            self.weights.withUnsafeBufferPointer { weights in
+                for row in 0..<self.starts.count {
+                    accumulator.update(repeating: rounding)
+                    let kernel = weights.baseAddress! + row * self.taps
+                    for tap in 0..<self.counts[row] {
+                        let weight = kernel[tap]
+                        let line = input + (self.starts[row] + tap - firstRow) * lineLength
+                        for index in 0..<lineLength { accumulator[index] &+= Int32(line[index]) &* weight }
+                    }
+                    let destination = output + row * lineLength
+                    for index in 0..<lineLength { destination[index] = Self.clip8(accumulator[index]) }
+                }
+            }
+        }
+    }
+
+    /// Pillow's clip8: the sum is 22-bit fixed point; out-of-range results saturate.
+    @inline(__always)
+    static func clip8(_ sum: Int32) -> UInt8 {
+        UInt8(clamping: sum >> Int32(Self.precisionBits))
     }
 }

@@ -173,10 +173,21 @@ public struct TorchCheckpoint: Sendable {
         _ reference: TensorReference, bytes: [UInt8], littleEndian: Bool, key: String, path: String
     ) throws -> Tensor {
         let available = bytes.count / 4
-        let count = reference.shape.reduce(1, *)
+        // Sizes come from the file: compute the extent with overflow checks before trusting it.
+        var count = 1
         var lastIndex = reference.storageOffset
-        for (size, stride) in zip(reference.shape, reference.stride) where size > 0 { lastIndex += (size - 1) * stride }
-        guard count == 0 || lastIndex < min(available, reference.storage.elementCount) else {
+        var overflow = false
+        for (size, stride) in zip(reference.shape, reference.stride) {
+            let product = count.multipliedReportingOverflow(by: size)
+            count = product.partialValue
+            overflow = overflow || product.overflow
+            guard size > 0 else { continue }
+            let step = (size - 1).multipliedReportingOverflow(by: stride)
+            let sum = lastIndex.addingReportingOverflow(step.partialValue)
+            lastIndex = sum.partialValue
+            overflow = overflow || step.overflow || sum.overflow
+        }
+        guard !overflow, count == 0 || lastIndex < min(available, reference.storage.elementCount) else {
             throw CheckpointError(
                 code: .badTensor, path: path,
                 message: "tensor '\(key)' (shape \(reference.shape), stride \(reference.stride), offset "

@@ -1,12 +1,17 @@
 // Element-wise kernels the transformer needs between GEMMs. Written with SIMD8 so the compiler
 // emits vector code on any x86-64/arm64 baseline; BLAS has no softmax, layer norm or exp.
 
-/// exp for eight lanes: Cephes-style range reduction (x = n·ln2 + r) and a degree-6 polynomial,
-/// within 2 ulp of `expf` on [-87, 88]; inputs below -87 give 0 (what softmax needs).
+/// exp for eight lanes of x ≤ 0 (softmax after subtracting the row maximum): Cephes-style range
+/// reduction (x = n·ln2 + r) and a degree-6 polynomial, within 2 ulp of `expf`; x < -87 gives 0.
+/// n is rounded with the 1.5·2²³ "magic number" so it never goes through a float→int conversion
+/// (the generic SIMD conversion initialisers are not specialised and cost more than the exp).
 @inline(__always)
-func exp8(_ input: SIMD8<Float>) -> SIMD8<Float> {
-    let x = input.clamped(lowerBound: SIMD8(repeating: -87.0), upperBound: SIMD8(repeating: 88.0))
-    let n = (x * 1.442_695_04).rounded(.toNearestOrEven)
+func expNonPositive8(_ input: SIMD8<Float>) -> SIMD8<Float> {
+    let magic = SIMD8<Float>(repeating: 12_582_912.0)
+    // No clamp: lanes below -87 are replaced by 0 at the end (SIMD clamped() is not specialised).
+    let x = input
+    let shifted = x * 1.442_695_04 + magic  // low mantissa bits now hold round(x·log2 e)
+    let n = shifted - magic
     var r = x - n * 0.693_359_375
     r = r + n * 2.121_944_4e-4
     var p = SIMD8<Float>(repeating: 1.987_569_1e-4)
@@ -16,44 +21,71 @@ func exp8(_ input: SIMD8<Float>) -> SIMD8<Float> {
     p = p * r + 1.666_666_5e-1
     p = p * r + 5.000_000_1e-1
     p = p * (r * r) + r + 1
-    let exponent = (SIMD8<Int32>(n, rounding: .toNearestOrEven) &+ 127) &<< 23
-    let scaled = p * unsafeBitCast(exponent, to: SIMD8<Float>.self)
-    return scaled.replacing(with: 0, where: input .< -87.0)
+    let integer = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
+    let scale = unsafeBitCast((integer &+ 127) &<< 23, to: SIMD8<Float>.self)
+    return (p * scale).replacing(with: 0, where: input .< -87.0)
 }
 
 enum VectorKernels {
-    /// Softmax over each of `rows` rows of length `count` (row stride `stride`), in place.
-    static func softmaxRows(_ data: UnsafeMutablePointer<Float>, rows: Int, count: Int, stride: Int) {
+    /// exp(x − max) over each of `rows` rows of length `count` (row stride `stride`), in place,
+    /// writing 1 / Σ per row to `inverseSums`. The caller applies that scale to the (narrower)
+    /// product P·V instead of to P: softmax(S)·V = diag(1/Σ)·(exp(S − max)·V).
+    static func exponentiateRows(
+        _ data: UnsafeMutablePointer<Float>, rows: Int, count: Int, stride: Int,
+        inverseSums: UnsafeMutablePointer<Float>
+    ) {
         for row in 0..<rows {
-            self.softmax(data + row * stride, count: count)
+            inverseSums[row] = 1 / self.exponentiate(data + row * stride, count: count)
+        }
+    }
+
+    /// Multiplies each of `rows` rows (`width` values, `stride` apart) by its factor.
+    static func scaleRows(
+        _ data: UnsafeMutablePointer<Float>, rows: Int, width: Int, stride: Int, factors: UnsafePointer<Float>
+    ) {
+        for row in 0..<rows {
+            let line = data + row * stride
+            let factor = factors[row]
+            for index in 0..<width { line[index] *= factor }
         }
     }
 
     static func softmax(_ row: UnsafeMutablePointer<Float>, count: Int) {
-        var maximum = -Float.infinity
-        for index in 0..<count { maximum = max(maximum, row[index]) }
+        let scale = 1 / self.exponentiate(row, count: count)
+        for index in 0..<count { row[index] *= scale }
+    }
+
+    /// row[i] = exp(row[i] − max(row)); returns the sum.
+    static func exponentiate(_ row: UnsafeMutablePointer<Float>, count: Int) -> Float {
         let vectors = count / 8
-        var sums = SIMD8<Float>(repeating: 0)
-        let shift = SIMD8<Float>(repeating: maximum)
+        let tailStart = vectors * 8
         let raw = UnsafeMutableRawPointer(row)
+        let step = 8 * MemoryLayout<Float>.stride
+        var maxima = SIMD8<Float>(repeating: -.infinity)
         for vector in 0..<vectors {
-            let offset = vector * 8 * MemoryLayout<Float>.stride
-            let value = exp8(raw.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self) - shift)
-            raw.storeBytes(of: value, toByteOffset: offset, as: SIMD8<Float>.self)
+            let value = raw.loadUnaligned(fromByteOffset: vector * step, as: SIMD8<Float>.self)
+            maxima = maxima.replacing(with: value, where: value .> maxima)
+        }
+        var maximum = maxima.max()
+        for index in tailStart..<count { maximum = max(maximum, row[index]) }
+        let shift = SIMD8<Float>(repeating: maximum)
+        var sums = SIMD8<Float>(repeating: 0)
+        for vector in 0..<vectors {
+            let value = expNonPositive8(raw.loadUnaligned(fromByteOffset: vector * step, as: SIMD8<Float>.self) - shift)
+            raw.storeBytes(of: value, toByteOffset: vector * step, as: SIMD8<Float>.self)
             sums += value
         }
         var sum = sums.sum()
-        if vectors * 8 < count {
-            var tail = SIMD8<Float>(repeating: -Float.infinity)
-            for index in (vectors * 8)..<count { tail[index - vectors * 8] = row[index] - maximum }
-            let value = exp8(tail)
-            for index in (vectors * 8)..<count {
-                row[index] = value[index - vectors * 8]
-                sum += value[index - vectors * 8]
+        if tailStart < count {
+            var tail = SIMD8<Float>(repeating: -.infinity)
+            for index in tailStart..<count { tail[index - tailStart] = row[index] - maximum }
+            let value = expNonPositive8(tail)
+            for index in tailStart..<count {
+                row[index] = value[index - tailStart]
+                sum += value[index - tailStart]
             }
         }
-        let scale = 1 / sum
-        for index in 0..<count { row[index] *= scale }
+        return sum
     }
 
     /// out[r] = LayerNorm(input[r]) · gamma + beta for each row of width `width`.
@@ -62,20 +94,42 @@ enum VectorKernels {
         gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, epsilon: Float
     ) {
         let inverseWidth = 1 / Float(width)
+        let vectors = width / 8
+        let step = 8 * MemoryLayout<Float>.stride
+        let gammaRaw = UnsafeRawPointer(gamma)
+        let betaRaw = UnsafeRawPointer(beta)
         for row in 0..<rows {
-            let source = input + row * width
-            let destination = output + row * width
-            var sum: Float = 0
-            for index in 0..<width { sum += source[index] }
+            let source = UnsafeRawPointer(input + row * width)
+            let destination = UnsafeMutableRawPointer(output + row * width)
+            var sums = SIMD8<Float>(repeating: 0)
+            for vector in 0..<vectors { sums += source.loadUnaligned(fromByteOffset: vector * step, as: SIMD8<Float>.self) }
+            var sum = sums.sum()
+            for index in (vectors * 8)..<width { sum += input[row * width + index] }
             let mean = sum * inverseWidth
-            var squares: Float = 0
-            for index in 0..<width {
-                let centred = source[index] - mean
+            let meanVector = SIMD8<Float>(repeating: mean)
+            var squareSums = SIMD8<Float>(repeating: 0)
+            for vector in 0..<vectors {
+                let centred = source.loadUnaligned(fromByteOffset: vector * step, as: SIMD8<Float>.self) - meanVector
+                squareSums += centred * centred
+            }
+            var squares = squareSums.sum()
+            for index in (vectors * 8)..<width {
+                let centred = input[row * width + index] - mean
                 squares += centred * centred
             }
             let inverseDeviation = 1 / (squares * inverseWidth + epsilon).squareRoot()
-            for index in 0..<width {
-                destination[index] = (source[index] - mean) * inverseDeviation * gamma[index] + beta[index]
+            let scale = SIMD8<Float>(repeating: inverseDeviation)
+            for vector in 0..<vectors {
+                let offset = vector * step
+                let value = source.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
+                let normalised = (value - meanVector) * scale
+                    * gammaRaw.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
+                    + betaRaw.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
+                destination.storeBytes(of: normalised, toByteOffset: offset, as: SIMD8<Float>.self)
+            }
+            for index in (vectors * 8)..<width {
+                output[row * width + index] =
+                    (input[row * width + index] - mean) * inverseDeviation * gamma[index] + beta[index]
             }
         }
     }

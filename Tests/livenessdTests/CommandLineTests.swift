@@ -1,0 +1,115 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import livenessd
+
+/// Runs the built `livenessd` binary as a user would.
+enum Binary {
+    static var url: URL? {
+        let candidates = [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("livenessd"),
+            TestAssets.packageRoot.appendingPathComponent(".build/debug/livenessd"),
+        ]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }
+
+    struct Output {
+        var status: Int32
+        var standardOutput: String
+        var standardError: String
+    }
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Output {
+        let process = Process()
+        process.executableURL = try #require(Self.url, "livenessd binary not found next to the tests")
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        merged["LIVENESSD_MODEL"] = nil
+        for (key, value) in environment { merged[key] = value }
+        process.environment = merged
+        process.currentDirectoryURL = TestAssets.packageRoot
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Output(
+            status: process.terminationStatus, standardOutput: String(decoding: outData, as: UTF8.self),
+            standardError: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+@Suite struct CommandLineTests {
+    @Test func classifyReportsEveryImageAndFailsOnTheBadOne() throws {
+        let model = try TestAssets.modelURL.path
+        let good = try TestAssets.file("golden/images/spoof_screen.png").path
+        let exif = try TestAssets.file("golden/exif/spoof_print_exif6.jpg").path
+        let directory = try TestAssets.temporaryDirectory()
+        let bad = directory.appendingPathComponent("broken.jpg")
+        try "not a jpeg".write(to: bad, atomically: true, encoding: .utf8)
+
+        let json = try Binary.run(["classify", "--json", "--model", model, good, bad.path, exif])
+        #expect(json.status == 1, "stderr: \(json.standardError)")
+        let lines = json.standardOutput.split(separator: "\n").map {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] ?? [:]
+        }
+        #expect(lines.count == 3)
+        #expect(lines[0]["path"] as? String == good && lines[0]["decision"] as? String == "SPOOF")
+        #expect(abs((lines[0]["spoof_probability"] as? Double ?? 0) - 0.9790990352630615) <= 0.005)
+        #expect(lines[1]["path"] as? String == bad.path && (lines[1]["error"] as? String)?.isEmpty == false)
+        #expect(lines[1]["spoof_probability"] == nil)
+        #expect(lines[2]["exif_orientation"] as? Int == 6 && lines[2]["decision"] as? String == "SPOOF")
+
+        let text = try Binary.run(["classify", "--model", model, "--threshold", "0.99", good])
+        #expect(text.status == 0)
+        #expect(text.standardOutput.hasPrefix("\(good)\t0.979"))
+        #expect(text.standardOutput.contains("LIVE"))  // 0.979 < 0.99
+    }
+
+    @Test func missingOrBrokenModelExitsWithTwoAndSaysWhy() throws {
+        let image = try TestAssets.file("golden/images/live_astronaut.png").path
+        let missing = try Binary.run(["classify", "--model", "/nonexistent/model.pt", image])
+        #expect(missing.status == 2)
+        #expect(missing.standardError.contains("/nonexistent/model.pt"))
+        #expect(missing.standardError.contains("does not exist"))
+
+        let broken = try TestAssets.temporaryDirectory().appendingPathComponent("model.pt")
+        try "not a model".write(to: broken, atomically: true, encoding: .utf8)
+        let refused = try Binary.run(["classify", image], environment: ["LIVENESSD_MODEL": broken.path])
+        #expect(refused.status == 2)
+        #expect(refused.standardError.contains("not a torch.save checkpoint"))
+    }
+
+    @Test func modelIsFoundByFlagThenEnvironmentThenConfig() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let a = directory.appendingPathComponent("a.pt")
+        let b = directory.appendingPathComponent("b.pt")
+        let c = directory.appendingPathComponent("c.pt")
+        for url in [a, b, c] { FileManager.default.createFile(atPath: url.path, contents: Data()) }
+        let configuration = Configuration(model: c.path)
+        let environment = ["LIVENESSD_MODEL": b.path]
+        #expect(try ModelLocator.resolve(flag: a.path, configuration: configuration, environment: environment).path == a.path)
+        #expect(try ModelLocator.resolve(flag: nil, configuration: configuration, environment: environment).path == b.path)
+        #expect(try ModelLocator.resolve(flag: nil, configuration: configuration, environment: [:]).path == c.path)
+
+        let file = directory.appendingPathComponent("livenessd.yaml")
+        try "model: \(c.path)\nthreshold: 0.3\n".write(to: file, atomically: true, encoding: .utf8)
+        #expect(try Configuration.load(path: file.path) == Configuration(model: c.path, threshold: 0.3))
+        try "threshold: [oops".write(to: file, atomically: true, encoding: .utf8)
+        #expect(throws: CommandError.self) { try Configuration.load(path: file.path) }
+    }
+
+    @Test func blasCoreChoice() {
+        #expect(BLASRuntime.recommendedCore(cpuFlags: ["sse2", "avx", "avx2", "fma"]) == "Haswell")
+        #expect(
+            BLASRuntime.recommendedCore(cpuFlags: ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"])
+                == "SkylakeX")
+        #expect(BLASRuntime.recommendedCore(cpuFlags: ["sse2", "sse3"]) == nil)
+        #expect(BLASRuntime.genericCores.contains("Prescott"))
+        #expect(!BLASRuntime.genericCores.contains("Haswell") && !BLASRuntime.genericCores.contains("Zen"))
+    }
+}

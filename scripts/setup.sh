@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# livenessd set-up on Debian 12: system packages, release build, model files (into ./models).
+#
+# Models come from $LIVENESSD_TEST_ASSETS/models (default ../shared/models) when present, else they
+# are downloaded from their official source and their SHA-256 is checked.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ASSETS="${LIVENESSD_TEST_ASSETS:-../shared}"
+MODEL_URL="https://github.com/affineinsai/face-liveness-vit/raw/ec120f6/model.pt"
+MODEL_SHA256="292ea6b17597c0eb7fb08a8c22f17bc37c1e6d0e3aa03b9e8cd0757218290d78"
+
+say() { printf '==> %s\n' "$*"; }
+
+# 1. Debian packages (only the missing ones; apt-get update only when something is missing).
+mapfile -t packages < <(grep -v '^#' scripts/debian-packages.txt | sed '/^$/d')
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# 2. Swift toolchain (not packaged by Debian 12: install Swift 6 from swift.org).
+if ! command -v swift >/dev/null 2>&1; then
+    for candidate in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+        [ -x "$candidate/swift" ] && export PATH="$candidate:$PATH" && break
+    done
+fi
+command -v swift >/dev/null 2>&1 || { echo "swift not found: install the Swift 6 toolchain from swift.org and put it on PATH" >&2; exit 1; }
+
+# 3. Model files.
+install_model() { # name url sha256 relative-path
+    local name="$1" url="$2" sha="$3" relative="$4"
+    local target="models/$relative"
+    mkdir -p "$(dirname "$target")"
+    if [ -f "$target" ] && echo "$sha  $target" | sha256sum --check --status; then
+        say "$name: already in place ($target)"
+        return
+    fi
+    if [ -f "$ASSETS/models/$relative" ]; then
+        say "$name: copying from $ASSETS/models/$relative"
+        cp "$ASSETS/models/$relative" "$target.part"
+    else
+        say "$name: downloading $url"
+        curl --fail --location --silent --show-error --output "$target.part" "$url"
+    fi
+    if ! echo "$sha  $target.part" | sha256sum --check --status; then
+        echo "$name: SHA-256 mismatch for $target (expected $sha); not installed" >&2
+        rm -f "$target.part"
+        exit 1
+    fi
+    mv "$target.part" "$target"
+}
+install_model "liveness model" "$MODEL_URL" "$MODEL_SHA256" "face-liveness-vit/model.pt"
+
+# 4. Release build.
+say "building livenessd (release)"
+swift build -c release
+say "done: .build/release/livenessd (model: models/face-liveness-vit/model.pt)"
