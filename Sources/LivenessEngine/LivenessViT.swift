@@ -47,6 +47,12 @@ public final class LivenessViT {
     }
 
     let patchWeight: FloatBuffer  // (D, 3·16·16)
+    /// The patch embedding folded for grey input: the three channels carry the same luma L, so
+    /// Σ_c W[o,c,k]·(L/255 − mean_c)/std_c = Σ_k W'[o,k]·L − Σ_c mean_c/std_c·Σ_k W[o,c,k].
+    /// W' (D, 16·16) takes raw 0…255 luma; the constant joins `lumaPositionAndBias`. One third
+    /// of the patch-embedding work, same result to float rounding.
+    let lumaPatchWeight: FloatBuffer
+    let lumaPositionAndBias: FloatBuffer
     /// Row 0: cls_token + pos_embed[0]; row i ≥ 1: pos_embed[i] + patch bias. The patch GEMM adds onto it.
     let positionAndBias: FloatBuffer
     let layers: [Layer]
@@ -88,6 +94,26 @@ public final class LivenessViT {
             for column in 0..<width { table[token * width + column] += patchBias[column] }
         }
         self.positionAndBias = FloatBuffer(table)
+
+        let patchWeights = weights["patch_embed.proj.weight"]!.values
+        let area = config.patchSize * config.patchSize
+        var folded = [Float](repeating: 0, count: width * area)
+        var lumaTable = table
+        for output in 0..<width {
+            var constant: Double = 0
+            for channel in 0..<3 {
+                let mean = Double(Preprocessor.mean[channel])
+                let deviation = Double(Preprocessor.standardDeviation[channel])
+                for k in 0..<area {
+                    let weight = Double(patchWeights[(output * 3 + channel) * area + k])
+                    folded[output * area + k] += Float(weight / (255 * deviation))
+                    constant += weight * mean / deviation
+                }
+            }
+            for token in 1..<config.tokenCount { lumaTable[token * width + output] -= Float(constant) }
+        }
+        self.lumaPatchWeight = FloatBuffer(folded)
+        self.lumaPositionAndBias = FloatBuffer(lumaTable)
         self.layers = (0..<config.layerCount).map { index in
             let prefix = "encoder.transformer_encoder.layers.\(index)."
             return Layer(
@@ -137,6 +163,26 @@ public final class LivenessViT {
         for layer in self.layers.dropLast() { self.encoderLayer(layer, batch: batch) }
         self.lastLayerClassTokenOnly(self.layers.last!, batch: batch)
         self.head(classTokens: self.classTokens.pointer, stride: self.config.modelWidth, batch: batch, into: logits)
+    }
+
+    /// Logits for `batch` grey 224 × 224 crops (`Preprocessor.lumaCrop`, 8-bit, row-major, one after
+    /// another): the same as normalising them to 3 channels and calling `logits(input:)`, with the
+    /// normalisation folded into the patch embedding.
+    public func logits(lumaCrops: UnsafePointer<UInt8>, batch: Int, into logits: UnsafeMutablePointer<Float>) {
+        precondition(batch >= 1, "batch must be at least 1")
+        self.reserve(batch: batch)
+        self.embedLuma(lumaCrops, batch: batch)
+        for layer in self.layers.dropLast() { self.encoderLayer(layer, batch: batch) }
+        self.lastLayerClassTokenOnly(self.layers.last!, batch: batch)
+        self.head(classTokens: self.classTokens.pointer, stride: self.config.modelWidth, batch: batch, into: logits)
+    }
+
+    /// Spoof probability of one grey 224 × 224 crop.
+    public func spoofProbability(lumaCrop: [UInt8]) -> Double {
+        precondition(lumaCrop.count == self.config.imageSize * self.config.imageSize)
+        self.reserve(batch: 1)
+        lumaCrop.withUnsafeBufferPointer { self.logits(lumaCrops: $0.baseAddress!, batch: 1, into: self.logitsBuffer.pointer) }
+        return Self.spoofProbability(logits: self.logitsBuffer.pointer)
     }
 
     /// Spoof probabilities (softmax index 1) for `batch` preprocessed images.
@@ -214,6 +260,35 @@ public final class LivenessViT {
         }
     }
 
+    /// Patch embedding from 8-bit grey crops with the folded weights (see `lumaPatchWeight`).
+    func embedLuma(_ crops: UnsafePointer<UInt8>, batch: Int) {
+        let c = self.config
+        let side = c.imageSize
+        let patch = c.patchSize
+        let area = patch * patch
+        for image in 0..<batch {
+            let source = crops + image * side * side
+            let destination = self.patches.pointer + image * c.patchCount * area
+            for patchRow in 0..<c.patchesPerSide {
+                for patchColumn in 0..<c.patchesPerSide {
+                    let row = destination + (patchRow * c.patchesPerSide + patchColumn) * area
+                    for y in 0..<patch {
+                        let from = source + (patchRow * patch + y) * side + patchColumn * patch
+                        for x in 0..<patch { row[y * patch + x] = Float(from[x]) }
+                    }
+                }
+            }
+        }
+        for image in 0..<batch {
+            let tokens = self.tokens.pointer + image * c.tokenCount * c.modelWidth
+            tokens.update(from: self.lumaPositionAndBias.pointer, count: c.tokenCount * c.modelWidth)
+            BLAS.gemm(
+                transposeB: true, m: c.patchCount, n: c.modelWidth, k: area,
+                a: self.patches.pointer + image * c.patchCount * area, lda: area,
+                b: self.lumaPatchWeight.pointer, ldb: area, beta: 1, c: tokens + c.modelWidth, ldc: c.modelWidth)
+        }
+    }
+
     /// One post-norm encoder layer over every token: x = LN1(x + MHA(x)); x = LN2(x + FFN(x)).
     func encoderLayer(_ layer: Layer, batch: Int) {
         let c = self.config
@@ -247,37 +322,46 @@ public final class LivenessViT {
             layer, x: x, xStride: width, attention: self.attention.pointer, rows: rows, output: x)
     }
 
-    /// The last layer, for the CLS token only: keys and values need every token, nothing else does.
+    /// The last layer, for the CLS token only. Keys and values are never formed for all 197 tokens:
+    /// with q the CLS query of head h and Wk_h, Wv_h that head's rows of the in-projection,
+    ///   scores_t = q·(Wk_h x_t + bk_h) = x_t·(Wk_hᵀ q) + const   (a constant shift: softmax ignores it)
+    ///   output   = Σ_t p_t (Wv_h x_t + bv_h) = Wv_h (Σ_t p_t x_t) + bv_h   (Σ_t p_t = 1)
+    /// so each head costs four matrix-vector products (≈ 59 k multiply-adds) instead of the
+    /// 6.5 M the key/value projections of every token would take.
     func lastLayerClassTokenOnly(_ layer: Layer, batch: Int) {
         let c = self.config
         let width = c.modelWidth
-        let rows = batch * c.tokenCount
+        let headWidth = c.headWidth
         let x = self.tokens.pointer
-        let qkv = self.projections.pointer
-        // Keys and values for every token (columns D..<3D of the in-projection).
-        VectorKernels.fillRows(qkv + width, rows: rows, width: 2 * width, stride: 3 * width, bias: layer.inProjectionBias.pointer + width)
-        BLAS.gemm(
-            transposeB: true, m: rows, n: 2 * width, k: width, a: x, lda: width,
-            b: layer.inProjectionWeight.pointer + width * width, ldb: width, beta: 1, c: qkv + width, ldc: 3 * width)
+        let weights = layer.inProjectionWeight.pointer
+        let biases = layer.inProjectionBias.pointer
         // Queries for the CLS rows only: rows 0, T, 2T, … of x.
         let queries = self.residual.pointer
-        VectorKernels.fillRows(queries, rows: batch, width: width, stride: width, bias: layer.inProjectionBias.pointer)
+        VectorKernels.fillRows(queries, rows: batch, width: width, stride: width, bias: biases)
         BLAS.gemm(
             transposeB: true, m: batch, n: width, k: width, a: x, lda: c.tokenCount * width,
-            b: layer.inProjectionWeight.pointer, ldb: width, beta: 1, c: queries, ldc: width)
-        let scale = 1 / Float(c.headWidth).squareRoot()
+            b: weights, ldb: width, beta: 1, c: queries, ldc: width)
+        let scale = 1 / Float(headWidth).squareRoot()
         let attention = self.attention.pointer
+        let folded = self.projections.pointer  // Wk_hᵀ q, then Σ_t p_t x_t: one row of `width`
         for image in 0..<batch {
+            let tokens = x + image * c.tokenCount * width
             for head in 0..<c.headCount {
-                let keys = qkv + image * c.tokenCount * 3 * width + width + head * c.headWidth
-                let query = queries + image * width + head * c.headWidth
+                let keyRows = weights + (width + head * headWidth) * width
+                let valueRows = weights + (2 * width + head * headWidth) * width
                 BLAS.gemv(
-                    m: c.tokenCount, n: c.headWidth, alpha: scale, a: keys, lda: 3 * width, x: query, beta: 0,
+                    transpose: true, m: headWidth, n: width, a: keyRows, lda: width,
+                    x: queries + image * width + head * headWidth, beta: 0, y: folded)
+                BLAS.gemv(
+                    m: c.tokenCount, n: width, alpha: scale, a: tokens, lda: width, x: folded, beta: 0,
                     y: self.scores.pointer)
                 VectorKernels.softmax(self.scores.pointer, count: c.tokenCount)
                 BLAS.gemv(
-                    transpose: true, m: c.tokenCount, n: c.headWidth, a: keys + width, lda: 3 * width,
-                    x: self.scores.pointer, beta: 0, y: attention + image * width + head * c.headWidth)
+                    transpose: true, m: c.tokenCount, n: width, a: tokens, lda: width, x: self.scores.pointer,
+                    beta: 0, y: folded)
+                let output = attention + image * width + head * headWidth
+                output.update(from: biases + 2 * width + head * headWidth, count: headWidth)
+                BLAS.gemv(m: headWidth, n: width, a: valueRows, lda: width, x: folded, beta: 1, y: output)
             }
         }
         self.attentionOutputAndFeedForward(

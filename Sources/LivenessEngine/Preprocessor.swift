@@ -219,17 +219,28 @@ struct ResampleKernel {
         let rounding = Int32(1) << Int32(Self.precisionBits - 1)
         self.weights.withUnsafeBufferPointer { weights in
             for output in 0..<self.starts.count {
-                let first = self.starts[output]
                 let count = self.counts[output]
                 let kernel = weights.baseAddress! + output * self.taps
-                for channel in 0..<channels {
-                    var sum = rounding
-                    var pixel = source + first * channels + channel
+                var pixel = source + self.starts[output] * channels
+                if channels == 3 {
+                    // RGB: the three channels share the taps; one pass with three sums.
+                    var red = rounding
+                    var green = rounding
+                    var blue = rounding
                     for tap in 0..<count {
-                        sum &+= Int32(pixel.pointee) &* kernel[tap]
-                        pixel += channels
+                        let weight = kernel[tap]
+                        red &+= Int32(pixel[0]) &* weight
+                        green &+= Int32(pixel[1]) &* weight
+                        blue &+= Int32(pixel[2]) &* weight
+                        pixel += 3
                     }
-                    destination[output * channels + channel] = Self.clip8(sum)
+                    destination[3 * output] = Self.clip8(red)
+                    destination[3 * output + 1] = Self.clip8(green)
+                    destination[3 * output + 2] = Self.clip8(blue)
+                } else {
+                    var sum = rounding
+                    for tap in 0..<count { sum &+= Int32(pixel[tap]) &* kernel[tap] }
+                    destination[output] = Self.clip8(sum)
                 }
             }
         }

@@ -71,6 +71,32 @@ import Testing
         #expect((probability >= model.threshold ? "SPOOF" : "LIVE") == golden["decision"] as? String)
     }
 
+    /// The product path (8-bit grey crop, normalisation folded into the patch embedding) gives the
+    /// logits of the reference path (normalised 3-channel tensor) to float rounding, batched too.
+    @Test func foldedLumaPathMatchesTensorPath() throws {
+        let model = try Self.loadModel()
+        let preprocessor = Preprocessor()
+        var crops: [UInt8] = []
+        var tensors: [Float] = []
+        let names = try Self.images()
+        for name in names {
+            let (image, _) = try ImageDecoder.decode(path: try TestAssets.file("golden/images/\(name)").path)
+            self.source(image) { source in
+                crops += preprocessor.lumaCrop(source)
+                tensors += preprocessor.tensor(source)
+            }
+        }
+        var viaTensor = [Float](repeating: 0, count: 2 * names.count)
+        var viaLuma = [Float](repeating: 0, count: 2 * names.count)
+        tensors.withUnsafeBufferPointer { input in
+            viaTensor.withUnsafeMutableBufferPointer { model.logits(input: input.baseAddress!, batch: names.count, into: $0.baseAddress!) }
+        }
+        crops.withUnsafeBufferPointer { input in
+            viaLuma.withUnsafeMutableBufferPointer { model.logits(lumaCrops: input.baseAddress!, batch: names.count, into: $0.baseAddress!) }
+        }
+        #expect(TestAssets.maxAbsDifference(viaTensor, viaLuma) <= 1e-4)
+    }
+
     /// The EXIF-rotated JPEG gets the probability of its upright picture.
     @Test func exifOrientedJPEG() throws {
         let model = try Self.loadModel()

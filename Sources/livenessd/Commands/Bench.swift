@@ -78,18 +78,21 @@ struct Bench: ParsableCommand {
                 }
             }
             self.report("forward", batch: batch, forward)
-            var tensor = [Float](repeating: 0, count: batch * preprocessor.tensorLength)
+            // The product path: PIL-exact resize/crop/grey to 8-bit, normalisation folded into the model.
+            let cropLength = preprocessor.outputSide * preprocessor.outputSide
+            var crops = [UInt8](repeating: 0, count: batch * cropLength)
             let full = self.time(batch: batch) {
                 picture.pixels.withUnsafeBufferPointer { pixels in
                     let source = PixelSource(
                         base: pixels.baseAddress!, width: picture.width, height: picture.height,
                         rowStride: picture.rowStride, layout: .rgb24)
-                    tensor.withUnsafeMutableBufferPointer { buffer in
+                    crops.withUnsafeMutableBufferPointer { buffer in
                         for index in 0..<batch {
-                            preprocessor.tensor(source, into: buffer.baseAddress! + index * preprocessor.tensorLength)
+                            let crop = preprocessor.lumaCrop(source)
+                            (buffer.baseAddress! + index * cropLength).update(from: crop, count: cropLength)
                         }
                         logits.withUnsafeMutableBufferPointer {
-                            model.logits(input: buffer.baseAddress!, batch: batch, into: $0.baseAddress!)
+                            model.logits(lumaCrops: buffer.baseAddress!, batch: batch, into: $0.baseAddress!)
                         }
                     }
                 }

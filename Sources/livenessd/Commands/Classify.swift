@@ -133,7 +133,7 @@ struct ImageClassifier {
             let source = PixelSource(
                 base: pixels.baseAddress!, width: image.width, height: image.height, rowStride: image.rowStride,
                 layout: .rgb24)
-            return self.model.spoofProbabilities(input: self.preprocessor.tensor(source), batch: 1)[0]
+            return self.model.spoofProbability(lumaCrop: self.preprocessor.lumaCrop(source))
         }
     }
 }
