@@ -33,34 +33,53 @@ enum BLASRuntime {
         return Set(line.split(separator: ":").last?.split(separator: " ").map(String.init) ?? [])
     }
 
+    enum Decision: Equatable {
+        /// The core is fine, or the user chose it: nothing to do.
+        case keep
+        /// Generic kernels on a capable CPU: restart with OPENBLAS_CORETYPE set to this core.
+        case restart(coreType: String)
+        /// Generic kernels, but the CPU has nothing better (or a restart already happened).
+        case generic
+    }
+
+    /// What to do about OpenBLAS's `core` on a CPU with `flags`, given the process environment.
+    static func decide(core: String, environment: [String: String], cpuFlags flags: Set<String>) -> Decision {
+        guard Self.genericCores.contains(core) else { return .keep }
+        if environment[Self.coreTypeVariable] != nil && environment[Self.restartMarker] == nil { return .keep }
+        guard environment[Self.restartMarker] == nil, let target = Self.recommendedCore(cpuFlags: flags) else {
+            return .generic
+        }
+        return .restart(coreType: target)
+    }
+
     static func ensureOptimisedCore(logger: Logger) {
         let core = BLAS.coreName
         let environment = ProcessInfo.processInfo.environment
-        if environment[Self.restartMarker] != nil {
+        switch Self.decide(core: core, environment: environment, cpuFlags: Self.cpuFlags()) {
+        case .keep:
+            if environment[Self.restartMarker] != nil {
+                logger.notice(
+                    "OpenBLAS now runs its \(core) kernels",
+                    metadata: ["blas.core": "\(core)", "blas.coretype": "\(environment[Self.coreTypeVariable] ?? "")"])
+            } else {
+                logger.debug("OpenBLAS core", metadata: ["blas.core": "\(core)"])
+            }
+        case .generic:
+            logger.warning(
+                "OpenBLAS runs its generic \(core) kernels; inference will be several times slower than this CPU allows",
+                metadata: ["blas.core": "\(core)"])
+        case .restart(let target):
             logger.notice(
-                "OpenBLAS core after restart",
-                metadata: ["blas.core": "\(core)", "blas.coretype": "\(environment[Self.coreTypeVariable] ?? "")"])
-            return
+                "OpenBLAS chose its generic \(core) kernels on a CPU that has \(target == "SkylakeX" ? "AVX-512" : "AVX2/FMA"); restarting with \(Self.coreTypeVariable)=\(target)",
+                metadata: ["blas.core": "\(core)", "blas.coretype": "\(target)"])
+            setenv(Self.coreTypeVariable, target, 1)
+            setenv(Self.restartMarker, "1", 1)
+            execv("/proc/self/exe", CommandLine.unsafeArgv)
+            // Only reached when exec failed: carry on, slower but correct.
+            logger.warning(
+                "could not re-execute with \(Self.coreTypeVariable)=\(target) (\(String(cString: strerror(errno)))); set it in the environment to get full speed",
+                metadata: ["blas.core": "\(core)"])
+            unsetenv(Self.restartMarker)
         }
-        guard Self.genericCores.contains(core), environment[Self.coreTypeVariable] == nil else {
-            logger.debug("OpenBLAS core", metadata: ["blas.core": "\(core)"])
-            return
-        }
-        let flags = Self.cpuFlags()
-        guard let target = Self.recommendedCore(cpuFlags: flags) else {
-            logger.debug("OpenBLAS generic core on a CPU without AVX", metadata: ["blas.core": "\(core)"])
-            return
-        }
-        logger.notice(
-            "OpenBLAS chose its generic \(core) kernels on a CPU that has \(target == "SkylakeX" ? "AVX-512" : "AVX2/FMA"); restarting with \(Self.coreTypeVariable)=\(target)",
-            metadata: ["blas.core": "\(core)", "blas.coretype": "\(target)"])
-        setenv(Self.coreTypeVariable, target, 1)
-        setenv(Self.restartMarker, "1", 1)
-        execv("/proc/self/exe", CommandLine.unsafeArgv)
-        // Only reached when exec failed: carry on, slower but correct.
-        logger.warning(
-            "could not re-execute with \(Self.coreTypeVariable)=\(target) (\(String(cString: strerror(errno)))); set it in the environment to get full speed",
-            metadata: ["blas.core": "\(core)"])
-        unsetenv(Self.restartMarker)
     }
 }

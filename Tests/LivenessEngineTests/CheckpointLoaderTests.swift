@@ -46,6 +46,19 @@ import Testing
         #expect(probability.isFinite && probability > 0 && probability < 1)
     }
 
+    /// `byteorder` = big: storages are read big-endian and give the same model.
+    @Test func bigEndianStoragesAreHonoured() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let little = directory.appendingPathComponent("little.pt")
+        let big = directory.appendingPathComponent("big.pt")
+        try TinyCheckpoint.write(to: little)
+        try TinyCheckpoint.write(to: big, bigEndian: true)
+        let a = try TorchCheckpoint(contentsOf: little)
+        let b = try TorchCheckpoint(contentsOf: big)
+        #expect(a.stateDict == b.stateDict)
+        #expect(a.stateDict["head.bias"]?.values == [Float(sin(17.0)), Float(sin(18.0))])
+    }
+
     @Test func truncatedFileIsRefused() throws {
         let data = try Data(contentsOf: try TestAssets.modelURL)
         for fraction in [0.5, 0.9, 0.999] {

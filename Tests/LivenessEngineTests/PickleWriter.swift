@@ -123,7 +123,7 @@ struct TinyCheckpoint {
     /// Writes a torch.save-style zip: archive/data.pkl, archive/byteorder, archive/data/N.
     static func write(
         to url: URL, tensors: [(String, [Int], String)] = Self.tensors.map { ($0.0, $0.1, "FloatStorage") },
-        pickle: [UInt8]? = nil
+        pickle: [UInt8]? = nil, bigEndian: Bool = false
     ) throws {
         let archive = try Archive(url: url, accessMode: .create)
         func add(_ path: String, _ bytes: [UInt8]) throws {
@@ -132,7 +132,7 @@ struct TinyCheckpoint {
             }
         }
         try add("archive/data.pkl", pickle ?? Self.pickle(tensors))
-        try add("archive/byteorder", Array("little".utf8))
+        try add("archive/byteorder", Array((bigEndian ? "big" : "little").utf8))
         for (index, (_, shape, storage)) in tensors.enumerated() {
             let count = shape.reduce(1, *)
             let elementSize = storage == "LongStorage" ? 8 : 4
@@ -140,7 +140,8 @@ struct TinyCheckpoint {
             var bytes: [UInt8] = []
             for element in 0..<count {
                 if elementSize == 4 {
-                    withUnsafeBytes(of: Float(sin(Double(element + index))).bitPattern.littleEndian) { bytes += $0 }
+                    let bits = Float(sin(Double(element + index))).bitPattern
+                    withUnsafeBytes(of: bigEndian ? bits.bigEndian : bits.littleEndian) { bytes += $0 }
                 } else {
                     withUnsafeBytes(of: Int64(element).littleEndian) { bytes += $0 }
                 }
