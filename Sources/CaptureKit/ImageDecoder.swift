@@ -58,38 +58,17 @@ public enum Orientation: Int, Sendable, Equatable {
     /// Applies the transform that makes a stored picture upright (same as PIL's `exif_transpose`).
     public func apply(to image: RGBImage) -> RGBImage {
         guard self != .up else { return image }
-        let width = image.width
-        let height = image.height
-        let swaps = [Orientation.leftMirrored, .right, .rightMirrored, .left].contains(self)
-        let outWidth = swaps ? height : width
-        let outHeight = swaps ? width : height
+        let size = PlaneRotation.size(width: image.width, height: image.height, orientation: self)
         var output = [UInt8](repeating: 0, count: image.pixels.count)
         image.pixels.withUnsafeBufferPointer { source in
             output.withUnsafeMutableBufferPointer { destination in
-                for y in 0..<outHeight {
-                    for x in 0..<outWidth {
-                        // Source coordinate of upright pixel (x, y).
-                        let (sx, sy): (Int, Int)
-                        switch self {
-                        case .up: (sx, sy) = (x, y)
-                        case .upMirrored: (sx, sy) = (width - 1 - x, y)
-                        case .down: (sx, sy) = (width - 1 - x, height - 1 - y)
-                        case .downMirrored: (sx, sy) = (x, height - 1 - y)
-                        case .leftMirrored: (sx, sy) = (y, x)
-                        case .right: (sx, sy) = (y, height - 1 - x)
-                        case .rightMirrored: (sx, sy) = (width - 1 - y, height - 1 - x)
-                        case .left: (sx, sy) = (width - 1 - y, x)
-                        }
-                        let from = (sy * width + sx) * 3
-                        let to = (y * outWidth + x) * 3
-                        destination[to] = source[from]
-                        destination[to + 1] = source[from + 1]
-                        destination[to + 2] = source[from + 2]
-                    }
-                }
+                PlaneRotation.apply(
+                    self, source: source.baseAddress!, sourceStride: image.rowStride, width: image.width,
+                    height: image.height, bytesPerPixel: 3, destination: destination.baseAddress!,
+                    destinationStride: size.width * 3)
             }
         }
-        return RGBImage(width: outWidth, height: outHeight, pixels: output)
+        return RGBImage(width: size.width, height: size.height, pixels: output)
     }
 }
 

@@ -1,0 +1,483 @@
+import CFFmpeg
+import Foundation
+import Synchronization
+
+/// Frames from anything FFmpeg opens: files of any container/codec it reads, still images,
+/// image sequences and network URLs (rtsp://, http://). Frames arrive upright (display-matrix
+/// rotation and EXIF orientation applied), in a pooled buffer, on a thread the source owns.
+public final class MediaSource: FrameSource, @unchecked Sendable {
+    // @unchecked: mutable state is touched only by the decode thread, except `control` (a Mutex).
+
+    public enum Pacing: Sendable, Equatable {
+        /// As a camera would deliver: each frame at its presentation time (daemon demos).
+        case realTime
+        /// As fast as the consumer takes them, never dropping (evaluation).
+        case asFastAsPossible
+    }
+
+    public struct Options: Sendable {
+        public var pacing: Pacing = .asFastAsPossible
+        /// Frames that may be in flight at once (pool size). A replay source waits when all are out.
+        public var poolCapacity = 8
+        /// Connect/read timeout for network URLs.
+        public var networkTimeoutSeconds = 5.0
+        /// Reopen a network stream that fails, with backoff, until stopped.
+        public var reconnect = true
+        /// Decoder threads (1 keeps one core per source).
+        public var decoderThreads = 1
+
+        public init() {}
+    }
+
+    public let id: String
+    public let location: String
+    public let options: Options
+    public var kind: SourceKind {
+        self.options.pacing == .realTime || self.isNetwork ? .live : .replay
+    }
+
+    var isNetwork: Bool {
+        guard let scheme = self.location.split(separator: ":", maxSplits: 1).first, self.location.contains("://") else {
+            return false
+        }
+        return scheme != "file"
+    }
+
+    private struct Control {
+        var stopping = false
+        var running = false
+    }
+
+    private let control = Mutex(Control())
+    private let interruptFlag = InterruptFlag()
+    private let finished = DispatchSemaphore(value: 0)
+
+    // Decode-thread state.
+    private var input: MediaInput?
+    private var pool: FramePool?
+    private var poolLayout: (format: PixelFormat, width: Int, height: Int)?
+    private var sequence: UInt64 = 0
+    private var skipped = 0
+    private var scaler: OpaquePointer?
+    private var scalerKey: (PixelFormat, Int, Int)?
+    private var scratch: [UInt8] = []
+
+    public init(location: String, id: String? = nil, options: Options = Options()) {
+        self.location = location
+        self.id = id ?? location
+        self.options = options
+    }
+
+    deinit {
+        if let scaler = self.scaler { sws_freeContext(scaler) }
+    }
+
+    /// Opens the input (throwing a clear error when it cannot be read at all), then decodes on a
+    /// thread of its own, delivering events to `handler`.
+    public func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
+        let alreadyRunning = self.control.withLock { state -> Bool in
+            if state.running { return true }
+            state.running = true
+            return false
+        }
+        precondition(!alreadyRunning, "MediaSource.start called twice")
+        do {
+            self.input = try MediaInput(
+                location: self.location, timeoutSeconds: self.isNetwork ? self.options.networkTimeoutSeconds : nil,
+                decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
+        } catch {
+            self.control.withLock { $0.running = false }
+            throw error
+        }
+        let thread = Thread { [self] in
+            let end = self.run(handler: handler)
+            self.input = nil
+            handler(.ended(end))
+            self.finished.signal()
+        }
+        thread.name = "livenessd.media"
+        thread.start()
+    }
+
+    public func stop() {
+        let wasRunning = self.control.withLock { state -> Bool in
+            state.stopping = true
+            return state.running
+        }
+        guard wasRunning else { return }
+        self.interruptFlag.set()
+        self.pool?.close()
+        self.finished.wait()
+        self.control.withLock { $0.running = false }
+    }
+
+    var stopping: Bool { self.control.withLock { $0.stopping } }
+
+    // MARK: - Decode loop
+
+    private func run(handler: @Sendable (SourceEvent) -> Void) -> SourceEnd {
+        var wallStart: UInt64?
+        var ptsStart = 0.0
+        var backoff = 0.1
+        while true {
+            guard let input = self.input else { return .error("input closed") }
+            let outcome = input.decodeNext { frame in
+                if self.options.pacing == .realTime {
+                    let pts = input.presentationTimeSeconds(of: frame)
+                    if wallStart == nil {
+                        wallStart = monotonicNanoseconds()
+                        ptsStart = pts
+                    }
+                    let due = wallStart! + UInt64(max(0, pts - ptsStart) * 1e9)
+                    let now = monotonicNanoseconds()
+                    if due > now { Self.sleep(nanoseconds: due - now, unless: { self.stopping }) }
+                }
+                if let event = self.deliver(frame, input: input) { handler(event) }
+            }
+            if self.stopping { return .stopped }
+            switch outcome {
+            case .frames:
+                backoff = 0.1
+                continue
+            case .corrupt(let reason):
+                self.skipped += 1
+                handler(.skipped(count: self.skipped, reason: reason))
+            case .endOfFile:
+                if let expected = input.expectedFrameCount, expected > 0, input.decodedFrames < expected * 9 / 10 {
+                    return .truncated("the data ends after \(input.decodedFrames) of \(expected) frames")
+                }
+                return .endOfFile
+            case .readError(let reason):
+                guard self.isNetwork, self.options.reconnect else {
+                    return input.decodedFrames > 0 ? .truncated(reason) : .error(reason)
+                }
+                handler(.disconnected(reason))
+                self.input = nil
+                while self.input == nil {
+                    Self.sleep(nanoseconds: UInt64(backoff * 1e9), unless: { self.stopping })
+                    if self.stopping { return .stopped }
+                    backoff = min(backoff * 2, 5)
+                    self.input = try? MediaInput(
+                        location: self.location, timeoutSeconds: self.options.networkTimeoutSeconds,
+                        decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
+                }
+                wallStart = nil
+                handler(.reconnected)
+            }
+        }
+    }
+
+    /// Copies (and rotates, converting first when the format cannot be rotated in place) a decoded
+    /// frame into a pooled buffer.
+    private func deliver(_ frame: UnsafeMutablePointer<AVFrame>, input: MediaInput) -> SourceEvent? {
+        if frame.pointee.flags & AV_FRAME_FLAG_CORRUPT != 0 {
+            self.skipped += 1
+            return .skipped(count: self.skipped, reason: "corrupt frame (decoder concealed damage)")
+        }
+        let width = Int(frame.pointee.width)
+        let height = Int(frame.pointee.height)
+        var format = PixelFormat(rawValue: frame.pointee.format)
+        var colour = input.colour(of: frame)
+        if format.rawValue == AV_PIX_FMT_YUVJ420P.rawValue {
+            format = .yuv420p
+            colour.range = .full
+        }
+        let orientation = input.orientation(of: frame)
+        let rotatable: Set<PixelFormat> = [.yuv420p, .gray8, .rgb24, .bgr24]
+        let deliverable: Set<PixelFormat> = rotatable.union([.nv12, .yuyv422])
+        var planes: [(UnsafePointer<UInt8>, Int)] = []
+        if deliverable.contains(format) && (orientation == .up || rotatable.contains(format)) {
+            let data = frame.pointee.data
+            let strides = frame.pointee.linesize
+            for (pointer, stride) in [(data.0, strides.0), (data.1, strides.1), (data.2, strides.2), (data.3, strides.3)] {
+                guard let pointer else { break }
+                planes.append((UnsafePointer(pointer), Int(stride)))
+            }
+        } else {
+            // Anything else (10-bit, 4:2:2, 4:4:4, RGBA, palettes …) becomes 8-bit 4:2:0, or RGB24
+            // for RGB-like sources, keeping the range as it is.
+            let target: PixelFormat = Self.isRGBLike(format) ? .rgb24 : .yuv420p
+            guard let converted = self.convert(frame, to: target, width: width, height: height, colour: colour) else {
+                self.skipped += 1
+                return .skipped(count: self.skipped, reason: "cannot convert pixel format \(format)")
+            }
+            planes = converted
+            format = target
+        }
+        let size = PlaneRotation.size(width: width, height: height, orientation: orientation)
+        guard let layout = format.planeLayout(width: size.width, height: size.height) else { return nil }
+        let byteCount = layout.last.map { $0.offset + $0.rowStride * $0.rows } ?? 0
+        if self.pool == nil || self.poolLayout?.format != format || self.poolLayout?.width != size.width
+            || self.poolLayout?.height != size.height
+        {
+            self.pool?.close()
+            self.pool = FramePool(bufferSize: byteCount, capacity: self.options.poolCapacity)
+            self.poolLayout = (format, size.width, size.height)
+            if self.stopping { self.pool?.close() }
+        }
+        guard let buffer = self.pool!.acquire(waiting: self.kind == .replay) else {
+            if self.stopping { return nil }
+            self.skipped += 1
+            return .skipped(count: self.skipped, reason: "all frame buffers busy (consumer too slow)")
+        }
+        let destination = buffer.pointer.assumingMemoryBound(to: UInt8.self)
+        for (index, geometry) in Self.planeGeometry(format, width: width, height: height).enumerated() {
+            PlaneRotation.apply(
+                orientation, source: planes[index].0, sourceStride: planes[index].1, width: geometry.width,
+                height: geometry.height, bytesPerPixel: geometry.bytesPerPixel,
+                destination: destination + layout[index].offset, destinationStride: layout[index].rowStride)
+        }
+        let delivered = Frame(
+            buffer: buffer, pixelFormat: format, width: size.width, height: size.height, planes: layout,
+            colour: colour, presentationTimeSeconds: input.presentationTimeSeconds(of: frame),
+            captureTimeNanoseconds: monotonicNanoseconds(), sequence: self.sequence, sourceID: self.id)
+        self.sequence += 1
+        return .frame(delivered)
+    }
+
+    /// Pixel width, rows and bytes per pixel of each plane of the formats MediaSource delivers.
+    static func planeGeometry(_ format: PixelFormat, width: Int, height: Int) -> [(width: Int, height: Int, bytesPerPixel: Int)] {
+        let chromaWidth = (width + 1) / 2
+        let chromaHeight = (height + 1) / 2
+        switch format {
+        case .yuv420p: return [(width, height, 1), (chromaWidth, chromaHeight, 1), (chromaWidth, chromaHeight, 1)]
+        case .nv12: return [(width, height, 1), (chromaWidth, chromaHeight, 2)]
+        case .yuyv422: return [(chromaWidth * 2, height, 2)]
+        case .rgb24, .bgr24: return [(width, height, 3)]
+        default: return [(width, height, 1)]  // gray8
+        }
+    }
+
+    static func isRGBLike(_ format: PixelFormat) -> Bool {
+        guard let descriptor = av_pix_fmt_desc_get(format.avFormat) else { return false }
+        let flags = descriptor.pointee.flags
+        return flags & UInt64(AV_PIX_FMT_FLAG_RGB) != 0 || flags & UInt64(AV_PIX_FMT_FLAG_PAL) != 0
+    }
+
+    /// swscale into the source's scratch buffer (same size, no range change).
+    private func convert(
+        _ frame: UnsafeMutablePointer<AVFrame>, to target: PixelFormat, width: Int, height: Int,
+        colour: ColourDescription
+    ) -> [(UnsafePointer<UInt8>, Int)]? {
+        let source = PixelFormat(rawValue: frame.pointee.format)
+        guard let layout = target.planeLayout(width: width, height: height) else { return nil }
+        if self.scalerKey.map({ $0 != (source, width, height) }) ?? true {
+            if let scaler = self.scaler { sws_freeContext(scaler) }
+            self.scaler = sws_getContext(
+                Int32(width), Int32(height), source.avFormat, Int32(width), Int32(height), target.avFormat,
+                SWS_BILINEAR | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, nil, nil, nil)
+            self.scalerKey = (source, width, height)
+            self.scratch = [UInt8](repeating: 0, count: layout.last!.offset + layout.last!.rowStride * layout.last!.rows)
+            if let scaler = self.scaler {
+                let coefficients = sws_getCoefficients(colour.matrix == .bt709 ? SWS_CS_ITU709 : SWS_CS_ITU601)
+                let full: Int32 = colour.range == .full ? 1 : 0
+                _ = sws_setColorspaceDetails(scaler, coefficients, full, coefficients, full, 0, 1 << 16, 1 << 16)
+            }
+        }
+        guard let scaler = self.scaler else { return nil }
+        return self.scratch.withUnsafeMutableBufferPointer { buffer -> [(UnsafePointer<UInt8>, Int)] in
+            let base = buffer.baseAddress!
+            var destinations: [UnsafeMutablePointer<UInt8>?] = layout.map { base + $0.offset } + [nil]
+            var strides: [Int32] = layout.map { Int32($0.rowStride) } + [0]
+            withUnsafePointer(to: &frame.pointee.data) { dataTuple in
+                withUnsafePointer(to: &frame.pointee.linesize) { strideTuple in
+                    dataTuple.withMemoryRebound(to: UnsafePointer<UInt8>?.self, capacity: 8) { sourcePlanes in
+                        strideTuple.withMemoryRebound(to: Int32.self, capacity: 8) { sourceStrides in
+                            _ = sws_scale(scaler, sourcePlanes, sourceStrides, 0, Int32(height), &destinations, &strides)
+                        }
+                    }
+                }
+            }
+            // The scratch buffer belongs to this source and is read by `deliver` right after.
+            return layout.map { (UnsafePointer(base + $0.offset), $0.rowStride) }
+        }
+    }
+
+    /// Sleeps in short steps so that `stop()` is honoured promptly.
+    static func sleep(nanoseconds: UInt64, unless stop: () -> Bool) {
+        var remaining = nanoseconds
+        while remaining > 0 && !stop() {
+            let step = min(remaining, 20_000_000)
+            var request = timespec(tv_sec: Int(step / 1_000_000_000), tv_nsec: Int(step % 1_000_000_000))
+            nanosleep(&request, nil)
+            remaining -= step
+        }
+    }
+}
+
+/// A flag FFmpeg's interrupt callback polls, so a blocked network read returns when stopping.
+final class InterruptFlag: @unchecked Sendable {
+    // @unchecked: a single atomic flag.
+    private let value = Atomic<Bool>(false)
+    func set() { self.value.store(true, ordering: .relaxed) }
+    var isSet: Bool { self.value.load(ordering: .relaxed) }
+}
+
+/// An opened demuxer + decoder for the best video stream. Owned by one MediaSource thread.
+final class MediaInput {
+    enum Outcome {
+        /// One or more frames were handed to the callback (or a packet was consumed).
+        case frames
+        case corrupt(String)
+        case endOfFile
+        case readError(String)
+    }
+
+    let location: String
+    private var format: UnsafeMutablePointer<AVFormatContext>?
+    private var codec: UnsafeMutablePointer<AVCodecContext>?
+    private var packet: UnsafeMutablePointer<AVPacket>?
+    private var frame: UnsafeMutablePointer<AVFrame>?
+    private let stream: UnsafeMutablePointer<AVStream>
+    private let streamIndex: Int32
+    private var flushing = false
+    private var cachedOrientation: Orientation?
+    private let interrupt: InterruptFlag
+    private(set) var decodedFrames = 0
+    /// The container's frame count, when it states one (used to tell a truncated file).
+    let expectedFrameCount: Int?
+
+    init(location: String, timeoutSeconds: Double?, decoderThreads: Int, interrupt: InterruptFlag) throws {
+        av_log_set_level(AV_LOG_QUIET)
+        avformat_network_init()
+        self.location = location
+        self.interrupt = interrupt
+        if !location.contains("://") {
+            var status = stat()
+            if stat(location, &status) != 0 {
+                throw CaptureError(code: .notFound, source: location, message: "no such file")
+            }
+            if status.st_size == 0 {
+                throw CaptureError(code: .unsupportedFormat, source: location, message: "the file is empty")
+            }
+        }
+        var context = avformat_alloc_context()
+        guard context != nil else { throw CaptureError(code: .unreadable, source: location, message: "out of memory") }
+        context!.pointee.interrupt_callback.callback = { opaque in
+            guard let opaque else { return 0 }
+            return Unmanaged<InterruptFlag>.fromOpaque(opaque).takeUnretainedValue().isSet ? 1 : 0
+        }
+        context!.pointee.interrupt_callback.opaque = Unmanaged.passUnretained(interrupt).toOpaque()
+        var dictionary: OpaquePointer? = nil
+        if let timeoutSeconds {
+            let microseconds = String(Int(timeoutSeconds * 1e6))
+            av_dict_set(&dictionary, "rw_timeout", microseconds, 0)
+            av_dict_set(&dictionary, "timeout", microseconds, 0)
+            if location.hasPrefix("rtsp") { av_dict_set(&dictionary, "rtsp_transport", "tcp", 0) }
+        }
+        let status = avformat_open_input(&context, location, nil, &dictionary)
+        av_dict_free(&dictionary)
+        guard status >= 0, let opened = context else {
+            throw ImageDecoder.openError(status, path: location)
+        }
+        self.format = opened
+        if avformat_find_stream_info(opened, nil) < 0 {
+            avformat_close_input(&self.format)
+            throw CaptureError(code: .unsupportedFormat, source: location, message: "cannot read the stream layout")
+        }
+        var decoder: UnsafePointer<AVCodec>? = nil
+        let index = av_find_best_stream(opened, AVMEDIA_TYPE_VIDEO, -1, -1, &decoder, 0)
+        guard index >= 0, let decoder else {
+            avformat_close_input(&self.format)
+            throw CaptureError(
+                code: .noVideo, source: location,
+                message: "no video stream FFmpeg can decode (\(FFmpegError.text(index)))")
+        }
+        self.streamIndex = index
+        self.stream = opened.pointee.streams[Int(index)]!
+        let frames = Int(self.stream.pointee.nb_frames)
+        self.expectedFrameCount = frames > 0 ? frames : nil
+        self.codec = avcodec_alloc_context3(decoder)
+        guard let codec = self.codec, avcodec_parameters_to_context(codec, self.stream.pointee.codecpar) >= 0 else {
+            avformat_close_input(&self.format)
+            throw CaptureError(code: .decodeFailed, source: location, message: "cannot set up the decoder")
+        }
+        codec.pointee.thread_count = Int32(decoderThreads)
+        guard avcodec_open2(codec, decoder, nil) >= 0 else {
+            avcodec_free_context(&self.codec)
+            avformat_close_input(&self.format)
+            throw CaptureError(
+                code: .unsupportedFormat, source: location,
+                message: "FFmpeg cannot decode \(String(cString: decoder.pointee.name)) in this build")
+        }
+        self.packet = av_packet_alloc()
+        self.frame = av_frame_alloc()
+    }
+
+    deinit {
+        av_frame_free(&self.frame)
+        av_packet_free(&self.packet)
+        avcodec_free_context(&self.codec)
+        avformat_close_input(&self.format)
+    }
+
+    func presentationTimeSeconds(of frame: UnsafeMutablePointer<AVFrame>) -> Double {
+        let timestamp = frame.pointee.best_effort_timestamp
+        guard timestamp != Int64.min else { return 0 }
+        let base = self.stream.pointee.time_base
+        let start = self.stream.pointee.start_time == Int64.min ? 0 : self.stream.pointee.start_time
+        return Double(timestamp - start) * Double(base.num) / Double(base.den)
+    }
+
+    func colour(of frame: UnsafeMutablePointer<AVFrame>) -> ColourDescription {
+        ColourDescription(
+            range: frame.pointee.color_range == AVCOL_RANGE_JPEG ? .full : .limited,
+            matrix: frame.pointee.colorspace == AVCOL_SPC_BT709 ? .bt709 : .bt601)
+    }
+
+    /// Fixed per input: EXIF (stills) or the stream's display matrix, read from the first frame.
+    func orientation(of frame: UnsafeMutablePointer<AVFrame>) -> Orientation {
+        if let cached = self.cachedOrientation { return cached }
+        let orientation = ImageDecoder.orientation(of: frame, stream: self.stream)
+        self.cachedOrientation = orientation
+        return orientation
+    }
+
+    /// Reads and decodes until at least one frame was passed to `body` (or an outcome to report).
+    func decodeNext(_ body: (UnsafeMutablePointer<AVFrame>) -> Void) -> Outcome {
+        guard let format = self.format, let codec = self.codec, let packet = self.packet, let frame = self.frame else {
+            return .endOfFile
+        }
+        while true {
+            let received = avcodec_receive_frame(codec, frame)
+            if received >= 0 {
+                self.decodedFrames += 1
+                body(frame)
+                av_frame_unref(frame)
+                return .frames
+            }
+            if received == cffmpeg_averror_eof() { return .endOfFile }
+            if received != cffmpeg_averror_eagain() {
+                return .corrupt("decoder error: \(FFmpegError.text(received))")
+            }
+            if self.flushing { return .endOfFile }
+            if self.interrupt.isSet { return .endOfFile }
+            let read = av_read_frame(format, packet)
+            if read == cffmpeg_averror_eof() || (read < 0 && format.pointee.pb != nil && avio_feof(format.pointee.pb) != 0) {
+                self.flushing = true
+                _ = avcodec_send_packet(codec, nil)
+                continue
+            }
+            if read < 0 {
+                // Flush what the decoder holds before reporting, so no decoded frame is lost.
+                self.flushing = true
+                _ = avcodec_send_packet(codec, nil)
+                var flushed = false
+                while avcodec_receive_frame(codec, frame) >= 0 {
+                    self.decodedFrames += 1
+                    body(frame)
+                    av_frame_unref(frame)
+                    flushed = true
+                }
+                _ = flushed
+                return .readError("read error after \(self.decodedFrames) frames: \(FFmpegError.text(read))")
+            }
+            defer { av_packet_unref(packet) }
+            guard packet.pointee.stream_index == self.streamIndex else { continue }
+            let sent = avcodec_send_packet(codec, packet)
+            if sent < 0 && sent != cffmpeg_averror_eagain() {
+                return .corrupt("damaged packet skipped (\(FFmpegError.text(sent)))")
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+import CaptureKit
+import Foundation
+import Synchronization
+import TestSupport
+import Testing
+
+/// What a test keeps of a source's output: frame metadata (frames themselves go back to the pool
+/// at once, as a well-behaved consumer does), the converted first frame, and how it ended.
+final class Collector: Sendable {
+    struct State {
+        var sequences: [UInt64] = []
+        var presentationTimes: [Double] = []
+        var deliveryTimes: [UInt64] = []
+        var sizes: Set<[Int]> = []
+        var firstLuma: [UInt8]?
+        var firstYPlane: [UInt8]?
+        var skipped = 0
+        var end: SourceEnd?
+    }
+
+    let state = Mutex(State())
+    let done = DispatchSemaphore(value: 0)
+
+    var handler: @Sendable (SourceEvent) -> Void {
+        { event in
+            switch event {
+            case .frame(let frame):
+                var luma: [UInt8]?
+                var yPlane: [UInt8]?
+                if self.state.withLock({ $0.firstLuma == nil }) {
+                    luma = try? PixelConverter().convert(frame, to: .gray8)
+                    if frame.pixelFormat == .yuv420p {
+                        yPlane = (0..<frame.height).flatMap { row in
+                            Array(UnsafeBufferPointer(start: frame.plane(0) + row * frame.planes[0].rowStride, count: frame.width))
+                        }
+                    }
+                }
+                self.state.withLock {
+                    $0.sequences.append(frame.sequence)
+                    $0.presentationTimes.append(frame.presentationTimeSeconds)
+                    $0.deliveryTimes.append(monotonicNanoseconds())
+                    $0.sizes.insert([frame.width, frame.height])
+                    if let luma { $0.firstLuma = luma }
+                    if let yPlane { $0.firstYPlane = yPlane }
+                }
+            case .skipped(let count, _):
+                self.state.withLock { $0.skipped = count }
+            case .ended(let end):
+                self.state.withLock { $0.end = end }
+                self.done.signal()
+            case .disconnected, .reconnected:
+                break
+            }
+        }
+    }
+
+    /// Runs `source` to its end, failing the test if that takes longer than `seconds`.
+    static func run(_ source: MediaSource, timeout seconds: Double = 60) throws -> State {
+        let collector = Collector()
+        try source.start(handler: collector.handler)
+        let finished = collector.done.wait(timeout: .now() + seconds) == .success
+        if !finished { source.stop() }
+        #expect(finished, "\(source.id) did not end within \(seconds) s")
+        source.stop()
+        return collector.state.withLock { $0 }
+    }
+}
+
+@Suite struct MediaSourceTests {
+    static let clips = [
+        "samples/live/gen-facerec__short_hamilton_clip.mp4",  // MP4/H.264, BT.709, 29.97 fps
+        "samples/live/pad-tdreal__621f74a8_live_video.MOV",  // MOV/H.264, rotation -90
+        "samples/spoof/pad-tdreplay__630b6ba7_replay_video.mp4",  // variable frame rate, rotation -90
+    ]
+
+    @Test(arguments: MediaSourceTests.clips)
+    func frameCountMatchesFFprobe(_ clip: String) throws {
+        let path = try TestAssets.file(clip).path
+        let state = try Collector.run(MediaSource(location: path))
+        #expect(state.end == .endOfFile)
+        #expect(state.sequences.count == (try FFmpegTool.countFrames(path)))
+        #expect(state.sequences == Array(0..<UInt64(state.sequences.count)))
+        #expect(state.skipped == 0)
+        #expect(state.presentationTimes == state.presentationTimes.sorted())
+    }
+
+    @Test func webmVP8CountMatchesFFprobe() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let webm = directory.appendingPathComponent("clip.webm").path
+        try FFmpegTool.run(
+            "ffmpeg",
+            ["-v", "error", "-i", try TestAssets.file(Self.clips[0]).path, "-t", "2", "-c:v", "libvpx", "-b:v", "400k",
+             "-an", webm])
+        let state = try Collector.run(MediaSource(location: webm))
+        #expect(state.end == .endOfFile)
+        #expect(state.sequences.count == (try FFmpegTool.countFrames(webm)))
+        #expect(state.sequences.count > 20)  // libvpx drops some frames at this bit rate
+    }
+
+    /// A phone clip stored 480×360 with rotation -90 arrives 360×480, pixel for pixel as ffmpeg's
+    /// own autorotated decode.
+    @Test func rotatedClipArrivesUpright() throws {
+        let path = try TestAssets.file(Self.clips[1]).path
+        let state = try Collector.run(MediaSource(location: path))
+        #expect(state.sizes == [[360, 480]])
+        let reference = try FFmpegTool.run(
+            "ffmpeg", ["-v", "error", "-i", path, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        let luma = try #require(state.firstYPlane)
+        #expect(reference.count >= luma.count)
+        let difference = zip(luma, reference.prefix(luma.count)).reduce(0.0) { $0 + abs(Double($1.0) - Double($1.1)) }
+            / Double(luma.count)
+        #expect(difference <= 2, "mean abs luma difference \(difference)")
+    }
+
+    /// Real-time pacing holds the clip's own rate within 2 % (a 3 s cut of a 25 fps clip).
+    @Test func realTimePacingHoldsTheClipRate() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let cut = directory.appendingPathComponent("cut.mov").path
+        try FFmpegTool.run("ffmpeg", ["-v", "error", "-i", try TestAssets.file(Self.clips[1]).path, "-t", "3", "-c", "copy", cut])
+        var options = MediaSource.Options()
+        options.pacing = .realTime
+        let source = MediaSource(location: cut, options: options)
+        #expect(source.kind == .live)
+        let state = try Collector.run(source)
+        let span = try #require(state.presentationTimes.last) - state.presentationTimes[0]
+        let wall = Double(state.deliveryTimes.last! - state.deliveryTimes[0]) / 1e9
+        #expect(span > 2.5)
+        #expect(abs(wall / span - 1) <= 0.02, "delivered \(span) s of video in \(wall) s")
+    }
+
+    @Test func stillImageWithEXIFOrientation() throws {
+        let state = try Collector.run(MediaSource(location: try TestAssets.file("golden/exif/spoof_print_exif6.jpg").path))
+        #expect(state.sequences.count == 1)
+        #expect(state.sizes == [[480, 640]])
+        #expect(state.end == .endOfFile)
+    }
+
+    func expectOpenError(_ path: String) {
+        do {
+            try MediaSource(location: path).start { _ in }
+            Issue.record("\(path) opened")
+        } catch let error as CaptureError {
+            #expect(error.description.contains(path) && !error.message.isEmpty, "\(error)")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test func badInputsFailClearlyOrEndCleanly() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        self.expectOpenError(directory.appendingPathComponent("missing.mp4").path)
+        let empty = directory.appendingPathComponent("empty.mp4")
+        FileManager.default.createFile(atPath: empty.path, contents: Data())
+        self.expectOpenError(empty.path)
+        let text = directory.appendingPathComponent("notes.mp4")
+        try "just some text, not a video\n".write(to: text, atomically: true, encoding: .utf8)
+        self.expectOpenError(text.path)
+
+        let original = try Data(contentsOf: try TestAssets.file(Self.clips[0]))
+        // Truncated at half: either refused at open (index at the end) or frames then a reasoned end.
+        let half = directory.appendingPathComponent("half.mp4")
+        try original.prefix(original.count / 2).write(to: half)
+        do {
+            let state = try Collector.run(MediaSource(location: half.path), timeout: 30)
+            if case .truncated = state.end {} else if state.end != .endOfFile { Issue.record("ended \(String(describing: state.end))") }
+            #expect(state.sequences.count < (try FFmpegTool.countFrames(try TestAssets.file(Self.clips[0]).path)))
+        } catch let error as CaptureError {
+            #expect(!error.message.isEmpty)
+        }
+        // Bytes flipped in the middle: damaged packets are skipped, the rest still arrives.
+        var damaged = original
+        let middle = damaged.count / 2
+        for offset in stride(from: middle, to: middle + 4096, by: 7) { damaged[offset] ^= 0xFF }
+        let flipped = directory.appendingPathComponent("flipped.mp4")
+        try damaged.write(to: flipped)
+        let state = try Collector.run(MediaSource(location: flipped.path), timeout: 30)
+        #expect(state.end != nil)
+        #expect(state.sequences.count > 100)
+    }
+
+    /// stop() while a replay source waits for buffers the consumer holds returns promptly.
+    @Test func stopWhileConsumerHoldsAllBuffers() throws {
+        var options = MediaSource.Options()
+        options.poolCapacity = 2
+        let source = MediaSource(location: try TestAssets.file(Self.clips[0]).path, options: options)
+        let held = Mutex<[Frame]>([])
+        let ended = DispatchSemaphore(value: 0)
+        try source.start { event in
+            switch event {
+            case .frame(let frame): held.withLock { $0.append(frame) }
+            case .ended: ended.signal()
+            default: break
+            }
+        }
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(held.withLock { $0.count } == 2)  // blocked: the reader waits, it does not drop
+        let start = monotonicNanoseconds()
+        source.stop()
+        #expect(ended.wait(timeout: .now() + 2) == .success)
+        #expect(Double(monotonicNanoseconds() - start) / 1e9 < 1)
+        held.withLock { $0.removeAll() }
+    }
+}
+
+@Suite struct PixelConverterTests {
+    /// GRAY8 from the converter vs Pillow's L of the converter's own RGB24 of the same frame.
+    func meanLumaDifference(_ location: String) throws -> Double {
+        let source = MediaSource(location: location)
+        let result = Mutex<Double?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        try source.start { event in
+            guard case .frame(let frame) = event, result.withLock({ $0 == nil }) else {
+                if case .ended = event { done.signal() }
+                return
+            }
+            let converter = PixelConverter()
+            guard let gray = try? converter.convert(frame, to: .gray8), let rgb = try? converter.convert(frame, to: .rgb24)
+            else { return }
+            var pillow = [UInt8](repeating: 0, count: gray.count)
+            rgb.withUnsafeBufferPointer { PixelConverter.pillowLuma(rgb: $0.baseAddress!, pixels: gray.count, into: &pillow) }
+            let total = zip(gray, pillow).reduce(0.0) { $0 + abs(Double($1.0) - Double($1.1)) }
+            result.withLock { $0 = total / Double(gray.count) }
+        }
+        _ = done.wait(timeout: .now() + 60)
+        source.stop()
+        return try #require(result.withLock { $0 })
+    }
+
+    @Test(arguments: [
+        "golden/images/live_selfie.png", "golden/images/spoof_screen.png",
+        "samples/live/gen-facerec__short_hamilton_clip.mp4",  // BT.709 limited
+        "samples/live/pad-tdreal__621f74a8_live_video.MOV",  // BT.601 (smpte170m) limited
+        "samples/live/pad-tdreal__622e5d6b_live_video.mp4",  // yuvj420p full range
+    ])
+    func grayMatchesPillowLuma(_ asset: String) throws {
+        let difference = try self.meanLumaDifference(try TestAssets.file(asset).path)
+        #expect(difference <= 1, "\(asset): mean abs difference \(difference) grey levels")
+    }
+
+    @Test func scalesToRequestedSize() throws {
+        let source = MediaSource(location: try TestAssets.file("samples/live/pad-tdreal__621f74a8_live_video.MOV").path)
+        let sizes = Mutex<[Int]>([])
+        let done = DispatchSemaphore(value: 0)
+        try source.start { event in
+            if case .frame(let frame) = event, sizes.withLock({ $0.isEmpty }) {
+                let converter = PixelConverter()
+                let gray = (try? converter.convert(frame, to: .gray8, width: 255, height: 340)) ?? []
+                let bgr = (try? converter.convert(frame, to: .bgr24, width: 320, height: 426)) ?? []
+                sizes.withLock { $0 = [gray.count, bgr.count] }
+            }
+            if case .ended = event { done.signal() }
+        }
+        _ = done.wait(timeout: .now() + 30)
+        source.stop()
+        let expected: [Int] = [255 * 340, 320 * 426 * 3]
+        let measured = sizes.withLock { $0 }
+        #expect(measured == expected)
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+
+/// Runs FFmpeg's command-line tools (Debian's `ffmpeg` package) to make or inspect test media.
+public enum FFmpegTool {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Runs `tool` with `arguments`; returns standard output. Throws when it exits non-zero.
+    @discardableResult
+    public static func run(_ tool: String, _ arguments: [String]) throws -> Data {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/\(tool)")
+        process.arguments = arguments
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw Failure(description: "\(tool) \(arguments.joined(separator: " ")) failed: \(errorText.suffix(400))")
+        }
+        return data
+    }
+
+    /// Frames in the first video stream, counted by decoding (`ffprobe -count_frames`).
+    public static func countFrames(_ path: String) throws -> Int {
+        let text = String(
+            decoding: try Self.run(
+                "ffprobe",
+                ["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of",
+                 "csv=p=0", path]), as: UTF8.self)
+        // Rotated clips add a side-data column ("267,"): the count is the first field.
+        let field = text.split(whereSeparator: { $0 == "," || $0 == "\n" }).first.map(String.init) ?? ""
+        guard let count = Int(field.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw Failure(description: "ffprobe gave no frame count for \(path): \(text)")
+        }
+        return count
+    }
+}
