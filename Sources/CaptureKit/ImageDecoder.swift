@@ -77,75 +77,28 @@ public enum ImageDecoder {
     /// The first picture of `path`, converted to RGB24 and turned upright by its EXIF orientation
     /// (or display-matrix rotation). Returns the orientation that was applied.
     public static func decode(path: String) throws -> (image: RGBImage, orientation: Orientation) {
-        av_log_set_level(AV_LOG_QUIET)
-        var format: UnsafeMutablePointer<AVFormatContext>? = nil
-        let openStatus = avformat_open_input(&format, path, nil, nil)
-        guard openStatus >= 0, let context = format else {
-            throw Self.openError(openStatus, path: path)
-        }
-        defer { avformat_close_input(&format) }
-        _ = avformat_find_stream_info(context, nil)
-        var codec: UnsafePointer<AVCodec>? = nil
-        let streamIndex = av_find_best_stream(context, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0)
-        guard streamIndex >= 0, let decoder = codec else {
-            throw CaptureError(
-                code: .noVideo, source: path,
-                message: "no picture in this file (\(FFmpegError.text(streamIndex))); expected an image such as JPEG or PNG")
-        }
-        let stream = context.pointee.streams[Int(streamIndex)]!
-        var codecContext = avcodec_alloc_context3(decoder)
-        guard let codecContextPointer = codecContext else {
-            throw CaptureError(code: .decodeFailed, source: path, message: "out of memory creating a decoder")
-        }
-        defer { avcodec_free_context(&codecContext) }
-        guard avcodec_parameters_to_context(codecContextPointer, stream.pointee.codecpar) >= 0,
-            avcodec_open2(codecContextPointer, decoder, nil) >= 0
-        else {
-            throw CaptureError(
-                code: .unsupportedFormat, source: path,
-                message: "FFmpeg cannot decode \(String(cString: decoder.pointee.name)) pictures in this build")
-        }
-
-        var frame = av_frame_alloc()
-        var packet = av_packet_alloc()
-        defer {
-            av_frame_free(&frame)
-            av_packet_free(&packet)
-        }
-        var lastError: Int32 = 0
-        var decoded = false
-        var flushing = false
-        while !decoded {
-            if !flushing {
-                let readStatus = av_read_frame(context, packet)
-                if readStatus < 0 {
-                    flushing = true
-                    _ = avcodec_send_packet(codecContextPointer, nil)
-                } else {
-                    defer { av_packet_unref(packet) }
-                    if packet!.pointee.stream_index != streamIndex { continue }
-                    let sendStatus = avcodec_send_packet(codecContextPointer, packet)
-                    if sendStatus < 0 && sendStatus != cffmpeg_averror_eagain() { lastError = sendStatus }
-                }
-            }
-            let receiveStatus = avcodec_receive_frame(codecContextPointer, frame)
-            if receiveStatus >= 0 {
-                decoded = true
-            } else if receiveStatus == cffmpeg_averror_eof() || (flushing && receiveStatus != cffmpeg_averror_eagain()) {
-                break
-            } else if receiveStatus != cffmpeg_averror_eagain() {
-                lastError = receiveStatus
-            } else if flushing {
-                break
+        let input = try MediaInput(location: path, timeoutSeconds: nil, decoderThreads: 1, interrupt: InterruptFlag())
+        var decoded: Result<(RGBImage, Orientation), Error>?
+        var lastProblem = "no picture data"
+        var attempts = 0
+        decoding: while decoded == nil && attempts < 64 {
+            attempts += 1
+            switch input.decodeNext({ frame in
+                decoded = Result { (try Self.convertToRGB(frame, path: path), input.orientation(of: frame)) }
+            }) {
+            case .frames: continue
+            case .corrupt(let reason): lastProblem = reason
+            case .readError(let reason):
+                lastProblem = reason
+                break decoding
+            case .endOfFile: break decoding
             }
         }
-        guard decoded, let picture = frame else {
+        guard let decoded else {
             throw CaptureError(
-                code: .decodeFailed, source: path,
-                message: "the picture data is damaged or truncated (\(FFmpegError.text(lastError == 0 ? cffmpeg_averror_invaliddata() : lastError)))")
+                code: .decodeFailed, source: path, message: "the picture data is damaged or truncated (\(lastProblem))")
         }
-        let rgb = try Self.convertToRGB(picture, path: path)
-        let orientation = Self.orientation(of: picture, stream: stream)
+        let (rgb, orientation) = try decoded.get()
         return (orientation.apply(to: rgb), orientation)
     }
 
@@ -158,7 +111,8 @@ public enum ImageDecoder {
         }
         return CaptureError(
             code: .unsupportedFormat, source: path,
-            message: "not a picture FFmpeg can read (\(FFmpegError.text(status))); supported: JPEG, PNG, WebP, BMP, …")
+            message: "not a picture, video or stream FFmpeg can read (\(FFmpegError.text(status))); "
+                + "pictures: JPEG, PNG, WebP, BMP …; a cut-off MP4/MOV has no index (moov) and cannot be opened")
     }
 
     /// EXIF orientation from the decoder's metadata, else the display matrix (frame or stream).
