@@ -2,9 +2,18 @@ import ArgumentParser
 import CaptureKit
 import Foundation
 import LivenessEngine
+import Synchronization
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
+        abstract: "Benchmarks: the engine (default) and capture decoding.",
+        subcommands: [BenchEngine.self, BenchDecode.self],
+        defaultSubcommand: BenchEngine.self)
+}
+
+struct BenchEngine: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine",
         abstract: "Time the engine: forward pass alone and preprocess + forward, batch 1 and 8, one thread.",
         discussion: """
             Prints the OpenBLAS core it ran on. Compare with PyTorch and ONNX Runtime on the same machine in \
@@ -138,5 +147,68 @@ struct Bench: ParsableCommand {
             let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") })
         else { return "unknown CPU" }
         return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    }
+}
+
+struct BenchDecode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decode",
+        abstract: "Time decoding + conversion to model-ready luma (short side 255) of clips, one decoder thread.",
+        discussion: "Make test clips with scripts/make_bench_clips.sh (640x480 and 1080p H.264).")
+
+    @Argument(help: "Clips to decode (any format FFmpeg reads).")
+    var clips: [String]
+
+    @Option(help: "Passes over each clip (the best is reported).")
+    var passes = 3
+
+    func run() throws {
+        print("# livenessd \(LivenessdVersion.string) bench decode: MediaSource (1 decoder thread, as fast as possible)")
+        print("# + PixelConverter to GRAY8 with the short side at 255, on \(BenchEngine.cpuModel())")
+        print("clip                                       size        frames   frames/s")
+        for clip in self.clips {
+            var best = 0.0
+            var frames = 0
+            var size = ""
+            for _ in 0..<max(1, self.passes) {
+                let source = MediaSource(location: clip)
+                let preprocessor = Preprocessor()
+                // Touched only on the source's thread; the Mutex makes that checkable, uncontended.
+                let converter = Mutex((PixelConverter(), [UInt8](repeating: 0, count: 4096 * 4096)))
+                let counted = Mutex((frames: 0, size: "", failure: String?.none))
+                let done = DispatchSemaphore(value: 0)
+                let start = DispatchTime.now().uptimeNanoseconds
+                try source.start { event in
+                    switch event {
+                    case .frame(let frame):
+                        let target = preprocessor.resizedSize(width: frame.width, height: frame.height)
+                        converter.withLock { state in
+                            state.1.withUnsafeMutableBufferPointer {
+                                try? state.0.convert(
+                                    frame, to: .gray8, width: target.width, height: target.height, into: $0.baseAddress!)
+                            }
+                        }
+                        counted.withLock {
+                            $0.frames += 1
+                            $0.size = "\(frame.width)x\(frame.height)"
+                        }
+                    case .ended(let end):
+                        if end != .endOfFile { counted.withLock { $0.failure = "\(end)" } }
+                        done.signal()
+                    default: break
+                    }
+                }
+                done.wait()
+                let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                let result = counted.withLock { $0 }
+                if let failure = result.failure { throw CommandError("\(clip): \(failure)") }
+                frames = result.frames
+                size = result.size
+                best = max(best, Double(frames) / seconds)
+            }
+            print(
+                clip.suffix(42).padding(toLength: 42, withPad: " ", startingAt: 0) + " "
+                    + size.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %6d %10.1f", frames, best))
+        }
     }
 }
