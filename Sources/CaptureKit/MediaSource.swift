@@ -142,6 +142,10 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             case .corrupt(let reason):
                 self.skipped += 1
                 handler(.skipped(count: self.skipped, reason: reason))
+            case .endOfFile where self.isNetwork && self.options.reconnect:
+                // A live stream has no end: the server went away. Reopen it.
+                guard self.reconnect(after: "the stream ended", handler: handler, backoff: &backoff) else { return .stopped }
+                wallStart = nil
             case .endOfFile:
                 if let expected = input.expectedFrameCount, expected > 0, input.decodedFrames < expected * 9 / 10 {
                     return .truncated("the data ends after \(input.decodedFrames) of \(expected) frames")
@@ -151,20 +155,27 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
                 guard self.isNetwork, self.options.reconnect else {
                     return input.decodedFrames > 0 ? .truncated(reason) : .error(reason)
                 }
-                handler(.disconnected(reason))
-                self.input = nil
-                while self.input == nil {
-                    Self.sleep(nanoseconds: UInt64(backoff * 1e9), unless: { self.stopping })
-                    if self.stopping { return .stopped }
-                    backoff = min(backoff * 2, 5)
-                    self.input = try? MediaInput(
-                        location: self.location, timeoutSeconds: self.options.networkTimeoutSeconds,
-                        decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
-                }
+                guard self.reconnect(after: reason, handler: handler, backoff: &backoff) else { return .stopped }
                 wallStart = nil
-                handler(.reconnected)
             }
         }
+    }
+
+    /// Reports `.disconnected`, reopens the input with backoff until it succeeds (then reports
+    /// `.reconnected`, true) or the source is stopped (false).
+    private func reconnect(after reason: String, handler: @Sendable (SourceEvent) -> Void, backoff: inout Double) -> Bool {
+        handler(.disconnected(reason))
+        self.input = nil
+        while self.input == nil {
+            Self.sleep(nanoseconds: UInt64(backoff * 1e9), unless: { self.stopping })
+            if self.stopping { return false }
+            backoff = min(backoff * 2, 5)
+            self.input = try? MediaInput(
+                location: self.location, timeoutSeconds: self.options.networkTimeoutSeconds,
+                decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
+        }
+        handler(.reconnected)
+        return true
     }
 
     /// Copies (and rotates, converting first when the format cannot be rotated in place) a decoded

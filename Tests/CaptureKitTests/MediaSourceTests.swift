@@ -257,3 +257,93 @@ final class Collector: Sendable {
         #expect(measured == expected)
     }
 }
+
+/// Network sources against servers on loopback: FFmpeg itself serving a clip over HTTP.
+@Suite(.serialized) struct NetworkSourceTests {
+    static func port() -> Int { Int.random(in: 20_000..<40_000) }
+
+    /// `ffmpeg -re … -listen 1 http://127.0.0.1:PORT/live.ts`: a live MPEG-TS stream for one client.
+    static func serve(_ clip: String, port: Int, seconds: Int) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/ffmpeg")
+        process.arguments = [
+            "-v", "error", "-re", "-i", clip, "-t", "\(seconds)", "-c:v", "copy", "-an", "-f", "mpegts", "-listen", "1",
+            "http://127.0.0.1:\(port)/live.ts",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: 0.5)
+        return process
+    }
+
+    @Test func liveHTTPStreamDeliversFrames() throws {
+        let port = Self.port()
+        let server = try Self.serve(try TestAssets.file(MediaSourceTests.clips[0]).path, port: port, seconds: 3)
+        defer { server.terminate() }
+        var options = MediaSource.Options()
+        options.reconnect = false
+        let source = MediaSource(location: "http://127.0.0.1:\(port)/live.ts", options: options)
+        #expect(source.kind == .live)
+        let state = try Collector.run(source, timeout: 20)
+        // ffmpeg's -re clock starts before the client connects, so not all 3 s arrive (≈ 35–60 seen).
+        #expect(state.sequences.count > 25)
+        #expect(state.sizes == [[640, 360]])
+        #expect(state.end == .endOfFile)
+    }
+
+    /// The server goes away mid-stream and comes back: disconnected, reconnected, frames again.
+    @Test func reconnectsWhenTheStreamReturns() throws {
+        let port = Self.port()
+        let clip = try TestAssets.file(MediaSourceTests.clips[0]).path
+        var server = try Self.serve(clip, port: port, seconds: 2)
+        var options = MediaSource.Options()
+        options.networkTimeoutSeconds = 1
+        let source = MediaSource(location: "http://127.0.0.1:\(port)/live.ts", options: options)
+        let log = Mutex<[String]>([])
+        try source.start { event in
+            switch event {
+            case .frame: log.withLock { if $0.last != "frame" { $0.append("frame") } }
+            case .disconnected: log.withLock { $0.append("disconnected") }
+            case .reconnected: log.withLock { $0.append("reconnected") }
+            case .ended(let end): log.withLock { $0.append("ended \(end)") }
+            case .skipped: break
+            }
+        }
+        // The first server ends after 2 s of video; start a second one on the same port.
+        server.waitUntilExit()
+        server = try Self.serve(clip, port: port, seconds: 2)
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline && log.withLock({ $0.suffix(2) }) != ["reconnected", "frame"] {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        source.stop()
+        server.terminate()
+        let events = log.withLock { $0 }
+        #expect(Array(events.prefix(2)) == ["frame", "disconnected"], "\(events)")
+        #expect(events.contains("reconnected"), "\(events)")
+        #expect(events.last == "ended stopped", "\(events)")
+    }
+
+    /// A server that accepts the connection and never answers: a clear error after the timeout.
+    @Test func silentServerTimesOut() throws {
+        let port = Self.port()
+        let listener = Process()
+        listener.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        listener.arguments = [
+            "-c",
+            "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                + "s.bind(('127.0.0.1', \(port))); s.listen(4); c=s.accept(); time.sleep(30)",
+        ]
+        try listener.run()
+        defer { listener.terminate() }
+        Thread.sleep(forTimeInterval: 0.5)
+        var options = MediaSource.Options()
+        options.networkTimeoutSeconds = 1
+        let started = Date()
+        #expect(throws: CaptureError.self) {
+            try MediaSource(location: "http://127.0.0.1:\(port)/never.ts", options: options).start { _ in }
+        }
+        #expect(Date().timeIntervalSince(started) < 10)
+    }
+}
