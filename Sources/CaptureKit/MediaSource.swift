@@ -56,6 +56,7 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
     private var input: MediaInput?
     private var pool: FramePool?
     private var poolLayout: (format: PixelFormat, width: Int, height: Int)?
+    private var planeLayout: [Frame.Plane] = []
     private var sequence: UInt64 = 0
     private var skipped = 0
     private var scaler: OpaquePointer?
@@ -194,8 +195,8 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             colour.range = .full
         }
         let orientation = input.orientation(of: frame)
-        let rotatable: Set<PixelFormat> = [.yuv420p, .gray8, .rgb24, .bgr24]
-        let deliverable: Set<PixelFormat> = rotatable.union([.nv12, .yuyv422])
+        let rotatable = Self.rotatableFormats
+        let deliverable = Self.deliverableFormats
         var planes: [(UnsafePointer<UInt8>, Int)] = []
         if deliverable.contains(format) && (orientation == .up || rotatable.contains(format)) {
             let data = frame.pointee.data
@@ -216,11 +217,12 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             format = target
         }
         let size = PlaneRotation.size(width: width, height: height, orientation: orientation)
-        guard let layout = format.planeLayout(width: size.width, height: size.height) else { return nil }
-        let byteCount = layout.last.map { $0.offset + $0.rowStride * $0.rows } ?? 0
         if self.pool == nil || self.poolLayout?.format != format || self.poolLayout?.width != size.width
             || self.poolLayout?.height != size.height
         {
+            guard let layout = format.planeLayout(width: size.width, height: size.height) else { return nil }
+            let byteCount = layout.last.map { $0.offset + $0.rowStride * $0.rows } ?? 0
+            self.planeLayout = layout
             self.pool?.close()
             self.pool = FramePool(bufferSize: byteCount, capacity: self.options.poolCapacity)
             self.poolLayout = (format, size.width, size.height)
@@ -232,6 +234,7 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             return .skipped(count: self.skipped, reason: "all frame buffers busy (consumer too slow)")
         }
         let destination = buffer.pointer.assumingMemoryBound(to: UInt8.self)
+        let layout = self.planeLayout
         for (index, geometry) in Self.planeGeometry(format, width: width, height: height).enumerated() {
             PlaneRotation.apply(
                 orientation, source: planes[index].0, sourceStride: planes[index].1, width: geometry.width,
@@ -245,6 +248,10 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
         self.sequence += 1
         return .frame(delivered)
     }
+
+    /// Formats delivered as decoded; the first four can also be turned upright in place.
+    static let rotatableFormats: Set<PixelFormat> = [.yuv420p, .gray8, .rgb24, .bgr24]
+    static let deliverableFormats: Set<PixelFormat> = rotatableFormats.union([.nv12, .yuyv422])
 
     /// Pixel width, rows and bytes per pixel of each plane of the formats MediaSource delivers.
     static func planeGeometry(_ format: PixelFormat, width: Int, height: Int) -> [(width: Int, height: Int, bytesPerPixel: Int)] {
