@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // C interop shims live inside the module that owns them (docs/ARCHITECTURE.md).
@@ -47,7 +48,11 @@ let package = Package(
         ),
         .target(
             name: "FramePipeline",
-            dependencies: ["CaptureKit", "LivenessEngine"]
+            dependencies: [
+                "CaptureKit",
+                "LivenessEngine",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
         ),
         .executableTarget(
             name: "livenessd",
@@ -72,6 +77,10 @@ let package = Package(
         .testTarget(
             name: "CaptureKitTests",
             dependencies: ["CaptureKit", "TestSupport"]
+        ),
+        .testTarget(
+            name: "FramePipelineTests",
+            dependencies: ["FramePipeline", "CaptureKit", "LivenessEngine", "TestSupport"]
         ),
         .testTarget(
             name: "livenessdTests",

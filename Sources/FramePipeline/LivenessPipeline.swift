@@ -1,0 +1,360 @@
+import CaptureKit
+import Dispatch
+import Histogram
+import LivenessEngine
+import Synchronization
+
+/// Where the face is in a frame, as the detect stage found it.
+public enum FaceLocation: Sendable, Equatable {
+    /// Judge this region (frame pixels); `faceCount` faces were seen, the largest was chosen.
+    case face(PixelRect, faceCount: Int)
+    case noFace
+    /// A face that cannot be judged, with the reason (too small, too dark …).
+    case unusable(reason: String, box: PixelRect?)
+}
+
+/// Finds the face to judge in a grey frame. One instance per source lane (it may keep scratch).
+public protocol FaceLocator: AnyObject {
+    func locate(luma: PixelSource, frame: Frame) -> FaceLocation
+}
+
+/// Judges the whole picture, as the reference `liveness_reference.py` does on still images.
+public final class WholeFrameLocator: FaceLocator {
+    public init() {}
+    public func locate(luma: PixelSource, frame: Frame) -> FaceLocation {
+        .face(PixelRect(x: 0, y: 0, width: luma.width, height: luma.height), faceCount: 1)
+    }
+}
+
+/// One decided frame, or a source's own news, as the pipeline publishes it (in order per source).
+public enum PipelineEvent: Sendable {
+    case decision(FrameDecision)
+    case source(id: String, SourceEvent)
+}
+
+public struct FrameDecision: Sendable {
+    public var sourceID: String
+    public var sequence: UInt64
+    public var presentationTimeSeconds: Double
+    public var captureTimeNanoseconds: UInt64
+    public var decidedTimeNanoseconds: UInt64
+    public var decision: Decision
+    public var box: PixelRect?
+    public var faceCount: Int
+}
+
+/// Counters of one source lane (a snapshot).
+public struct LaneStatistics: Sendable {
+    public var framesIn = 0
+    public var droppedStale = 0
+    public var droppedBusy = 0
+    public var processed = 0
+    public var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+
+    /// Capture → decision latency percentile, milliseconds.
+    public func latencyMilliseconds(percentile: Double) -> Double {
+        self.latency.totalCount == 0 ? 0 : Double(self.latency.valueAtPercentile(percentile)) / 1e6
+    }
+}
+
+/// The frame pipeline: per-source admit → detect/crop/preprocess (one serial queue per source)
+/// → ViT inference batched across sources (one queue) → smoothing and decision → `sink`.
+///
+/// Backpressure (docs/ARCHITECTURE.md): a live source keeps only the newest frame waiting for its
+/// lane (older ones are dropped as `stale`; a frame that finds the inference queue full is dropped
+/// as `busy`); nothing ever blocks a live source's thread. A replay source never drops: its
+/// thread waits for a free slot (`replayInFlight` frames per source), which slows the reader.
+public final class LivenessPipeline: @unchecked Sendable {
+    // @unchecked: each lane's mutable state is confined to its prepare queue or behind its Mutex;
+    // the model and the decision machines are confined to `inferenceQueue`.
+
+    public struct Configuration: Sendable {
+        public var decisions: DecisionConfiguration
+        /// Most frames one ViT call takes.
+        public var maximumBatch = 8
+        /// Prepared frames that may wait for inference (live frames beyond it are dropped as busy).
+        public var inferenceCapacity = 16
+        /// Frames a replay source may have inside the pipeline at once.
+        public var replayInFlight = 4
+
+        public init(decisions: DecisionConfiguration) { self.decisions = decisions }
+    }
+
+    /// A prepared frame (or a source event) on its way to inference, in per-source order.
+    struct Item {
+        var lane: Lane
+        /// What the decision needs of the frame; its pixels go back to the source's pool after prepare.
+        var frame: (sequence: UInt64, presentationTimeSeconds: Double, captureTimeNanoseconds: UInt64)?
+        var location: FaceLocation
+        var crop: [UInt8]
+        var event: SourceEvent?
+    }
+
+    final class Lane: @unchecked Sendable {
+        let id: String
+        let kind: SourceKind
+        let source: FrameSource
+        let prepareQueue: DispatchQueue
+        let replaySlots: DispatchSemaphore
+        let converter = PixelConverter()
+        let locator: FaceLocator
+        var machine: DecisionMachine  // inference queue only
+        struct Admission {
+            var preparing = false
+            var pending: Frame?
+        }
+        let admission = Mutex(Admission())
+        let statistics = Mutex(LaneStatistics())
+        var luma: [UInt8] = []  // prepare queue only
+
+        init(source: FrameSource, locator: FaceLocator, decisions: DecisionConfiguration, replayInFlight: Int) {
+            self.id = source.id
+            self.kind = source.kind
+            self.source = source
+            self.locator = locator
+            self.prepareQueue = DispatchQueue(label: "livenessd.prepare.\(source.id)")
+            self.replaySlots = DispatchSemaphore(value: replayInFlight)
+            self.machine = DecisionMachine(configuration: decisions)
+        }
+    }
+
+    public let configuration: Configuration
+    private let model: LivenessViT
+    private let preprocessor = Preprocessor()
+    private let sink: @Sendable (PipelineEvent) -> Void
+    private let inferenceQueue = DispatchQueue(label: "livenessd.infer")
+    private struct Inbox {
+        var items: [Item] = []
+        var draining = false
+    }
+
+    private let inbox = Mutex(Inbox())
+    private let lanes = Mutex([String: Lane]())
+    private var batchCrops: [UInt8] = []  // inference queue only
+    private var batchLogits: [Float] = []  // inference queue only
+    private let idle = DispatchGroup()
+
+    public init(model: LivenessViT, configuration: Configuration, sink: @escaping @Sendable (PipelineEvent) -> Void) {
+        self.model = model
+        self.configuration = configuration
+        self.sink = sink
+        model.reserve(batch: configuration.maximumBatch)
+    }
+
+    /// Starts `source` and runs its frames through the pipeline. Throws when it cannot start.
+    public func add(_ source: FrameSource, locator: FaceLocator = WholeFrameLocator()) throws {
+        let lane = Lane(
+            source: source, locator: locator, decisions: self.configuration.decisions,
+            replayInFlight: self.configuration.replayInFlight)
+        self.lanes.withLock { $0[lane.id] = lane }
+        self.idle.enter()  // left when the source's `ended` event has been published
+        do {
+            try source.start { [weak self] event in self?.admit(event, lane: lane) }
+        } catch {
+            self.lanes.withLock { $0[lane.id] = nil }
+            self.idle.leave()
+            throw error
+        }
+    }
+
+    /// Statistics of every source, by id.
+    public func statistics() -> [String: LaneStatistics] {
+        self.lanes.withLock { lanes in lanes.mapValues { lane in lane.statistics.withLock { $0 } } }
+    }
+
+    /// Starts a fresh decision window for one source (or all when nil).
+    public func reset(sourceID: String? = nil) {
+        self.inferenceQueue.async {
+            for lane in self.lanes.withLock({ Array($0.values) }) where sourceID == nil || lane.id == sourceID {
+                lane.machine.reset()
+            }
+        }
+    }
+
+    /// Changes the decision rules of every source (SIGHUP reload); windows are kept.
+    public func updateDecisions(_ decisions: DecisionConfiguration) {
+        self.inferenceQueue.async {
+            for lane in self.lanes.withLock({ Array($0.values) }) { lane.machine.configuration = decisions }
+        }
+    }
+
+    /// Stops every source, lets what is in flight finish, and returns when every source's end has
+    /// been published (or `timeoutSeconds` passed: false).
+    public func stop(timeoutSeconds: Double) -> Bool {
+        for lane in self.lanes.withLock({ Array($0.values) }) { lane.source.stop() }
+        return self.idle.wait(timeout: .now() + timeoutSeconds) == .success
+    }
+
+    /// Waits until every source has ended by itself (files played out).
+    public func waitUntilFinished(timeoutSeconds: Double) -> Bool {
+        self.idle.wait(timeout: .now() + timeoutSeconds) == .success
+    }
+
+    // MARK: - Admit (source thread)
+
+    private func admit(_ event: SourceEvent, lane: Lane) {
+        guard case .frame(let frame) = event else {
+            // Source news travels the same path as frames, so it is published in order.
+            if lane.kind == .replay { lane.replaySlots.wait() }
+            lane.prepareQueue.async { self.enqueue(Item(lane: lane, frame: nil, location: .noFace, crop: [], event: event)) }
+            return
+        }
+        lane.statistics.withLock { $0.framesIn += 1 }
+        if lane.kind == .replay {
+            lane.replaySlots.wait()  // blocks the reader: replay never drops
+            lane.prepareQueue.async { self.prepare(frame, lane: lane) }
+            return
+        }
+        let start = lane.admission.withLock { admission -> Bool in
+            if admission.preparing {
+                if admission.pending != nil { lane.statistics.withLock { $0.droppedStale += 1 } }
+                admission.pending = frame
+                return false
+            }
+            admission.preparing = true
+            return true
+        }
+        if start {
+            lane.prepareQueue.async { self.prepareLive(frame, lane: lane) }
+        }
+    }
+
+    // MARK: - Prepare (lane queue)
+
+    private func prepareLive(_ first: Frame, lane: Lane) {
+        var next: Frame? = first
+        while let frame = next {
+            self.prepare(frame, lane: lane)
+            next = lane.admission.withLock { admission in
+                let pending = admission.pending
+                admission.pending = nil
+                if pending == nil { admission.preparing = false }
+                return pending
+            }
+        }
+    }
+
+    /// Grey frame → face location → 224² grey crop (PIL-exact resize of the crop region).
+    private func prepare(_ frame: Frame, lane: Lane) {
+        let count = frame.width * frame.height
+        if lane.luma.count < count { lane.luma = [UInt8](repeating: 0, count: count) }
+        var location = FaceLocation.noFace
+        var crop: [UInt8] = []
+        lane.luma.withUnsafeMutableBufferPointer { buffer in
+            do {
+                try lane.converter.convert(frame, to: .gray8, into: buffer.baseAddress!)
+            } catch {
+                location = .unusable(reason: "cannot convert the frame: \(error)", box: nil)
+                return
+            }
+            let luma = PixelSource(
+                base: UnsafePointer(buffer.baseAddress!), width: frame.width, height: frame.height, rowStride: frame.width,
+                layout: .luma8)
+            location = lane.locator.locate(luma: luma, frame: frame)
+            if case .face(let rect, _) = location {
+                crop = self.preprocessor.lumaCrop(luma.cropped(to: rect))
+            }
+        }
+        let metadata = (frame.sequence, frame.presentationTimeSeconds, frame.captureTimeNanoseconds)
+        self.enqueue(Item(lane: lane, frame: metadata, location: location, crop: crop, event: nil))
+    }
+
+    private func enqueue(_ item: Item) {
+        let accepted = self.inbox.withLock { inbox -> (accepted: Bool, startDrain: Bool) in
+            let isLiveFrame = item.lane.kind == .live && item.event == nil
+            if isLiveFrame && inbox.items.count >= self.configuration.inferenceCapacity { return (false, false) }
+            inbox.items.append(item)
+            let start = !inbox.draining
+            inbox.draining = true
+            return (true, start)
+        }
+        if !accepted.accepted {
+            item.lane.statistics.withLock { $0.droppedBusy += 1 }
+            return
+        }
+        if accepted.startDrain { self.inferenceQueue.async { self.drain() } }
+    }
+
+    // MARK: - Infer and decide (inference queue)
+
+    private func drain() {
+        while true {
+            let batch = self.inbox.withLock { inbox -> [Item] in
+                let taken = Array(inbox.items.prefix(self.configuration.maximumBatch * 2))
+                if taken.isEmpty { inbox.draining = false }
+                return taken
+            }
+            if batch.isEmpty { return }
+            self.process(batch)
+            self.inbox.withLock { $0.items.removeFirst(batch.count) }
+        }
+    }
+
+    /// Scores the faces of `items` in batches of at most `maximumBatch`, then decides in order.
+    private func process(_ items: [Item]) {
+        let side = self.preprocessor.outputSide
+        let faces = items.indices.filter { items[$0].event == nil && !items[$0].crop.isEmpty }
+        var probabilities = [Int: Double]()
+        var start = 0
+        while start < faces.count {
+            let chunk = Array(faces[start..<min(start + self.configuration.maximumBatch, faces.count)])
+            if self.batchCrops.count < chunk.count * side * side {
+                self.batchCrops = [UInt8](repeating: 0, count: self.configuration.maximumBatch * side * side)
+                self.batchLogits = [Float](repeating: 0, count: self.configuration.maximumBatch * 2)
+            }
+            self.batchCrops.withUnsafeMutableBufferPointer { crops in
+                for (slot, index) in chunk.enumerated() {
+                    items[index].crop.withUnsafeBufferPointer {
+                        (crops.baseAddress! + slot * side * side).update(from: $0.baseAddress!, count: side * side)
+                    }
+                }
+                self.batchLogits.withUnsafeMutableBufferPointer { logits in
+                    self.model.logits(lumaCrops: crops.baseAddress!, batch: chunk.count, into: logits.baseAddress!)
+                    for (slot, index) in chunk.enumerated() {
+                        probabilities[index] = LivenessViT.spoofProbability(logits: logits.baseAddress! + 2 * slot)
+                    }
+                }
+            }
+            start += chunk.count
+        }
+        for (index, item) in items.enumerated() {
+            let lane = item.lane
+            if let event = item.event {
+                self.sink(.source(id: lane.id, event))
+                if lane.kind == .replay { lane.replaySlots.signal() }
+                if case .ended = event { self.idle.leave() }
+                continue
+            }
+            guard let frame = item.frame else { continue }
+            let time = frame.presentationTimeSeconds
+            let observation: Observation
+            var box: PixelRect?
+            var faceCount = 0
+            switch item.location {
+            case .face(let rect, let count):
+                observation = .scored(spoofProbability: probabilities[index] ?? 0, timeSeconds: time)
+                box = rect
+                faceCount = count
+            case .noFace:
+                observation = .noFace(timeSeconds: time)
+            case .unusable(let reason, let rect):
+                observation = .unusable(reason: reason, timeSeconds: time)
+                box = rect
+                faceCount = rect == nil ? 0 : 1
+            }
+            let decision = lane.machine.observe(observation)
+            let decided = monotonicNanoseconds()
+            lane.statistics.withLock {
+                $0.processed += 1
+                _ = $0.latency.record(decided &- frame.captureTimeNanoseconds)
+            }
+            self.sink(
+                .decision(
+                    FrameDecision(
+                        sourceID: lane.id, sequence: frame.sequence, presentationTimeSeconds: time,
+                        captureTimeNanoseconds: frame.captureTimeNanoseconds, decidedTimeNanoseconds: decided,
+                        decision: decision, box: box, faceCount: faceCount)))
+            if lane.kind == .replay { lane.replaySlots.signal() }
+        }
+    }
+}
