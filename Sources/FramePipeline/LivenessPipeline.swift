@@ -51,6 +51,8 @@ public struct LaneStatistics: Sendable {
     public var processed = 0
     public var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
 
+    public init() {}
+
     /// Capture → decision latency percentile, milliseconds.
     public func latencyMilliseconds(percentile: Double) -> Double {
         self.latency.totalCount == 0 ? 0 : Double(self.latency.valueAtPercentile(percentile)) / 1e6

@@ -1,15 +1,52 @@
 import Foundation
+import LivenessEngine
 import Yams
 
-/// The config file (YAML). Every key is optional; command-line flags override it.
-///
-///     model: /usr/local/share/livenessd/face-liveness-vit/model.pt
-///     threshold: 0.1199        # spoof iff probability ≥ threshold (default: the checkpoint's)
-///
-/// See samples/livenessd.yaml for the documented schema.
+/// The config file (YAML). Every key is optional; command-line flags override it. The documented
+/// schema with defaults is samples/livenessd.yaml.
 struct Configuration: Decodable, Equatable {
     var model: String?
     var threshold: Double?
+    var sources: [String]?
+    var socket: Socket?
+    var access: Access?
+    var decision: Decision?
+
+    struct Socket: Decodable, Equatable {
+        var path: String?
+        /// Octal text, e.g. "0660".
+        var mode: String?
+        var group: String?
+    }
+
+    struct Access: Decodable, Equatable {
+        var allowUIDs: [UInt32]?
+        var allowGIDs: [UInt32]?
+
+        enum CodingKeys: String, CodingKey {
+            case allowUIDs = "allow_uids"
+            case allowGIDs = "allow_gids"
+        }
+    }
+
+    struct Decision: Decodable, Equatable {
+        var windowFrames: Int?
+        var windowSeconds: Double?
+        var minimumFrames: Int?
+        var hysteresis: Double?
+        var smoothing: String?
+        var emaAlpha: Double?
+        var faceLostResetSeconds: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case hysteresis, smoothing
+            case windowFrames = "window_frames"
+            case windowSeconds = "window_seconds"
+            case minimumFrames = "min_frames"
+            case emaAlpha = "ema_alpha"
+            case faceLostResetSeconds = "face_lost_reset_seconds"
+        }
+    }
 
     static let defaultPath = "/etc/livenessd/livenessd.yaml"
 
@@ -28,11 +65,56 @@ struct Configuration: Decodable, Equatable {
         } catch {
             throw CommandError("cannot read config file \(chosen): \(error.localizedDescription)")
         }
+        let configuration: Configuration
         do {
-            return try YAMLDecoder().decode(Configuration.self, from: text.isEmpty ? "{}" : text)
+            configuration = try YAMLDecoder().decode(Configuration.self, from: text.isEmpty ? "{}" : text)
         } catch {
             throw CommandError("config file \(chosen) is not valid: \(error)")
         }
+        try configuration.validate(path: chosen)
+        return configuration
+    }
+
+    func validate(path: String) throws {
+        if let threshold, !(0...1).contains(threshold) {
+            throw CommandError("\(path): threshold must be between 0 and 1, got \(threshold)")
+        }
+        if let mode = self.socket?.mode, UInt32(mode, radix: 8) == nil {
+            throw CommandError("\(path): socket.mode must be octal like \"0660\", got \(mode)")
+        }
+        if let smoothing = self.decision?.smoothing, !["mean", "median", "ema"].contains(smoothing) {
+            throw CommandError("\(path): decision.smoothing must be mean, median or ema, got \(smoothing)")
+        }
+        if let frames = self.decision?.windowFrames, frames < 1 {
+            throw CommandError("\(path): decision.window_frames must be at least 1")
+        }
+    }
+
+    /// The decision rules this file describes on top of `threshold`.
+    func decisionConfiguration(threshold: Double) -> DecisionConfiguration {
+        var rules = DecisionConfiguration(threshold: threshold)
+        guard let decision else { return rules }
+        if let value = decision.windowFrames { rules.windowFrames = value }
+        if let value = decision.windowSeconds { rules.windowSeconds = value }
+        if let value = decision.minimumFrames { rules.minimumScoredFrames = value }
+        if let value = decision.hysteresis { rules.hysteresis = value }
+        if let value = decision.faceLostResetSeconds { rules.faceLostResetSeconds = value }
+        switch decision.smoothing {
+        case "median": rules.smoothing = .median
+        case "ema": rules.smoothing = .exponential(alpha: decision.emaAlpha ?? 0.3)
+        default: rules.smoothing = .mean
+        }
+        return rules
+    }
+
+    /// Socket access from the file.
+    var accessPolicy: AccessPolicy {
+        var policy = AccessPolicy()
+        policy.allowedUIDs = Set(self.access?.allowUIDs ?? [])
+        policy.allowedGIDs = Set(self.access?.allowGIDs ?? [])
+        if let mode = self.socket?.mode, let value = UInt32(mode, radix: 8) { policy.socketMode = value }
+        policy.socketGroup = self.socket?.group
+        return policy
     }
 }
 

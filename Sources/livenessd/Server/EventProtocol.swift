@@ -1,0 +1,164 @@
+import CaptureKit
+import FramePipeline
+import Foundation
+import LivenessEngine
+
+/// The event socket's wire format: newline-delimited JSON, one object per line, every object with
+/// `"schema": 1` and a `"type"`. Documented with examples in docs/PROTOCOL.md.
+enum EventProtocol {
+    static let schemaVersion = 1
+
+    /// A request from a client: `{"op": "subscribe" | "status" | "snapshot" | "reset", …}`.
+    struct Request: Decodable {
+        var op: String
+        /// Echoed in the reply so a client can match answers to questions.
+        var id: String?
+        /// subscribe / reset: limit to these sources (default: all).
+        var sources: [String]?
+        /// subscribe: "frames" (every decided frame) or "changes" (state changes + heartbeats).
+        var mode: String?
+        /// subscribe, mode "changes": seconds between heartbeats (default 1).
+        var heartbeatSeconds: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case op, id, sources, mode
+            case heartbeatSeconds = "heartbeat_seconds"
+        }
+    }
+
+    struct Box: Codable, Equatable {
+        var x: Int
+        var y: Int
+        var w: Int
+        var h: Int
+
+        init(_ rect: PixelRect) {
+            self.x = rect.x
+            self.y = rect.y
+            self.w = rect.width
+            self.h = rect.height
+        }
+    }
+
+    /// One decided frame.
+    struct DecisionMessage: Codable {
+        var schema = EventProtocol.schemaVersion
+        var type = "decision"
+        /// Server-wide event number: strictly increasing across every message the server publishes.
+        var event: UInt64
+        var source: String
+        /// The frame's sequence number within its source.
+        var seq: UInt64
+        var pts: Double
+        var state: String
+        var changed: Bool
+        var smoothed: Double?
+        var raw: Double?
+        var window: Int
+        var threshold: Double
+        var box: Box?
+        var faces: Int
+        var reason: String?
+        var latencyMs: Double
+        var time: Double
+
+        enum CodingKeys: String, CodingKey {
+            case schema, type, event, source, seq, pts, state, changed, smoothed, raw, window, threshold, box, faces,
+                reason, time
+            case latencyMs = "latency_ms"
+        }
+    }
+
+    /// A source's own news: disconnected, reconnected, skipped, ended.
+    struct SourceMessage: Codable {
+        var schema = EventProtocol.schemaVersion
+        var type = "source"
+        var event: UInt64
+        var source: String
+        var kind: String
+        var reason: String?
+        var time: Double
+    }
+
+    struct HeartbeatMessage: Codable {
+        var schema = EventProtocol.schemaVersion
+        var type = "heartbeat"
+        var time: Double
+        var sources: [String: SourceSnapshot]
+    }
+
+    struct SourceSnapshot: Codable {
+        var state: String
+        var smoothed: Double?
+        var seq: UInt64?
+        var pts: Double?
+        var reason: String?
+        var box: Box?
+    }
+
+    struct StatusMessage: Codable {
+        var schema = EventProtocol.schemaVersion
+        var type = "status"
+        var id: String?
+        var version: String
+        var uptimeSeconds: Double
+        var modelSHA256: String
+        var threshold: Double
+        var sources: [String: SourceStatus]
+
+        enum CodingKeys: String, CodingKey {
+            case schema, type, id, version, threshold, sources
+            case uptimeSeconds = "uptime_seconds"
+            case modelSHA256 = "model_sha256"
+        }
+    }
+
+    struct SourceStatus: Codable {
+        var kind: String
+        var state: String
+        var fps: Double
+        var framesIn: Int
+        var processed: Int
+        var droppedStale: Int
+        var droppedBusy: Int
+        var latencyP50Ms: Double
+        var latencyP99Ms: Double
+
+        enum CodingKeys: String, CodingKey {
+            case kind, state, fps, processed
+            case framesIn = "frames_in"
+            case droppedStale = "dropped_stale"
+            case droppedBusy = "dropped_busy"
+            case latencyP50Ms = "latency_p50_ms"
+            case latencyP99Ms = "latency_p99_ms"
+        }
+    }
+
+    struct SnapshotMessage: Codable {
+        var schema = EventProtocol.schemaVersion
+        var type = "snapshot"
+        var id: String?
+        var sources: [String: SourceSnapshot]
+    }
+
+    /// Replies without data (`subscribe`, `reset`), and errors.
+    struct ReplyMessage: Codable {
+        var schema = EventProtocol.schemaVersion
+        var type: String  // "ok" | "error" | "bye"
+        var id: String?
+        var op: String?
+        var error: String?
+    }
+
+    static func line<Message: Encodable>(_ message: Message) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try! encoder.encode(message), as: UTF8.self) + "\n"
+    }
+
+    static func snapshot(of decision: FrameDecision) -> SourceSnapshot {
+        SourceSnapshot(
+            state: decision.decision.state.rawValue, smoothed: decision.decision.smoothedScore, seq: decision.sequence,
+            pts: decision.presentationTimeSeconds, reason: decision.decision.reason, box: decision.box.map(Box.init))
+    }
+}

@@ -1,0 +1,387 @@
+import FramePipeline
+import Foundation
+import LivenessEngine
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Who may connect: the peer's uid/gid (SO_PEERCRED) must be on a list; root and the daemon's own
+/// user always may.
+struct AccessPolicy: Sendable, Equatable {
+    var allowedUIDs: Set<UInt32> = []
+    var allowedGIDs: Set<UInt32> = []
+    /// Socket file mode (e.g. 0o660) and group, applied after binding.
+    var socketMode: UInt32 = 0o660
+    var socketGroup: String?
+
+    func allows(uid: UInt32, gid: UInt32) -> Bool {
+        uid == 0 || uid == getuid() || self.allowedUIDs.contains(uid) || self.allowedGIDs.contains(gid)
+    }
+}
+
+/// The Unix-socket event server (SwiftNIO): newline-delimited JSON (docs/PROTOCOL.md).
+///
+/// Publishing never waits for a client: each client has a bounded queue (writes not yet taken by
+/// the kernel); a client that lets it fill is sent one `bye` line with the reason and closed,
+/// and nobody else notices.
+final class EventServer: @unchecked Sendable {
+    // @unchecked: mutable state is behind Mutexes; per-client state lives on the client's event loop.
+
+    struct Configuration: Sendable {
+        var path: String
+        /// A listening socket handed over by systemd (socket activation) instead of `path`.
+        var inheritedDescriptor: CInt?
+        /// Messages a client may have queued before it is disconnected as too slow.
+        var clientQueueLimit = 256
+        var access = AccessPolicy()
+    }
+
+    /// What the server asks the daemon for.
+    struct Hooks: Sendable {
+        var status: @Sendable () -> EventProtocol.StatusMessage
+        var reset: @Sendable ([String]?) -> Void
+    }
+
+    let configuration: Configuration
+    private let hooks: Hooks
+    private let logger: Logger
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private var channel: Channel?
+    private let clients = Mutex<[ObjectIdentifier: NIOLoopBound<ClientHandler>]>([:])
+    private let latest = Mutex<[String: EventProtocol.SourceSnapshot]>([:])
+    private let eventCounter = Atomic<UInt64>(0)
+    private let access: Mutex<AccessPolicy>
+    private let threshold: Mutex<Double>
+
+    init(configuration: Configuration, threshold: Double, hooks: Hooks, logger: Logger) {
+        self.configuration = configuration
+        self.hooks = hooks
+        self.logger = logger
+        self.access = Mutex(configuration.access)
+        self.threshold = Mutex(threshold)
+    }
+
+    /// Binds (or adopts the inherited socket). A socket file left by a dead daemon is replaced;
+    /// one a running daemon still listens on is an error.
+    func start() throws {
+        let bootstrap = ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 64)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = ClientHandler(server: self)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        if let descriptor = self.configuration.inheritedDescriptor {
+            self.channel = try bootstrap.withBoundSocket(descriptor).wait()
+            self.logger.info("listening on the socket systemd passed", metadata: ["socket.fd": "\(descriptor)"])
+            return
+        }
+        let path = self.configuration.path
+        if FileManager.default.fileExists(atPath: path) {
+            if Self.someoneListens(at: path) {
+                throw CommandError(
+                    "\(path) is in use by a running livenessd (or another program); stop it or choose --socket")
+            }
+            try? FileManager.default.removeItem(atPath: path)
+        }
+        do {
+            self.channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
+        } catch {
+            throw CommandError("cannot listen on \(path): \(error) (does its directory exist and is it writable?)")
+        }
+        let policy = self.access.withLock { $0 }
+        chmod(path, mode_t(policy.socketMode))
+        if let name = policy.socketGroup {
+            guard let entry = getgrnam(name) else { throw CommandError("socket group '\(name)' does not exist") }
+            if chown(path, uid_t.max, entry.pointee.gr_gid) != 0 {
+                throw CommandError("cannot give \(path) to group \(name): \(String(cString: strerror(errno)))")
+            }
+        }
+        self.logger.info("listening", metadata: ["socket.path": "\(path)"])
+    }
+
+    /// True when connecting to the socket file succeeds.
+    static func someoneListens(at path: String) -> Bool {
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8.prefix(MemoryLayout.size(ofValue: address.sun_path) - 1))
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+            }
+        }
+    }
+
+    /// Says goodbye to every client, closes them and the listener.
+    func shutdown(reason: String) {
+        let handlers = self.clients.withLock { Array($0.values) }
+        let closed = handlers.map { bound in
+            bound.eventLoop.flatSubmit { bound.value.close(reason: reason) }
+        }
+        _ = try? EventLoopFuture.andAllComplete(closed, on: self.group.next()).wait()
+        try? self.channel?.close().wait()
+        if self.configuration.inheritedDescriptor == nil { unlink(self.configuration.path) }
+        try? self.group.syncShutdownGracefully()
+    }
+
+    var clientCount: Int { self.clients.withLock { $0.count } }
+
+    func updateAccess(_ policy: AccessPolicy) { self.access.withLock { $0 = policy } }
+    func updateThreshold(_ value: Double) { self.threshold.withLock { $0 = value } }
+    var accessPolicy: AccessPolicy { self.access.withLock { $0 } }
+
+    // MARK: - Publishing (pipeline thread)
+
+    func publish(_ event: PipelineEvent) {
+        let number = self.eventCounter.add(1, ordering: .relaxed).newValue
+        let now = Date().timeIntervalSince1970
+        let line: String
+        let source: String
+        var isChange = false
+        switch event {
+        case .decision(let decided):
+            source = decided.sourceID
+            isChange = decided.decision.changed
+            let snapshot = EventProtocol.snapshot(of: decided)
+            self.latest.withLock { $0[source] = snapshot }
+            line = EventProtocol.line(
+                EventProtocol.DecisionMessage(
+                    event: number, source: source, seq: decided.sequence, pts: decided.presentationTimeSeconds,
+                    state: decided.decision.state.rawValue, changed: decided.decision.changed,
+                    smoothed: decided.decision.smoothedScore, raw: decided.decision.rawScore,
+                    window: decided.decision.windowCount, threshold: self.threshold.withLock { $0 },
+                    box: decided.box.map(EventProtocol.Box.init), faces: decided.faceCount, reason: decided.decision.reason,
+                    latencyMs: Double(decided.decidedTimeNanoseconds &- decided.captureTimeNanoseconds) / 1e6, time: now))
+        case .source(let id, let sourceEvent):
+            source = id
+            isChange = true
+            let (kind, reason): (String, String?)
+            switch sourceEvent {
+            case .disconnected(let why): (kind, reason) = ("disconnected", why)
+            case .reconnected: (kind, reason) = ("reconnected", nil)
+            case .skipped(let count, let why): (kind, reason) = ("skipped", "\(count) skipped so far: \(why)")
+            case .ended(let end): (kind, reason) = ("ended", "\(end)")
+            case .frame: return
+            }
+            line = EventProtocol.line(EventProtocol.SourceMessage(event: number, source: id, kind: kind, reason: reason, time: now))
+        }
+        let buffer = ByteBuffer(string: line)
+        let change = isChange
+        for bound in self.clients.withLock({ Array($0.values) }) {
+            bound.eventLoop.execute { bound.value.deliver(buffer, source: source, isChange: change) }
+        }
+    }
+
+    func snapshot() -> [String: EventProtocol.SourceSnapshot] { self.latest.withLock { $0 } }
+
+    // MARK: - Client bookkeeping (client event loops)
+
+    fileprivate func register(_ handler: ClientHandler, on loop: EventLoop) {
+        self.clients.withLock { $0[ObjectIdentifier(handler)] = NIOLoopBound(handler, eventLoop: loop) }
+    }
+
+    fileprivate func unregister(_ handler: ClientHandler) {
+        _ = self.clients.withLock { $0.removeValue(forKey: ObjectIdentifier(handler)) }
+    }
+
+    fileprivate func handle(_ request: EventProtocol.Request) -> String? {
+        switch request.op {
+        case "status":
+            var status = self.hooks.status()
+            status.id = request.id
+            return EventProtocol.line(status)
+        case "snapshot":
+            var sources = self.snapshot()
+            if let wanted = request.sources { sources = sources.filter { wanted.contains($0.key) } }
+            return EventProtocol.line(EventProtocol.SnapshotMessage(id: request.id, sources: sources))
+        case "reset":
+            self.hooks.reset(request.sources)
+            return EventProtocol.line(EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "reset"))
+        default:
+            return nil
+        }
+    }
+
+    fileprivate var logLabel: Logger { self.logger }
+    fileprivate var queueLimit: Int { self.configuration.clientQueueLimit }
+}
+
+/// `struct ucred` of <sys/socket.h> (pid_t, uid_t, gid_t): Glibc exports it to Swift only under
+/// _GNU_SOURCE, so the layout is restated here; getsockopt(SO_PEERCRED) fills these 12 bytes.
+struct PeerCredentials: Sendable {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+}
+
+/// One connected client, on its channel's event loop.
+final class ClientHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private unowned let server: EventServer
+    private var context: ChannelHandlerContext?
+    private var received = ByteBuffer()
+    private var subscribed = false
+    private var changesOnly = false
+    private var sourceFilter: Set<String>?
+    private var queued = 0
+    private var closing = false
+    private var heartbeat: RepeatedTask?
+    private var admitted = false
+
+    init(server: EventServer) { self.server = server }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // SO_PEERCRED: the connecting process's pid, uid and gid, from the kernel.
+        guard let provider = context.channel as? SocketOptionProvider else {
+            self.refuse("cannot read peer credentials")
+            return
+        }
+        let future: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+        let loop = context.eventLoop
+        future.assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success(let credentials):
+                if self.server.accessPolicy.allows(uid: credentials.uid, gid: credentials.gid) {
+                    self.admitted = true
+                    self.server.register(self, on: loop)
+                } else {
+                    self.server.logLabel.notice(
+                        "refused a client", metadata: ["peer.uid": "\(credentials.uid)", "peer.pid": "\(credentials.pid)"])
+                    self.refuse("access denied for uid \(credentials.uid) (not in the allow-list)")
+                }
+            case .failure(let error):
+                self.refuse("cannot read peer credentials: \(error)")
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.heartbeat?.cancel()
+        self.server.unregister(self)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var chunk = self.unwrapInboundIn(data)
+        self.received.writeBuffer(&chunk)
+        guard self.admitted else { return }
+        if self.received.readableBytes > 65_536 {
+            self.close(reason: "request line longer than 64 KiB")
+            return
+        }
+        while let newline = self.received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+            let length = newline - self.received.readerIndex
+            let line = self.received.readString(length: length) ?? ""
+            self.received.moveReaderIndex(forwardBy: 1)
+            self.handle(line: line)
+        }
+        self.received.discardReadBytes()
+    }
+
+    private func handle(line: String) {
+        guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { return }
+        guard let request = try? JSONDecoder().decode(EventProtocol.Request.self, from: Data(line.utf8)) else {
+            self.send(EventProtocol.line(EventProtocol.ReplyMessage(type: "error", error: "not a JSON request: \(line.prefix(80))")))
+            return
+        }
+        if request.op == "subscribe" {
+            self.subscribed = true
+            self.changesOnly = request.mode == "changes"
+            self.sourceFilter = request.sources.map(Set.init)
+            self.heartbeat?.cancel()
+            if self.changesOnly, let context = self.context {
+                let interval = max(0.05, request.heartbeatSeconds ?? 1)
+                let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                self.heartbeat = context.eventLoop.scheduleRepeatedTask(
+                    initialDelay: .milliseconds(Int64(interval * 1000)), delay: .milliseconds(Int64(interval * 1000))
+                ) { _ in bound.value.sendHeartbeat() }
+            }
+            self.send(EventProtocol.line(EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "subscribe")))
+            return
+        }
+        if let reply = self.server.handle(request) {
+            self.send(reply)
+        } else {
+            self.send(
+                EventProtocol.line(
+                    EventProtocol.ReplyMessage(
+                        type: "error", id: request.id, op: request.op,
+                        error: "unknown op '\(request.op)'; use subscribe, status, snapshot or reset")))
+        }
+    }
+
+    private func sendHeartbeat() {
+        var sources = self.server.snapshot()
+        if let filter = self.sourceFilter { sources = sources.filter { filter.contains($0.key) } }
+        self.send(EventProtocol.line(EventProtocol.HeartbeatMessage(time: Date().timeIntervalSince1970, sources: sources)))
+    }
+
+    /// A published event, if this client wants it.
+    func deliver(_ buffer: ByteBuffer, source: String, isChange: Bool) {
+        guard self.subscribed, !self.closing else { return }
+        if let filter = self.sourceFilter, !filter.contains(source) { return }
+        if self.changesOnly && !isChange { return }
+        self.write(buffer)
+    }
+
+    private func send(_ line: String) { self.write(ByteBuffer(string: line)) }
+
+    private func write(_ buffer: ByteBuffer) {
+        guard let context = self.context, !self.closing else { return }
+        if self.queued >= self.server.queueLimit {
+            self.close(reason: "client too slow: \(self.queued) messages waiting to be read")
+            return
+        }
+        self.queued += 1
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenComplete { [self] _ in self.queued -= 1 }
+        context.writeAndFlush(self.wrapOutboundOut(buffer), promise: promise)
+    }
+
+    private func refuse(_ reason: String) {
+        guard let context = self.context else { return }
+        self.closing = true
+        let line = EventProtocol.line(EventProtocol.ReplyMessage(type: "error", error: reason))
+        let channel = context.channel
+        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// Sends one `bye` line with the reason (without waiting behind a full queue) and closes.
+    @discardableResult
+    func close(reason: String) -> EventLoopFuture<Void> {
+        guard let context = self.context else { return self.server.clientsLoopFuture() }
+        if self.closing { return context.eventLoop.makeSucceededVoidFuture() }
+        self.closing = true
+        self.heartbeat?.cancel()
+        self.server.logLabel.info("closing a client", metadata: ["client.reason": "\(reason)"])
+        let line = EventProtocol.line(EventProtocol.ReplyMessage(type: "bye", error: reason))
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line)), promise: nil)
+        // A stuck client will never take the bye; do not wait for it more than a moment.
+        let channel = context.channel
+        context.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
+        context.channel.closeFuture.cascade(to: promise)
+        return promise.futureResult
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+extension EventServer {
+    fileprivate func clientsLoopFuture() -> EventLoopFuture<Void> { self.group.next().makeSucceededVoidFuture() }
+}

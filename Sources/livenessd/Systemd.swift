@@ -1,0 +1,56 @@
+import Foundation
+
+/// The two systemd interfaces the daemon uses, written by hand (libsystemd has no Swift binding and
+/// both are a few lines of documented protocol):
+/// * sd_notify(3): datagrams like "READY=1" to the socket in $NOTIFY_SOCKET ('@' = abstract).
+/// * sd_listen_fds(3): sockets passed from fd 3 on when $LISTEN_PID is this process.
+struct SystemdNotifier: Sendable {
+    let socketPath: String?
+    /// Half the watchdog interval systemd set (WATCHDOG_USEC), nil when no watchdog is configured.
+    let watchdogIntervalSeconds: Double?
+
+    init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.socketPath = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+        if let text = environment["WATCHDOG_USEC"], let microseconds = Double(text), microseconds > 0,
+            environment["WATCHDOG_PID"].map({ Int32($0) == getpid() }) ?? true
+        {
+            self.watchdogIntervalSeconds = microseconds / 2e6
+        } else {
+            self.watchdogIntervalSeconds = nil
+        }
+    }
+
+    var isActive: Bool { self.socketPath != nil }
+
+    /// Sends `state` (e.g. "READY=1\nSTATUS=…"); silently does nothing outside systemd.
+    func notify(_ state: String) {
+        guard let path = self.socketPath else { return }
+        let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { return }
+        defer { close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        var bytes = Array(path.utf8)
+        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }  // abstract namespace
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard bytes.count < capacity else { return }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
+        let message = Array(state.utf8)
+        _ = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                message.withUnsafeBytes { sendto(descriptor, $0.baseAddress, $0.count, 0, socketAddress, length) }
+            }
+        }
+    }
+
+    /// The first socket systemd passed (socket activation), if any.
+    static func listenDescriptor(environment: [String: String] = ProcessInfo.processInfo.environment) -> CInt? {
+        guard let pid = environment["LISTEN_PID"].flatMap(Int32.init), pid == getpid(),
+            let count = environment["LISTEN_FDS"].flatMap(Int.init), count >= 1
+        else { return nil }
+        return 3
+    }
+}
