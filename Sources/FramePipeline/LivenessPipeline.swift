@@ -13,16 +13,17 @@ public enum FaceLocation: Sendable, Equatable {
     case unusable(reason: String, box: PixelRect?)
 }
 
-/// Finds the face to judge in a grey frame. One instance per source lane (it may keep scratch).
+/// Finds the face to judge in a frame (given as RGB24). One instance per source lane (it may keep
+/// scratch buffers).
 public protocol FaceLocator: AnyObject {
-    func locate(luma: PixelSource, frame: Frame) -> FaceLocation
+    func locate(image: PixelSource, frame: Frame) -> FaceLocation
 }
 
 /// Judges the whole picture, as the reference `liveness_reference.py` does on still images.
 public final class WholeFrameLocator: FaceLocator {
     public init() {}
-    public func locate(luma: PixelSource, frame: Frame) -> FaceLocation {
-        .face(PixelRect(x: 0, y: 0, width: luma.width, height: luma.height), faceCount: 1)
+    public func locate(image: PixelSource, frame: Frame) -> FaceLocation {
+        .face(PixelRect(x: 0, y: 0, width: image.width, height: image.height), faceCount: 1)
     }
 }
 
@@ -107,7 +108,7 @@ public final class LivenessPipeline: @unchecked Sendable {
         }
         let admission = Mutex(Admission())
         let statistics = Mutex(LaneStatistics())
-        var luma: [UInt8] = []  // prepare queue only
+        var rgb: [UInt8] = []  // prepare queue only
 
         init(source: FrameSource, locator: FaceLocator, decisions: DecisionConfiguration, replayInFlight: Int) {
             self.id = source.id
@@ -236,25 +237,28 @@ public final class LivenessPipeline: @unchecked Sendable {
         }
     }
 
-    /// Grey frame → face location → 224² grey crop (PIL-exact resize of the crop region).
+    /// Frame → RGB24 → face location → 224² grey crop. The crop is resized on RGB and turned grey
+    /// afterwards, exactly as the reference transform does: resizing luma instead was measured to
+    /// move spoof probabilities by up to 0.021 (docs/ARCHITECTURE.md), enough to flip a verdict
+    /// that sits near the hysteresis band.
     private func prepare(_ frame: Frame, lane: Lane) {
-        let count = frame.width * frame.height
-        if lane.luma.count < count { lane.luma = [UInt8](repeating: 0, count: count) }
+        let count = frame.width * frame.height * 3
+        if lane.rgb.count < count { lane.rgb = [UInt8](repeating: 0, count: count) }
         var location = FaceLocation.noFace
         var crop: [UInt8] = []
-        lane.luma.withUnsafeMutableBufferPointer { buffer in
+        lane.rgb.withUnsafeMutableBufferPointer { buffer in
             do {
-                try lane.converter.convert(frame, to: .gray8, into: buffer.baseAddress!)
+                try lane.converter.convert(frame, to: .rgb24, into: buffer.baseAddress!)
             } catch {
                 location = .unusable(reason: "cannot convert the frame: \(error)", box: nil)
                 return
             }
-            let luma = PixelSource(
-                base: UnsafePointer(buffer.baseAddress!), width: frame.width, height: frame.height, rowStride: frame.width,
-                layout: .luma8)
-            location = lane.locator.locate(luma: luma, frame: frame)
+            let image = PixelSource(
+                base: UnsafePointer(buffer.baseAddress!), width: frame.width, height: frame.height,
+                rowStride: frame.width * 3, layout: .rgb24)
+            location = lane.locator.locate(image: image, frame: frame)
             if case .face(let rect, _) = location {
-                crop = self.preprocessor.lumaCrop(luma.cropped(to: rect))
+                crop = self.preprocessor.lumaCrop(image.cropped(to: rect))
             }
         }
         let metadata = (frame.sequence, frame.presentationTimeSeconds, frame.captureTimeNanoseconds)

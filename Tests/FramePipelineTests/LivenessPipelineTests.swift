@@ -50,9 +50,9 @@ final class TimedSource: FrameSource, @unchecked Sendable {
 final class SlowLocator: FaceLocator {
     let delay: Double
     init(delay: Double) { self.delay = delay }
-    func locate(luma: PixelSource, frame: Frame) -> FaceLocation {
+    func locate(image: PixelSource, frame: Frame) -> FaceLocation {
         Thread.sleep(forTimeInterval: self.delay)
-        return .face(PixelRect(x: 0, y: 0, width: luma.width, height: luma.height), faceCount: 1)
+        return .face(PixelRect(x: 0, y: 0, width: image.width, height: image.height), faceCount: 1)
     }
 }
 
