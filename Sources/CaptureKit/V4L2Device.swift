@@ -188,7 +188,11 @@ struct V4L2Device: ~Copyable {
 
     func capability() throws(V4L2Error) -> V4L2Capability {
         var capability = v4l2_capability()
-        try self.control(cv4l2_vidioc_querycap(), "VIDIOC_QUERYCAP", &capability)
+        guard try self.enumerate(cv4l2_vidioc_querycap(), "VIDIOC_QUERYCAP", &capability, endingWith: [ENOTTY]) else {
+            throw V4L2Error(
+                code: .notACaptureDevice, device: self.node, operation: "VIDIOC_QUERYCAP", osError: ENOTTY,
+                message: "\(self.path) is not a V4L2 device: `v4l2-ctl --list-devices` lists the cameras")
+        }
         let hasDeviceCaps = capability.capabilities & UInt32(V4L2_CAP_DEVICE_CAPS) != 0
         return V4L2Capability(
             driver: cString(tuple: capability.driver), card: cString(tuple: capability.card),

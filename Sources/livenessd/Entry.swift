@@ -26,7 +26,7 @@ struct Livenessd: ParsableCommand {
             under the current directory and /usr/local/share/livenessd.
             """,
         version: LivenessdVersion.string,
-        subcommands: [Classify.self, Bench.self]
+        subcommands: [Classify.self, Bench.self, Probe.self]
     )
 }
 
