@@ -110,7 +110,14 @@ public final class V4L2Camera: FrameSource {
         }
         thread.name = "livenessd.v4l2"
         thread.start()
-        try opening.wait()
+        do {
+            try opening.wait()
+        } catch {
+            // The thread ends without delivering anything; a later start() may try again (a busy camera).
+            self.finished.wait()
+            self.state.withLock { $0 = State() }
+            throw error
+        }
     }
 
     public func stop() {
@@ -168,7 +175,9 @@ public final class V4L2Camera: FrameSource {
                     break
                 } catch {
                     attempt += 1
-                    self.logger.debug("camera not back yet", metadata: ["capture.error": "\(error)", "capture.attempt": "\(attempt)"])
+                    self.logger.log(
+                        level: attempt == 1 ? .info : .debug, "camera not back yet",
+                        metadata: ["capture.error": "\(error)", "capture.attempt": "\(attempt)"])
                 }
             }
             assembler.restart()

@@ -104,7 +104,10 @@ public struct V4L2StreamFormat: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         let rate = self.interval.map { String(format: " @ %.3f fps", $0.framesPerSecond) } ?? ""
-        return "\(self.fourCC) \(self.width)x\(self.height)\(rate) (\(self.bytesPerLine) bytes per line, \(self.imageBytes) per image)"
+        let sizes =
+            self.bytesPerLine > 0
+            ? "\(self.bytesPerLine) bytes per line, \(self.imageBytes) per image" : "up to \(self.imageBytes) bytes per image"
+        return "\(self.fourCC) \(self.width)x\(self.height)\(rate) (\(sizes))"
     }
 }
 

@@ -165,7 +165,9 @@ private final class Recorder: Sendable {
     func handle(_ event: SourceEvent) {
         switch event {
         case .frame(let frame):
-            let (count, interval) = self.state.withLock { state -> (Int, Double?) in
+            // Frames that arrive while the camera is being stopped are not counted.
+            guard let (count, interval) = self.state.withLock({ state -> (Int, Double?)? in
+                guard state.frames < self.wanted else { return nil }
                 let interval = state.previousCaptureNanoseconds.map { Double(frame.captureTimeNanoseconds &- $0) / 1e9 }
                 if let interval { state.intervalsSeconds.append(interval) }
                 state.previousCaptureNanoseconds = frame.captureTimeNanoseconds
@@ -173,7 +175,7 @@ private final class Recorder: Sendable {
                 state.last = frame
                 state.framesAfterReconnect = state.framesAfterReconnect || state.reconnected
                 return (state.frames, interval)
-            }
+            }) else { return }
             let bytes = frame.planes.last.map { $0.offset + $0.rowStride * $0.rows } ?? 0
             let gap = interval.map { String(format: "%.1fms", $0 * 1000) } ?? "-"
             let pts = String(format: "%.6f", frame.presentationTimeSeconds)
