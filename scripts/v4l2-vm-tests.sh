@@ -94,6 +94,9 @@ check_capture_yuyv() {
     expect "30 frames of 640x480 YUYV, 614400 bytes each, with timing" [ "$(frames "$log")" = 30 ] || ok=1
     expect "sequence numbers 0…29" sh -c "grep -o '^frame seq=[0-9]*' '$log' | cut -d= -f2 | tr '\n' ' ' | grep -qx '$(seq -s ' ' 0 29) '" || ok=1
     expect "a measured rate near 25 fps" fps_between "$log" 15 35 || ok=1
+    expect "a size the camera does not offer: exit 2" grep -q '^800x600 probe exit status 2$' "$log" || ok=1
+    expect "… and a message listing what it offers" \
+        grep -q '^livenessd: /dev/video0 offers none of GREY, YUYV, NV12, MJPG, JPEG at 800x600; it offers YUYV 320x180, 640x360, 640x480, 1280x720, .*; GREY 320x180' "$log" || ok=1
     return $ok
 }
 check_loopback_face() {
@@ -135,7 +138,12 @@ check_busy() {
 scenario capture_yuyv -- '
 mkdir -p /dev/v4l/by-id && ln -s ../../video0 /dev/v4l/by-id/usb-vivid-webcam-video-index0
 /usr/local/bin/livenessd probe --device /dev/v4l/by-id/usb-vivid-webcam-video-index0 --format yuyv \
-    --width 640 --height 480 --frames 30'
+    --width 640 --height 480 --frames 30
+rc=$?
+/usr/local/bin/livenessd probe --device /dev/video0 --width 800 --height 600 > /tmp/unsupported.log 2>&1
+echo "800x600 probe exit status $?"
+grep "^livenessd:" /tmp/unsupported.log
+exit $rc'
 
 scenario loopback_face -p "$LOOP_PARAMS" -f "$T/v4l2loop" -f "$FACE" -- '
 /test/v4l2loop -x -I 0 -U 0 -F /test/face_640x480.yuyv -n 0 > /tmp/feeder.log 2>&1 &

@@ -24,7 +24,9 @@ final class MotionJPEGDecoder {
         }
         // One thread: frame threading would delay each picture by a frame per thread.
         context.pointee.thread_count = 1
-        guard avcodec_open2(context, codec, nil) >= 0 else { throw Failure(reason: "cannot open FFmpeg's MJPEG decoder") }
+        guard avcodec_open2(context, codec, nil) >= 0 else {
+            throw Failure(reason: "cannot open FFmpeg's MJPEG decoder")
+        }
     }
 
     deinit {

@@ -91,7 +91,8 @@ public final class V4L2Camera: FrameSource {
     /// Opens `path` briefly and lists its capabilities and formats.
     public static func describe(path: String) throws(V4L2Error) -> DeviceInfo {
         let device = try V4L2Device(opening: path)
-        return DeviceInfo(path: path, node: device.node, capability: try device.capability(), formats: try device.formats())
+        return DeviceInfo(
+            path: path, node: device.node, capability: try device.capability(), formats: try device.formats())
     }
 
     public func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
@@ -147,7 +148,8 @@ public final class V4L2Camera: FrameSource {
         }
         let format = session.format
         self.state.withLock { $0.format = format }
-        self.logger.info("capturing", metadata: ["capture.format": "\(format)", "capture.node": "\(session.device.node)"])
+        self.logger.info(
+            "capturing", metadata: ["capture.format": "\(format)", "capture.node": "\(session.device.node)"])
         opened(nil)
         var assembler = FrameAssembler(sourceID: self.id, poolCapacity: self.configuration.poolCapacity)
         let end: SourceEnd
@@ -220,7 +222,7 @@ public final class V4L2Camera: FrameSource {
                         assembler.assemble(buffer, bytes: $0, format: session.format)
                     }
                     try session.device.requeue(buffer.index)
-                    self.deliver(outcome, assembler: assembler, handler: handler)
+                    self.deliver(outcome, lostByDriver: assembler.lostByDriver, handler: handler)
                 }
             }
         } catch {
@@ -229,14 +231,13 @@ public final class V4L2Camera: FrameSource {
     }
 
     private func deliver(
-        _ outcome: FrameAssembler.Outcome, assembler: FrameAssembler, handler: @Sendable (SourceEvent) -> Void
+        _ outcome: FrameAssembler.Outcome, lostByDriver: Int, handler: @Sendable (SourceEvent) -> Void
     ) {
-        let lost = assembler.lostByDriver
         switch outcome {
         case .frame(let frame):
             self.state.withLock {
                 $0.statistics.delivered += 1
-                $0.statistics.lostByDriver = lost
+                $0.statistics.lostByDriver = lostByDriver
             }
             handler(.frame(frame))
         case .poolExhausted:
@@ -259,7 +260,8 @@ public final class V4L2Camera: FrameSource {
         guard capability.canCapture, capability.canStream else {
             throw V4L2Error(
                 code: .notACaptureDevice, device: node, operation: "VIDIOC_QUERYCAP",
-                message: "\(self.id) is not a video capture device (driver \(capability.driver), \"\(capability.card)\"): "
+                message:
+                    "\(self.id) is not a video capture device (driver \(capability.driver), \"\(capability.card)\"): "
                     + "webcams also create metadata nodes; `v4l2-ctl --list-devices` shows which node captures")
         }
         let offered = try device.formats()
@@ -278,12 +280,18 @@ public final class V4L2Camera: FrameSource {
             }
         }
         guard var format = chosen, format.fourCC.isMotionJPEG || RawFrameLayout(format) != nil else {
-            let wanted = (required.map { [$0.fourCC] } ?? self.configuration.preferredFormats).map(\.description)
+            var wanted = required.map { [$0.fourCC] } ?? self.configuration.preferredFormats
+            if required == nil && self.configuration.allowMotionJPEG { wanted += [.mjpeg, .jpeg] }
+            let usable = offered.filter { wanted.contains($0.fourCC) }
+            let offers =
+                usable.isEmpty
+                ? "its formats are \(offered.map(\.fourCC.description).joined(separator: ", "))"
+                : "it offers \(usable.map(\.summary).joined(separator: "; "))"
             throw V4L2Error(
                 code: .noSuitableFormat, device: node, operation: "VIDIOC_S_FMT",
-                message: "\(self.id) offers none of \(wanted.joined(separator: ", ")) at \(width)x\(height); "
-                    + "it offers \(offered.map(\.summary).joined(separator: "; ")). "
-                    + "Choose one of those sizes (`livenessd probe --device \(self.id)` lists them)")
+                message: "\(self.id) offers none of \(wanted.map(\.description).joined(separator: ", ")) "
+                    + "at \(width)x\(height); \(offers). Choose a listed size "
+                    + "(`livenessd probe --device \(self.id)` shows them all)")
         }
         let listed = offered.first { $0.fourCC == format.fourCC }?.intervals(width: width, height: height) ?? []
         let requested = self.configuration.framesPerSecond.map {
@@ -332,7 +340,8 @@ private struct FrameAssembler {
     /// No more frames: wakes anyone waiting on the pool.
     func close() { self.pool?.close() }
 
-    mutating func assemble(_ buffer: DequeuedBuffer, bytes: UnsafeRawBufferPointer, format: V4L2StreamFormat) -> Outcome {
+    mutating func assemble(_ buffer: DequeuedBuffer, bytes: UnsafeRawBufferPointer, format: V4L2StreamFormat) -> Outcome
+    {
         if let last = self.lastDriverSequence, buffer.sequence &- last > 1 {
             self.lostByDriver += Int(buffer.sequence &- last &- 1)
         }
@@ -341,7 +350,9 @@ private struct FrameAssembler {
         let captured = monotonicNanoseconds()
         let timestamp = buffer.monotonicNanoseconds ?? captured
         let presentationTime = (Double(timestamp) - Double(self.startNanoseconds)) / 1e9
-        if format.fourCC.isMotionJPEG { return self.decode(bytes, presentationTime: presentationTime, captured: captured) }
+        if format.fourCC.isMotionJPEG {
+            return self.decode(bytes, presentationTime: presentationTime, captured: captured)
+        }
 
         guard let pixelFormat = format.fourCC.pixelFormat, let layout = RawFrameLayout(format) else {
             return .damaged("\(format.fourCC) is not a format CaptureKit can deliver")
@@ -357,7 +368,8 @@ private struct FrameAssembler {
                 captured))
     }
 
-    private mutating func decode(_ bytes: UnsafeRawBufferPointer, presentationTime: Double, captured: UInt64) -> Outcome {
+    private mutating func decode(_ bytes: UnsafeRawBufferPointer, presentationTime: Double, captured: UInt64) -> Outcome
+    {
         do throws(MotionJPEGDecoder.Failure) {
             let decoder: MotionJPEGDecoder
             if let existing = self.decoder {
@@ -381,13 +393,16 @@ private struct FrameAssembler {
                         data.withMemoryRebound(to: UnsafePointer<UInt8>?.self, capacity: 8) { planesPointer in
                             linesize.withMemoryRebound(to: Int32.self, capacity: 8) { strides in
                                 av_image_copy_to_buffer(
-                                    pooled.pointer.assumingMemoryBound(to: UInt8.self), Int32(size), planesPointer, strides,
+                                    pooled.pointer.assumingMemoryBound(to: UInt8.self), Int32(size), planesPointer,
+                                    strides,
                                     pixelFormat.avFormat, Int32(width), Int32(height), 1)
                             }
                         }
                     }
                 }
-                guard written == size else { return .damaged("MJPEG frame could not be copied (\(FFmpegError.text(written)))") }
+                guard written == size else {
+                    return .damaged("MJPEG frame could not be copied (\(FFmpegError.text(written)))")
+                }
                 return .frame(self.frame(pooled, pixelFormat, width, height, planes, .jpeg, presentationTime, captured))
             }
         } catch {
@@ -433,9 +448,12 @@ extension V4L2FormatDescription {
     /// "YUYV 640x480, 1280x720" for messages.
     var summary: String {
         switch self.sizes {
-        case .discrete(let sizes): return "\(self.fourCC) " + sizes.map { "\($0.width)x\($0.height)" }.joined(separator: ", ")
+        case .discrete(let sizes):
+            return "\(self.fourCC) " + sizes.map { "\($0.width)x\($0.height)" }.joined(separator: ", ")
         case .range(let widths, _, let heights, _):
-            return "\(self.fourCC) \(widths.lowerBound)x\(heights.lowerBound) to \(widths.upperBound)x\(heights.upperBound)"
+            return
+                "\(self.fourCC) \(widths.lowerBound)x\(heights.lowerBound) to "
+                + "\(widths.upperBound)x\(heights.upperBound)"
         case .unlisted: return "\(self.fourCC) (sizes not listed)"
         }
     }

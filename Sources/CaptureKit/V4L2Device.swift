@@ -106,7 +106,8 @@ public struct V4L2StreamFormat: Sendable, Equatable, CustomStringConvertible {
         let rate = self.interval.map { String(format: " @ %.3f fps", $0.framesPerSecond) } ?? ""
         let sizes =
             self.bytesPerLine > 0
-            ? "\(self.bytesPerLine) bytes per line, \(self.imageBytes) per image" : "up to \(self.imageBytes) bytes per image"
+            ? "\(self.bytesPerLine) bytes per line, \(self.imageBytes) per image"
+            : "up to \(self.imageBytes) bytes per image"
         return "\(self.fourCC) \(self.width)x\(self.height)\(rate) (\(sizes))"
     }
 }
@@ -235,7 +236,8 @@ struct V4L2Device: ~Copyable {
             }
             let width = Int(size.discrete.width)
             let height = Int(size.discrete.height)
-            sizes.append(V4L2FrameSize(width: width, height: height, intervals: try self.intervals(fourCC, width, height)))
+            sizes.append(
+                V4L2FrameSize(width: width, height: height, intervals: try self.intervals(fourCC, width, height)))
             size.index += 1
         }
         return sizes.isEmpty ? .unlisted : .discrete(sizes)
@@ -253,7 +255,8 @@ struct V4L2Device: ~Copyable {
                 let fastest = interval.stepwise.min
                 return [FrameInterval(numerator: fastest.numerator, denominator: fastest.denominator)]
             }
-            intervals.append(FrameInterval(numerator: interval.discrete.numerator, denominator: interval.discrete.denominator))
+            intervals.append(
+                FrameInterval(numerator: interval.discrete.numerator, denominator: interval.discrete.denominator))
             interval.index += 1
         }
         return intervals
@@ -281,7 +284,8 @@ struct V4L2Device: ~Copyable {
         parameters.type = V4L2_BUF_TYPE_VIDEO_CAPTURE.rawValue
         let supported: Bool
         if let interval {
-            parameters.parm.capture.timeperframe = v4l2_fract(numerator: interval.numerator, denominator: interval.denominator)
+            parameters.parm.capture.timeperframe = v4l2_fract(
+                numerator: interval.numerator, denominator: interval.denominator)
             supported = try self.enumerate(cv4l2_vidioc_s_parm(), "VIDIOC_S_PARM", &parameters)
         } else {
             supported = try self.enumerate(cv4l2_vidioc_g_parm(), "VIDIOC_G_PARM", &parameters)
@@ -349,7 +353,9 @@ struct V4L2Device: ~Copyable {
     /// VIDIOC_DQBUF; nil when no buffer is ready after all (EAGAIN).
     func dequeue() throws(V4L2Error) -> DequeuedBuffer? {
         var buffer = self.buffer(index: 0)
-        guard try self.enumerate(cv4l2_vidioc_dqbuf(), "VIDIOC_DQBUF", &buffer, endingWith: [EAGAIN]) else { return nil }
+        guard try self.enumerate(cv4l2_vidioc_dqbuf(), "VIDIOC_DQBUF", &buffer, endingWith: [EAGAIN]) else {
+            return nil
+        }
         guard Int(buffer.index) < self.mappings.count else {
             throw V4L2Error(
                 code: .systemCallFailed, device: self.node, operation: "VIDIOC_DQBUF",

@@ -1,5 +1,5 @@
-import Foundation
 import CV4L2
+import Foundation
 
 /// A V4L2 pixel format code: four ASCII characters packed little-endian (`v4l2_fourcc`).
 public struct FourCC: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
@@ -59,7 +59,7 @@ public struct FrameInterval: Sendable, Hashable, CustomStringConvertible {
         self.denominator = denominator
     }
 
-    /// The nearest fraction for `framesPerSecond`, in milliseconds-per-thousand-frames resolution (29.97 → 1000/29970).
+    /// `framesPerSecond` as a fraction with a thousandth-of-a-frame resolution (29.97 → 1000/29970).
     public init(framesPerSecond: Double) {
         self.init(numerator: 1000, denominator: UInt32((framesPerSecond * 1000).rounded()))
     }
@@ -206,7 +206,8 @@ struct RawFrameLayout: Equatable {
         var sourceOffset = 0
         for plane in self.planes {
             if plane.rowStride == self.bytesPerLine {
-                (destination + plane.offset).copyMemory(from: base + sourceOffset, byteCount: plane.rowStride * plane.rows)
+                (destination + plane.offset).copyMemory(
+                    from: base + sourceOffset, byteCount: plane.rowStride * plane.rows)
             } else {
                 for row in 0..<plane.rows {
                     (destination + plane.offset + row * plane.rowStride)

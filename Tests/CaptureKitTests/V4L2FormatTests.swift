@@ -1,5 +1,6 @@
-@testable import CaptureKit
 import Testing
+
+@testable import CaptureKit
 
 /// The pure parts of V4L2Camera: format choice over an enumerated list, frame rates, reconnect
 /// backoff, packing driver rows. The device itself is tested in a VM (scripts/v4l2-vm-tests.sh).
@@ -9,7 +10,9 @@ import Testing
         V4L2FormatDescription(
             fourCC: .yuyv, description: "YUYV 4:2:2",
             sizes: .discrete([
-                V4L2FrameSize(width: 640, height: 480, intervals: [.init(numerator: 1, denominator: 30), .init(numerator: 1, denominator: 15)]),
+                V4L2FrameSize(
+                    width: 640, height: 480,
+                    intervals: [.init(numerator: 1, denominator: 30), .init(numerator: 1, denominator: 15)]),
                 V4L2FrameSize(width: 1280, height: 720, intervals: [.init(numerator: 1, denominator: 10)]),
             ])),
         V4L2FormatDescription(
@@ -18,15 +21,19 @@ import Testing
                 V4L2FrameSize(width: 640, height: 480), V4L2FrameSize(width: 1280, height: 720),
                 V4L2FrameSize(width: 1920, height: 1080),
             ])),
-        V4L2FormatDescription(fourCC: .grey, description: "8-bit Greyscale", sizes: .discrete([V4L2FrameSize(width: 320, height: 240)])),
-        V4L2FormatDescription(fourCC: .nv12, description: "Y/UV 4:2:0", sizes: .discrete([V4L2FrameSize(width: 640, height: 480)])),
+        V4L2FormatDescription(
+            fourCC: .grey, description: "8-bit Greyscale", sizes: .discrete([V4L2FrameSize(width: 320, height: 240)])),
+        V4L2FormatDescription(
+            fourCC: .nv12, description: "Y/UV 4:2:0", sizes: .discrete([V4L2FrameSize(width: 640, height: 480)])),
     ]
 
     static func candidates(
-        offered: [V4L2FormatDescription] = Self.webcam, preference: [FourCC] = V4L2Camera.Configuration().preferredFormats,
+        offered: [V4L2FormatDescription] = Self.webcam,
+        preference: [FourCC] = V4L2Camera.Configuration().preferredFormats,
         _ width: Int, _ height: Int, motionJPEG: Bool = true
     ) -> [FourCC] {
-        V4L2FormatChoice.candidates(offered: offered, preference: preference, width: width, height: height, allowMotionJPEG: motionJPEG)
+        V4L2FormatChoice.candidates(
+            offered: offered, preference: preference, width: width, height: height, allowMotionJPEG: motionJPEG)
     }
 
     @Test func fourCCsMatchTheKernelHeader() {
@@ -38,7 +45,9 @@ import Testing
         #expect(FourCC.mjpeg.description == "MJPG")
         #expect(FourCC("YUV") == nil)
         #expect(FourCC("YUYV2") == nil)
-        #expect(FourCC.yuyv.pixelFormat == .yuyv422 && FourCC.grey.pixelFormat == .gray8 && FourCC.nv12.pixelFormat == .nv12)
+        #expect(
+            FourCC.yuyv.pixelFormat == .yuyv422 && FourCC.grey.pixelFormat == .gray8 && FourCC.nv12.pixelFormat == .nv12
+        )
         #expect(FourCC.mjpeg.pixelFormat == nil)
         #expect(FourCC.grey.colour == ColourDescription(range: .full, matrix: .bt601))
         #expect(FourCC.yuyv.colour == .video601 && FourCC.nv12.colour == .video601)
@@ -70,7 +79,8 @@ import Testing
         let offered = [
             V4L2FormatDescription(fourCC: .grey, description: "grey", sizes: .unlisted),
             V4L2FormatDescription(
-                fourCC: .yuyv, description: "yuyv", sizes: .range(width: 16...1920, widthStep: 16, height: 16...1080, heightStep: 8)),
+                fourCC: .yuyv, description: "yuyv",
+                sizes: .range(width: 16...1920, widthStep: 16, height: 16...1080, heightStep: 8)),
         ]
         #expect(Self.candidates(offered: offered, 640, 480) == [.yuyv, .grey])
         #expect(Self.candidates(offered: offered, 641, 480) == [.grey])
@@ -80,8 +90,12 @@ import Testing
 
     @Test func frameIntervalNearestToTheRequestedRate() {
         let listed = Self.webcam[0].intervals(width: 640, height: 480)
-        #expect(V4L2FormatChoice.interval(framesPerSecond: 30, offered: listed) == FrameInterval(numerator: 1, denominator: 30))
-        #expect(V4L2FormatChoice.interval(framesPerSecond: 20, offered: listed) == FrameInterval(numerator: 1, denominator: 15))
+        #expect(
+            V4L2FormatChoice.interval(framesPerSecond: 30, offered: listed)
+                == FrameInterval(numerator: 1, denominator: 30))
+        #expect(
+            V4L2FormatChoice.interval(framesPerSecond: 20, offered: listed)
+                == FrameInterval(numerator: 1, denominator: 15))
         let unlisted = V4L2FormatChoice.interval(framesPerSecond: 29.97, offered: [])
         #expect(unlisted == FrameInterval(numerator: 1000, denominator: 29970))
         #expect(abs(unlisted.framesPerSecond - 29.97) < 1e-9)
@@ -98,9 +112,13 @@ import Testing
     /// NV12 4×2 in a driver buffer with 8-byte rows: padding is dropped, the UV plane follows Y at
     /// the driver's pitch.
     @Test func packsPaddedDriverRows() throws {
-        let format = V4L2StreamFormat(fourCC: .nv12, width: 4, height: 2, bytesPerLine: 8, imageBytes: 24, interval: nil)
+        let format = V4L2StreamFormat(
+            fourCC: .nv12, width: 4, height: 2, bytesPerLine: 8, imageBytes: 24, interval: nil)
         let layout = try #require(RawFrameLayout(format))
-        #expect(layout.planes == [Frame.Plane(offset: 0, rowStride: 4, rows: 2), Frame.Plane(offset: 8, rowStride: 4, rows: 1)])
+        #expect(
+            layout.planes == [
+                Frame.Plane(offset: 0, rowStride: 4, rows: 2), Frame.Plane(offset: 8, rowStride: 4, rows: 1),
+            ])
         #expect(layout.requiredBytes == 20 && layout.packedBytes == 12)
         let driver: [UInt8] = [
             1, 2, 3, 4, 0, 0, 0, 0,
@@ -108,9 +126,11 @@ import Testing
             9, 10, 11, 12,
         ]
         var packed = [UInt8](repeating: 0xff, count: layout.packedBytes)
-        driver.withUnsafeBytes { source in packed.withUnsafeMutableBytes { layout.pack(source, into: $0.baseAddress!) } }
+        driver.withUnsafeBytes { source in packed.withUnsafeMutableBytes { layout.pack(source, into: $0.baseAddress!) }
+        }
         #expect(packed == Array(1...12))
         // A pitch narrower than a packed row is a broken driver, not a layout.
-        #expect(RawFrameLayout(V4L2StreamFormat(fourCC: .yuyv, width: 4, height: 2, bytesPerLine: 4, imageBytes: 8)) == nil)
+        #expect(
+            RawFrameLayout(V4L2StreamFormat(fourCC: .yuyv, width: 4, height: 2, bytesPerLine: 4, imageBytes: 8)) == nil)
     }
 }

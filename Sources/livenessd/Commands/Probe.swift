@@ -87,15 +87,14 @@ struct Probe: ParsableCommand {
 
         let result = recorder.result
         let statistics = camera.statistics
-        let rate = result.intervalsSeconds.isEmpty ? 0 : Double(result.intervalsSeconds.count) / result.intervalsSeconds.reduce(0, +)
-        let milliseconds = result.intervalsSeconds.map { $0 * 1000 }
+        let intervals = result.intervalsSeconds.map { $0 * 1000 }
+        let mean = intervals.isEmpty ? 0 : intervals.reduce(0, +) / Double(intervals.count)
         say(
             String(
-                format: "captured %d frames: %.2f fps measured (interval min %.1f / mean %.1f / max %.1f ms); "
-                    + "dropped %d, skipped %d, lost by driver %d, reconnects %d",
-                result.frames, rate, milliseconds.min() ?? 0, milliseconds.isEmpty ? 0 : milliseconds.reduce(0, +) / Double(milliseconds.count),
-                milliseconds.max() ?? 0, statistics.droppedPoolExhausted, statistics.skippedDamaged, statistics.lostByDriver,
-                statistics.reconnects))
+                format: "captured %d frames: %.2f fps measured (interval min %.1f / mean %.1f / max %.1f ms)",
+                result.frames, mean > 0 ? 1000 / mean : 0, intervals.min() ?? 0, mean, intervals.max() ?? 0)
+                + "; dropped \(statistics.droppedPoolExhausted), skipped \(statistics.skippedDamaged), "
+                + "lost by driver \(statistics.lostByDriver), reconnects \(statistics.reconnects)")
         if let output = self.output, let frame = result.last {
             let bytes = frame.planes.last.map { $0.offset + $0.rowStride * $0.rows } ?? 0
             do {
@@ -103,10 +102,13 @@ struct Probe: ParsableCommand {
             } catch {
                 throw Self.fail("cannot write \(output): \(error.localizedDescription)", status: 1)
             }
-            say("wrote the last frame (\(frame.pixelFormat) \(frame.width)x\(frame.height), \(bytes) bytes) to \(output)")
+            let picture = "\(frame.pixelFormat) \(frame.width)x\(frame.height)"
+            say("wrote the last frame (\(picture), \(bytes) bytes) to \(output)")
         }
         if let end = result.end, end != .stopped { throw Self.fail("capture ended: \(end)", status: 1) }
-        guard arrived else { throw Self.fail("only \(result.frames) of \(self.frames) frames in \(self.timeout) s", status: 1) }
+        guard arrived else {
+            throw Self.fail("only \(result.frames) of \(self.frames) frames in \(self.timeout) s", status: 1)
+        }
         if self.expectReconnect && !result.framesAfterReconnect {
             throw Self.fail("expected a disconnect, a reconnect and frames after it; got none", status: 1)
         }
@@ -120,20 +122,30 @@ struct Probe: ParsableCommand {
     /// Like `v4l2-ctl --list-formats-ext`.
     static func printFormats(_ info: V4L2Camera.DeviceInfo) {
         let node = info.node == info.path ? "" : " (\(info.node))"
-        say("device \(info.path)\(node): driver \(info.capability.driver), card \"\(info.capability.card)\", bus \(info.capability.busInfo)")
+        let capability = info.capability
+        say(
+            "device \(info.path)\(node): driver \(capability.driver), card \"\(capability.card)\", "
+                + "bus \(capability.busInfo)")
         say("ioctl: VIDIOC_ENUM_FMT")
         for (index, format) in info.formats.enumerated() {
-            say("    [\(index)]: '\(format.fourCC)' (\(format.description)\(format.isCompressed ? ", compressed" : ""))")
+            say(
+                "    [\(index)]: '\(format.fourCC)' (\(format.description)\(format.isCompressed ? ", compressed" : ""))"
+            )
             switch format.sizes {
             case .discrete(let sizes):
                 for size in sizes {
                     say("        Size: Discrete \(size.width)x\(size.height)")
                     for interval in size.intervals {
-                        say(String(format: "            Interval: Discrete %.3fs (%.3f fps)", interval.seconds, interval.framesPerSecond))
+                        say(
+                            String(
+                                format: "            Interval: Discrete %.3fs (%.3f fps)", interval.seconds,
+                                interval.framesPerSecond))
                     }
                 }
             case .range(let widths, let widthStep, let heights, let heightStep):
-                say("        Size: Stepwise \(widths.lowerBound)x\(heights.lowerBound) - \(widths.upperBound)x\(heights.upperBound) with step \(widthStep)/\(heightStep)")
+                say(
+                    "        Size: Stepwise \(widths.lowerBound)x\(heights.lowerBound) - "
+                        + "\(widths.upperBound)x\(heights.upperBound) with step \(widthStep)/\(heightStep)")
             case .unlisted:
                 say("        Size: not listed by the driver")
             }
@@ -166,20 +178,25 @@ private final class Recorder: Sendable {
         switch event {
         case .frame(let frame):
             // Frames that arrive while the camera is being stopped are not counted.
-            guard let (count, interval) = self.state.withLock({ state -> (Int, Double?)? in
-                guard state.frames < self.wanted else { return nil }
-                let interval = state.previousCaptureNanoseconds.map { Double(frame.captureTimeNanoseconds &- $0) / 1e9 }
-                if let interval { state.intervalsSeconds.append(interval) }
-                state.previousCaptureNanoseconds = frame.captureTimeNanoseconds
-                state.frames += 1
-                state.last = frame
-                state.framesAfterReconnect = state.framesAfterReconnect || state.reconnected
-                return (state.frames, interval)
-            }) else { return }
+            guard
+                let (count, interval) = self.state.withLock({ state -> (Int, Double?)? in
+                    guard state.frames < self.wanted else { return nil }
+                    let interval = state.previousCaptureNanoseconds.map {
+                        Double(frame.captureTimeNanoseconds &- $0) / 1e9
+                    }
+                    if let interval { state.intervalsSeconds.append(interval) }
+                    state.previousCaptureNanoseconds = frame.captureTimeNanoseconds
+                    state.frames += 1
+                    state.last = frame
+                    state.framesAfterReconnect = state.framesAfterReconnect || state.reconnected
+                    return (state.frames, interval)
+                })
+            else { return }
             let bytes = frame.planes.last.map { $0.offset + $0.rowStride * $0.rows } ?? 0
             let gap = interval.map { String(format: "%.1fms", $0 * 1000) } ?? "-"
             let pts = String(format: "%.6f", frame.presentationTimeSeconds)
-            say("frame seq=\(frame.sequence) \(frame.width)x\(frame.height) \(frame.pixelFormat) bytes=\(bytes) pts=\(pts) dt=\(gap)")
+            let size = "\(frame.width)x\(frame.height) \(frame.pixelFormat)"
+            say("frame seq=\(frame.sequence) \(size) bytes=\(bytes) pts=\(pts) dt=\(gap)")
             if count == self.wanted { self.done.signal() }
         case .disconnected(let reason):
             self.state.withLock { $0.previousCaptureNanoseconds = nil }
