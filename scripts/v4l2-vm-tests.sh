@@ -36,6 +36,7 @@ BIN="$(swift build -c "$CONFIGURATION" --show-bin-path)/livenessd"
 
 T=$(mktemp -d /tmp/livenessd-v4l2vm.XXXXXX)
 mkdir -p "$T/root" "$T/share" "$T/logs"
+trap 'rm -rf "$T/root"' EXIT  # ~300 MB of libraries; the logs and captured frames stay
 # livenessd with every library ldd lists (Swift runtime, FFmpeg, OpenBLAS, …) at their host paths.
 "$VM/scripts/copy-with-libs.sh" "$T/root" "$BIN" /usr/local/bin/livenessd || exit 2
 for program in v4l2loop v4l2feed; do gcc -O2 -static -Wall -o "$T/$program" "$VM/src/$program.c" || exit 2; done
