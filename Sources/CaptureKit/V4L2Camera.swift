@@ -42,7 +42,7 @@ public final class V4L2Camera: FrameSource {
         public var droppedPoolExhausted = 0
         /// Frames the driver marked damaged, or MJPEG frames that did not decode.
         public var skippedDamaged = 0
-        /// Frames the driver's sequence numbers say it dropped (all its buffers were full).
+        /// Frames the driver's sequence numbers skipped: it had no free buffer (the consumer was too slow).
         public var lostByDriver = 0
         public var reconnects = 0
     }
@@ -342,8 +342,9 @@ private struct FrameAssembler {
 
     mutating func assemble(_ buffer: DequeuedBuffer, bytes: UnsafeRawBufferPointer, format: V4L2StreamFormat) -> Outcome
     {
-        if let last = self.lastDriverSequence, buffer.sequence &- last > 1 {
-            self.lostByDriver += Int(buffer.sequence &- last &- 1)
+        // Only forward steps count: a driver that restarts or reorders its count has not lost frames.
+        if let last = self.lastDriverSequence, case let step = buffer.sequence &- last, step > 1, step < 1 << 31 {
+            self.lostByDriver += Int(step - 1)
         }
         self.lastDriverSequence = buffer.sequence
         if buffer.isDamaged { return .damaged("the driver marked frame \(buffer.sequence) damaged") }
