@@ -156,6 +156,7 @@ kill $feeder
 exit $rc'
 
 scenario unplug_replug -- '
+: > /tmp/probe.log  # exists before the first grep below
 /usr/local/bin/livenessd probe --device /dev/video0 --format yuyv --frames 60 --expect-reconnect --timeout 60 \
     > /tmp/probe.log 2>&1 &
 probe=$!
@@ -168,6 +169,7 @@ cat /tmp/probe.log
 exit $rc'
 
 scenario busy -- '
+: > /tmp/first.log
 /usr/local/bin/livenessd probe --device /dev/video0 --frames 1000 --timeout 60 > /tmp/first.log 2>&1 &
 first=$!
 i=0
