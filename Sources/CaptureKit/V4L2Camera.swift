@@ -258,6 +258,13 @@ public final class V4L2Camera: FrameSource {
         let node = device.node
         let capability = try device.capability()
         guard capability.canCapture, capability.canStream else {
+            let multiplanar = capability.deviceCapabilities & UInt32(V4L2_CAP_VIDEO_CAPTURE_MPLANE) != 0
+            if multiplanar {
+                throw V4L2Error(
+                    code: .notACaptureDevice, device: node, operation: "VIDIOC_QUERYCAP",
+                    message: "\(self.id) (driver \(capability.driver)) uses the multi-planar capture API, which "
+                        + "livenessd does not support; use a UVC (USB) camera")
+            }
             throw V4L2Error(
                 code: .notACaptureDevice, device: node, operation: "VIDIOC_QUERYCAP",
                 message:
