@@ -32,6 +32,11 @@ let package = Package(
             pkgConfig: "libavformat libavcodec libavutil libswscale",
             providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev", "libswscale-dev"])]
         ),
+        // Linux only: the V4L2 kernel headers (linux-libc-dev); raw ioctls, no library to link.
+        .systemLibrary(
+            name: "CV4L2",
+            path: "Sources/CaptureKit/CV4L2"
+        ),
         .target(
             name: "LivenessEngine",
             dependencies: [
@@ -44,9 +49,10 @@ let package = Package(
             name: "CaptureKit",
             dependencies: [
                 "CFFmpeg",
+                "CV4L2",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["CFFmpeg"]
+            exclude: ["CFFmpeg", "CV4L2"]
         ),
         .target(
             name: "FramePipeline",
