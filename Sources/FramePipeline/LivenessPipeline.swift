@@ -188,6 +188,11 @@ public final class LivenessPipeline: @unchecked Sendable {
         return self.idle.wait(timeout: .now() + timeoutSeconds) == .success
     }
 
+    /// Runs `body` on `queue` once every source has ended (files played out, or stopped).
+    public func whenFinished(on queue: DispatchQueue, _ body: @escaping @Sendable () -> Void) {
+        self.idle.notify(queue: queue, execute: body)
+    }
+
     /// Waits until every source has ended by itself (files played out).
     public func waitUntilFinished(timeoutSeconds: Double) -> Bool {
         self.idle.wait(timeout: .now() + timeoutSeconds) == .success

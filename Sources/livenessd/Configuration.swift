@@ -17,6 +17,13 @@ struct Configuration: Decodable, Equatable {
         /// Octal text, e.g. "0660".
         var mode: String?
         var group: String?
+        /// Messages a client may have waiting before it is disconnected as too slow.
+        var clientQueueLimit: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case path, mode, group
+            case clientQueueLimit = "client_queue_limit"
+        }
     }
 
     struct Access: Decodable, Equatable {

@@ -21,8 +21,17 @@ struct Run: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
+    @Option(name: .customLong("device"), help: "A V4L2 camera: /dev/videoN or a /dev/v4l/by-id/… link (repeatable).")
+    var devices: [String] = []
+
     @Option(name: .customLong("source"), help: "A video file, image or stream URL to watch (repeatable).")
     var sources: [String] = []
+
+    @Option(help: "Camera capture size, WIDTHxHEIGHT.")
+    var size = "640x480"
+
+    @Flag(help: "Start the sources only once a client has subscribed (replays in a test lab).")
+    var holdUntilSubscribed = false
 
     @Option(help: "Unix socket path (default: the config's socket.path, else /run/livenessd/livenessd.sock).")
     var socket: String?
@@ -36,7 +45,13 @@ struct Run: ParsableCommand {
     @Option(help: "Seconds to wait for in-flight frames when stopping.")
     var drainTimeout: Double = 5
 
+    var captureSize: (width: Int, height: Int)? {
+        let parts = self.size.split(separator: "x").compactMap { Int($0) }
+        return parts.count == 2 && parts.allSatisfy({ $0 > 0 }) ? (parts[0], parts[1]) : nil
+    }
+
     func validate() throws {
+        guard self.captureSize != nil else { throw ValidationError("--size must look like 640x480") }
         guard ["realtime", "fast"].contains(self.pacing) else { throw ValidationError("--pacing must be realtime or fast") }
         if let threshold, !(0...1).contains(threshold) { throw ValidationError("--threshold must be between 0 and 1") }
     }
@@ -108,6 +123,7 @@ final class Daemon: @unchecked Sendable {
     let sourceIDs: [String]
     let started = Date()
     let stopRequested = DispatchSemaphore(value: 0)
+    let subscribed = DispatchSemaphore(value: 0)
     private let threshold: LockedValue<Double>
     private var signalSources: [DispatchSourceSignal] = []
     private var timers: [DispatchSourceTimer] = []
@@ -125,19 +141,32 @@ final class Daemon: @unchecked Sendable {
             "model loaded",
             metadata: ["model.path": "\(loaded.url.path)", "model.sha256": "\(modelDigest)", "model.threshold": "\(threshold)"])
 
-        let locations = options.sources.isEmpty ? (configuration.sources ?? []) : options.sources
+        let flagged = options.devices + options.sources
+        let locations = flagged.isEmpty ? (configuration.sources ?? []) : flagged
         guard !locations.isEmpty else {
-            throw CommandError("no source to watch: give --source FILE|URL (or `sources:` in the config file)")
+            throw CommandError(
+                "no source to watch: give --device /dev/videoN or --source FILE|URL (or `sources:` in the config file)")
         }
         var mediaOptions = MediaSource.Options()
         mediaOptions.pacing = options.pacing == "fast" ? .asFastAsPossible : .realTime
-        let sources = locations.map { MediaSource(location: $0, options: mediaOptions) }
+        var cameraConfiguration = V4L2Camera.Configuration()
+        if let size = options.captureSize {
+            cameraConfiguration.width = size.width
+            cameraConfiguration.height = size.height
+        }
+        let sources: [FrameSource] = locations.map { location -> FrameSource in
+            if location.hasPrefix("/dev/") {
+                return V4L2Camera(path: location, configuration: cameraConfiguration, logger: logger)
+            }
+            return MediaSource(location: location, options: mediaOptions)
+        }
         self.sourceIDs = sources.map(\.id)
 
         var serverConfiguration = EventServer.Configuration(
             path: options.socket ?? configuration.socket?.path ?? "/run/livenessd/livenessd.sock")
         serverConfiguration.inheritedDescriptor = SystemdNotifier.listenDescriptor()
         serverConfiguration.access = configuration.accessPolicy
+        if let limit = configuration.socket?.clientQueueLimit { serverConfiguration.clientQueueLimit = max(1, limit) }
         let monitor = self.monitor
         let sourceKinds = Dictionary(uniqueKeysWithValues: sources.map { ($0.id, $0.kind == .live ? "live" : "replay") })
         let statusThreshold = self.threshold
@@ -160,6 +189,7 @@ final class Daemon: @unchecked Sendable {
                     version: LivenessdVersion.string, uptimeSeconds: Date().timeIntervalSince(started),
                     modelSHA256: modelDigest, threshold: statusThreshold.value, sources: sourcesStatus)
             },
+            subscribed: { [subscribed = self.subscribed] in subscribed.signal() },
             reset: { sources in
                 if let sources {
                     for id in sources { box.pipeline?.reset(sourceID: id) }
@@ -179,7 +209,14 @@ final class Daemon: @unchecked Sendable {
         box.pipeline = self.pipeline
 
         try self.server.start()
-        for source in sources {
+        self.pendingSources = sources
+    }
+
+    private var pendingSources: [FrameSource] = []
+
+    /// Starts every source; a source that cannot start stops the daemon (fail fast).
+    private func startSources() throws {
+        for source in self.pendingSources {
             do {
                 try self.pipeline.add(source)
             } catch {
@@ -187,7 +224,7 @@ final class Daemon: @unchecked Sendable {
                 self.server.shutdown(reason: "start-up failed")
                 throw error
             }
-            logger.info("watching", metadata: ["source.id": "\(source.id)", "source.kind": "\(source.kind)"])
+            self.logger.info("watching", metadata: ["source.id": "\(source.id)", "source.kind": "\(source.kind)"])
         }
     }
 
@@ -198,13 +235,15 @@ final class Daemon: @unchecked Sendable {
 
     /// Blocks until SIGTERM/SIGINT or until every source ended; then drains and closes.
     func runUntilStopped() throws {
+        if self.options.holdUntilSubscribed {
+            self.logger.info("waiting for a subscriber before starting the sources")
+            self.subscribed.wait()
+        }
+        try self.startSources()
         self.installSignalHandlers()
         self.startTimers()
         // Every source ended by itself (files played out) also ends the daemon.
-        self.control.async {
-            _ = self.pipeline.waitUntilFinished(timeoutSeconds: .infinity)
-            self.stopRequested.signal()
-        }
+        self.pipeline.whenFinished(on: self.control) { [stopRequested = self.stopRequested] in stopRequested.signal() }
         self.stopRequested.wait()
         self.notifier.notify("STOPPING=1\nSTATUS=stopping")
         self.logger.info("stopping: draining in-flight frames")

@@ -40,6 +40,8 @@ final class EventServer: @unchecked Sendable {
     /// What the server asks the daemon for.
     struct Hooks: Sendable {
         var status: @Sendable () -> EventProtocol.StatusMessage
+        /// A client subscribed (every time one does).
+        var subscribed: @Sendable () -> Void
         var reset: @Sendable ([String]?) -> Void
     }
 
@@ -67,6 +69,9 @@ final class EventServer: @unchecked Sendable {
     func start() throws {
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 64)
+            // A small kernel send buffer (Linux doubles it: 64 KiB, ~150 events): a client that stops
+            // reading shows up in our own bounded queue within seconds instead of hiding in the kernel.
+            .childChannelOption(.socketOption(.so_sndbuf), value: 32_768)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ClientHandler(server: self)
@@ -210,6 +215,8 @@ final class EventServer: @unchecked Sendable {
         }
     }
 
+    fileprivate func clientSubscribed() { self.hooks.subscribed() }
+
     fileprivate var logLabel: Logger { self.logger }
     fileprivate var queueLimit: Int { self.configuration.clientQueueLimit }
 }
@@ -310,6 +317,7 @@ final class ClientHandler: ChannelInboundHandler {
                 ) { _ in bound.value.sendHeartbeat() }
             }
             self.send(EventProtocol.line(EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "subscribe")))
+            self.server.clientSubscribed()
             return
         }
         if let reply = self.server.handle(request) {
@@ -351,12 +359,18 @@ final class ClientHandler: ChannelInboundHandler {
         context.writeAndFlush(self.wrapOutboundOut(buffer), promise: promise)
     }
 
+    /// One error line, then end of our output; the connection is closed once the peer has gone
+    /// (or after 2 s). Closing at once could reset the connection under the line, because the
+    /// peer's request may still be unread.
     private func refuse(_ reason: String) {
         guard let context = self.context else { return }
         self.closing = true
         let line = EventProtocol.line(EventProtocol.ReplyMessage(type: "error", error: reason))
         let channel = context.channel
-        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line))).whenComplete { _ in channel.close(promise: nil) }
+        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line))).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+        }
+        context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
     }
 
     /// Sends one `bye` line with the reason (without waiting behind a full queue) and closes.

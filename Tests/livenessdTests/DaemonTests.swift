@@ -1,0 +1,215 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The real daemon on real clips with real socket clients.
+@Suite(.serialized) struct DaemonTests {
+    static let live = "samples/live/pad-tdreal__621f74a8_live_video.MOV"
+    static let replay = "samples/spoof/pad-tdreplay__630b6ba7_replay_video.mp4"
+
+    static func clipArguments() throws -> [String] {
+        [try TestAssets.file(Self.live).path, try TestAssets.file(Self.replay).path].flatMap { ["--source", $0] }
+    }
+
+    static func decisions(_ messages: [[String: Any]], source: String) -> [[String: Any]] {
+        messages.filter { $0["type"] as? String == "decision" && $0["source"] as? String == source }
+    }
+
+    /// Event stream of both clips replayed without drops: schema, ordering, a deciding period, then
+    /// verdicts; the final verdicts equal the PyTorch reference's (Tests/Fixtures/daemon_expected.json,
+    /// made by scripts/make_daemon_fixture.py with the same whole-frame crop and window).
+    @Test func eventStreamMatchesTheReference() throws {
+        let daemon = try DaemonProcess(["--pacing", "fast", "--hold-until-subscribed"] + Self.clipArguments())
+        let client = try EventClient(path: daemon.socketPath)
+        try client.send(["op": "subscribe", "mode": "frames", "id": "s"])
+        let messages = try client.readToEnd(seconds: 120)
+        #expect(daemon.waitForExit(seconds: 10) == 0, "\(daemon.log.suffix(2000))")
+
+        #expect(messages.allSatisfy { $0["schema"] as? Int == 1 && $0["type"] is String })
+        #expect(messages.first?["type"] as? String == "ok" && messages.first?["id"] as? String == "s")
+        #expect(messages.last?["type"] as? String == "bye")
+        let events = messages.compactMap { $0["event"] as? Int }
+        #expect(events == events.sorted() && Set(events).count == events.count)
+
+        let fixtureURL = TestAssets.packageRoot.appendingPathComponent("Tests/Fixtures/daemon_expected.json")
+        let fixture = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtureURL)) as? [String: Any] ?? [:]
+        let clips = fixture["clips"] as? [String: [String: Any]] ?? [:]
+        for clip in [Self.live, Self.replay] {
+            let path = try TestAssets.file(clip).path
+            let decided = Self.decisions(messages, source: path)
+            let expected = try #require(clips[clip])
+            #expect(decided.count == expected["frames"] as? Int)
+            #expect(decided.compactMap { $0["seq"] as? Int } == Array(0..<decided.count))
+            let states = decided.compactMap { $0["state"] as? String }
+            #expect(states.first == "deciding")
+            let firstVerdict = try #require(states.firstIndex { $0 == "live" || $0 == "spoof" })
+            #expect(states[..<firstVerdict].allSatisfy { $0 == "deciding" })
+            #expect(states.last == expected["final_state"] as? String, "\(clip): \(states.suffix(5))")
+            let ended = messages.first { $0["type"] as? String == "source" && $0["source"] as? String == path }
+            #expect(ended?["kind"] as? String == "ended" && ended?["reason"] as? String == "end of file")
+        }
+    }
+
+    /// One client stops reading: it is dropped with a reason, the other gets every frame, and the
+    /// pipeline decides as many frames as without it.
+    @Test func slowClientIsDroppedWithoutSlowingThePipeline() throws {
+        let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try "socket:\n  client_queue_limit: 8\n".write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(
+            ["--config", config.path, "--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())
+        // The reader subscribes first (that starts the sources), the stuck client right after.
+        let reader = try EventClient(path: daemon.socketPath)
+        try reader.send(["op": "subscribe", "mode": "frames"])
+        let stuck = try EventClient(path: daemon.socketPath)
+        try stuck.send(["op": "subscribe", "mode": "frames"])
+        let received = try reader.readToEnd(seconds: 120)
+        #expect(daemon.waitForExit(seconds: 10) == 0)
+        // Played in real time (live sources, which drop frames when the pipeline falls behind): the
+        // stuck client must not make the pipeline fall behind. 267 + 357 frames.
+        let decided = received.filter { $0["type"] as? String == "decision" }.count
+        let stopped = daemon.log.components(separatedBy: "frames.processed=").last?.prefix(while: \.isNumber) ?? ""
+        #expect(Int(stopped) ?? 0 >= 612, "processed \(stopped) of 624")
+        #expect(decided == Int(stopped), "reader got \(decided), daemon processed \(stopped)")
+        // The stuck client now reads: what the kernel still held, then end of stream, long before the
+        // other client's 624 events. Its `bye` line was queued behind the data it never read, so the
+        // reason is in the daemon's log (an in-band bye reaches clients that are merely slow).
+        let backlog = try stuck.readToEnd(seconds: 10)
+        #expect(backlog.count < 300, "the stuck client was not disconnected: \(backlog.count) messages")
+        #expect(daemon.log.contains("client.reason=client too slow: 8 messages waiting to be read"))
+    }
+
+    /// A second uid, not on the allow-list, gets one error line and is closed; root is served.
+    @Test func peerCredentialsAreChecked() throws {
+        let user = "livenessd-test-\(Int.random(in: 1000...9999))"
+        guard (try? Program.run("/usr/sbin/useradd", ["--system", "--no-create-home", user])) != nil else {
+            Issue.record("cannot create a test user (needs root)")
+            return
+        }
+        defer { _ = try? Program.run("/usr/sbin/userdel", [user]) }
+        let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try "socket:\n  mode: \"0666\"\naccess:\n  allow_uids: [4242]\n".write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(["--config", config.path, "--pacing", "realtime"] + Self.clipArguments())
+        defer { daemon.signal(SIGTERM) }
+        chmod(daemon.directory.path, 0o755)  // let the other user reach the socket file itself
+        let root = try EventClient(path: daemon.socketPath)
+        try root.send(["op": "status", "id": "r"])
+        #expect(try root.next()?["type"] as? String == "status")
+        // The same request from the other user, through setpriv.
+        // The daemon may refuse before the request is even written (EPIPE): read what it said.
+        let script = """
+            import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+            try: s.sendall(b'{"op":"status"}\\n')
+            except OSError: pass
+            print(s.makefile().read())
+            """
+        let output = try Program.run(
+            "/usr/bin/setpriv", ["--reuid", user, "--regid", user, "--clear-groups", "/usr/bin/python3", "-c", script, daemon.socketPath])
+        let lines = output.split(separator: "\n").filter { !$0.isEmpty }
+        #expect(lines.count == 1, "\(output)")
+        #expect(lines.first?.contains("access denied for uid") == true, "\(output)")
+        #expect(!output.contains("\"status\""))
+    }
+
+    /// SIGTERM mid-stream: exit 0, and the client received every decision the daemon made.
+    @Test func sigtermDrainsAndLosesNothing() throws {
+        let daemon = try DaemonProcess(["--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())
+        let client = try EventClient(path: daemon.socketPath)
+        try client.send(["op": "subscribe", "mode": "frames"])
+        Thread.sleep(forTimeInterval: 3)
+        daemon.signal(SIGTERM)
+        let messages = try client.readToEnd(seconds: 30)
+        let status = daemon.waitForExit(seconds: 15)
+        #expect(status == 0)
+        let decided = messages.filter { $0["type"] as? String == "decision" }.count
+        let processed = daemon.log.components(separatedBy: "frames.processed=").last?.prefix(while: \.isNumber) ?? ""
+        #expect(decided > 20 && Int(processed) == decided, "client \(decided), daemon \(processed)")
+        #expect(messages.last?["type"] as? String == "bye" && messages.last?["error"] as? String == "daemon stopping")
+        let ends = messages.filter { $0["type"] as? String == "source" && $0["kind"] as? String == "ended" }
+        #expect(ends.count == 2 && ends.allSatisfy { $0["reason"] as? String == "stopped" })
+    }
+
+    /// SIGHUP: the new threshold from the config file applies to the next decisions; the client stays.
+    @Test func sighupReloadsTheThreshold() throws {
+        let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try "threshold: 0.2\n".write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(
+            ["--config", config.path, "--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())
+        let client = try EventClient(path: daemon.socketPath)
+        try client.send(["op": "subscribe", "mode": "frames"])
+        var before: [Double] = []
+        while before.count < 10, let message = try client.next() {
+            if let threshold = message["threshold"] as? Double { before.append(threshold) }
+        }
+        try "threshold: 0.7\n".write(to: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        var after: Double?
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, let message = try client.next() {
+            if let threshold = message["threshold"] as? Double, threshold != 0.2 {
+                after = threshold
+                break
+            }
+        }
+        #expect(before.allSatisfy { $0 == 0.2 })
+        #expect(after == 0.7)
+        try client.send(["op": "status", "id": "after"])
+        var status: [String: Any]?
+        while let message = try client.next(), status == nil {
+            if message["type"] as? String == "status" { status = message }
+        }
+        #expect(status?["threshold"] as? Double == 0.7)
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(seconds: 15) == 0)
+        #expect(daemon.log.contains("configuration reloaded"))
+    }
+
+    @Test func startupFailsFastWithClearMessages() throws {
+        let missing = try DaemonProcess(["--source", "/nonexistent/clip.mp4"])
+        #expect(missing.waitForExit(seconds: 20) == 2)
+        #expect(missing.log.contains("/nonexistent/clip.mp4: no such file"))
+        // A socket a running daemon holds is refused; a stale socket file is replaced.
+        let first = try DaemonProcess(["--pacing", "realtime"] + Self.clipArguments())
+        _ = try EventClient(path: first.socketPath)
+        let second = Process()
+        second.executableURL = Binary.url
+        second.arguments = try ["run", "--model", TestAssets.modelURL.path, "--socket", first.socketPath] + Self.clipArguments()
+        let pipe = Pipe()
+        second.standardError = pipe
+        try second.run()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        second.waitUntilExit()
+        #expect(second.terminationStatus == 2)
+        #expect(text.contains("in use by a running livenessd"), "\(text)")
+        first.signal(SIGKILL)
+        _ = first.waitForExit(seconds: 5)
+        #expect(FileManager.default.fileExists(atPath: first.socketPath))  // stale file left by the killed daemon
+        let third = try DaemonProcess(["--pacing", "realtime"] + Self.clipArguments(), socketPath: first.socketPath)
+        defer { third.signal(SIGTERM) }
+        let client = try EventClient(path: first.socketPath)
+        try client.send(["op": "status"])
+        #expect(try client.next()?["type"] as? String == "status")
+    }
+}
+
+/// Runs a program, returning standard output; throws on a non-zero exit.
+enum Program {
+    @discardableResult
+    static func run(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw EventClient.Failure(description: "\(path) exited \(process.terminationStatus): \(errors.suffix(500))")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
