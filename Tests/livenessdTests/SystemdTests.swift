@@ -121,15 +121,13 @@ final class FakeNotifySocket: @unchecked Sendable {
         let clip = try TestAssets.file("samples/live/pad-tdreal__621f74a8_live_video.MOV").path
         let daemon = try DaemonProcess(
             ["--source", clip], launcher: ["/usr/bin/systemd-socket-activate", "-l", socketPath, "-E", "LIVENESSD_LOG_LEVEL=info"], socketPath: "/nonexistent/unused.sock")
-        defer {
-            daemon.signal(SIGTERM)
-            _ = daemon.waitForExit(seconds: 10)
-        }
         let client = try EventClient(path: socketPath)
         try client.send(["op": "status", "id": "activated"])
         let reply = try #require(try client.next(seconds: 30))
         #expect(reply["type"] as? String == "status" && reply["id"] as? String == "activated")
-        #expect(daemon.log.contains("listening on the socket systemd passed"))
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(seconds: 15) == 0)
+        #expect(daemon.log.contains("listening on the socket systemd passed"), "\(daemon.log)")
         #expect(!FileManager.default.fileExists(atPath: "/nonexistent/unused.sock"))
     }
 }
