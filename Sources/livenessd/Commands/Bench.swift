@@ -1,5 +1,6 @@
 import ArgumentParser
 import CaptureKit
+import FramePipeline
 import Foundation
 import LivenessEngine
 import Synchronization
@@ -7,7 +8,7 @@ import Synchronization
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: the engine (default) and capture decoding.",
-        subcommands: [BenchEngine.self, BenchDecode.self],
+        subcommands: [BenchEngine.self, BenchDecode.self, BenchPipeline.self],
         defaultSubcommand: BenchEngine.self)
 }
 
@@ -210,5 +211,65 @@ struct BenchDecode: ParsableCommand {
                 clip.suffix(42).padding(toLength: 42, withPad: " ", startingAt: 0) + " "
                     + size.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %6d %10.1f", frames, best))
         }
+    }
+}
+
+struct BenchPipeline: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pipeline",
+        abstract: "Run clips through the whole pipeline (decode → crop → ViT → decision): throughput or latency.",
+        discussion: """
+            --pacing fast: every frame, as fast as possible (frames/s). --pacing realtime: at the clip's own \
+            rate, as a camera (capture → decision latency p50/p99, CPU % of one core, peak RSS). \
+            Make a 640x480 clip with scripts/make_bench_clips.sh.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "fast or realtime.")
+    var pacing = "fast"
+
+    @Argument(help: "Clips (each is one source; several run side by side).")
+    var clips: [String]
+
+    func run() throws {
+        let model: LivenessViT
+        do {
+            model = try self.modelOptions.load().model
+        } catch let error as CommandError {
+            FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let decided = Mutex(0)
+        let pipeline = LivenessPipeline(
+            model: model, configuration: .init(decisions: DecisionConfiguration(threshold: model.threshold))
+        ) { event in
+            if case .decision = event { decided.withLock { $0 += 1 } }
+        }
+        var options = MediaSource.Options()
+        options.pacing = self.pacing == "realtime" ? .realTime : .asFastAsPossible
+        var usageBefore = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usageBefore)
+        let start = DispatchTime.now().uptimeNanoseconds
+        for clip in self.clips { try pipeline.add(MediaSource(location: clip, options: options)) }
+        guard pipeline.waitUntilFinished(timeoutSeconds: 3600) else { throw CommandError("the clips did not finish") }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func cpuSeconds(_ value: rusage) -> Double {
+            Double(value.ru_utime.tv_sec + value.ru_stime.tv_sec) + Double(value.ru_utime.tv_usec + value.ru_stime.tv_usec) / 1e6
+        }
+        let cpu = cpuSeconds(usage) - cpuSeconds(usageBefore)
+        let statistics = pipeline.statistics()
+        let frames = decided.withLock { $0 }
+        print("# livenessd \(LivenessdVersion.string) bench pipeline, pacing \(self.pacing), OpenBLAS core \(BLAS.coreName), \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
+        print("# whole-frame crop (no detector); decode + RGB + PIL-exact resize + ViT (batched) + decision")
+        for (id, lane) in statistics.sorted(by: { $0.key < $1.key }) {
+            print(
+                "source \((id as NSString).lastPathComponent): in \(lane.framesIn), decided \(lane.processed), dropped stale \(lane.droppedStale) busy \(lane.droppedBusy), "
+                    + String(format: "latency p50 %.1f ms p99 %.1f ms", lane.latencyMilliseconds(percentile: 50), lane.latencyMilliseconds(percentile: 99)))
+        }
+        print(String(format: "total: %d frames decided in %.2f s = %.1f frames/s; CPU %.0f %% of one core; peak RSS %.1f MB",
+                     frames, seconds, Double(frames) / seconds, 100 * cpu / seconds, Double(usage.ru_maxrss) / 1024))
     }
 }
