@@ -5,9 +5,12 @@ import Logging
 @main
 enum Entry {
     static func main() {
+        let level = Logger.Level(environment: "LIVENESSD_LOG_LEVEL") ?? .notice
+        let journal = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil
         LoggingSystem.bootstrap { label in
+            if journal { return JournaldLogHandler(label: label, logLevel: level) }
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = Logger.Level(environment: "LIVENESSD_LOG_LEVEL") ?? .notice
+            handler.logLevel = level
             return handler
         }
         // Before any model is loaded: OpenBLAS picks its kernels once, when the library initialises.

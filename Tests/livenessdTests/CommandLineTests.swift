@@ -124,3 +124,24 @@ enum Binary {
         #expect(BLASRuntime.decide(core: "Prescott", environment: [:], cpuFlags: ["sse2", "sse3"]) == .generic)
     }
 }
+
+@Suite struct LoggingTests {
+    @Test func journaldLinesCarryThePriority() {
+        let line = JournaldLogHandler.line(
+            level: .warning, label: "livenessd", message: "camera gone", metadata: ["capture.device": "/dev/video0"])
+        #expect(line == "<4>livenessd: camera gone capture.device=/dev/video0\n")
+        #expect(JournaldLogHandler.priority(.info) == 6 && JournaldLogHandler.priority(.error) == 3)
+    }
+
+    /// `livenessd watch` against a daemon: prints the status line.
+    @Test func watchPrintsStatus() throws {
+        let daemon = try DaemonProcess(["--source", try TestAssets.file("samples/live/pad-tdreal__621f74a8_live_video.MOV").path])
+        defer { daemon.signal(SIGTERM) }
+        _ = try EventClient(path: daemon.socketPath)  // wait until it listens
+        let output = try Binary.run(["watch", "--socket", daemon.socketPath, "--status"])
+        #expect(output.status == 0)
+        #expect(output.standardOutput.contains("\"type\":\"status\""), "\(output.standardOutput)")
+        let refused = try Binary.run(["watch", "--socket", "/nonexistent/livenessd.sock"])
+        #expect(refused.status == 2 && refused.standardError.contains("is the daemon running?"))
+    }
+}
