@@ -56,10 +56,10 @@ public struct ONNXModel: Sendable {
         public var values: [Int]
     }
 
-    /// A declared graph input or output; nil dimensions are symbolic (e.g. `height`).
+    /// A declared graph input or output; nil dimensions are symbolic (e.g. `height`), a nil shape undeclared.
     public struct ValueInfo: Sendable {
         public var name: String
-        public var shape: [Int?]
+        public var shape: [Int?]?
     }
 
     public var path: String
@@ -122,6 +122,7 @@ public struct ONNXModel: Sendable {
                     node.attribute.map { ($0.name, try Self.attribute($0)) }, uniquingKeysWith: { first, _ in first }))
         }
         func info(_ value: Onnx_ValueInfoProto) -> ValueInfo {
+            guard value.type.tensorType.hasShape else { return ValueInfo(name: value.name, shape: nil) }
             let dims = value.type.tensorType.shape.dim.map { dim -> Int? in
                 if case .dimValue(let size)? = dim.value { return Int(size) }
                 return nil
