@@ -184,16 +184,18 @@ import Testing
     /// The convolution paths (GEMM 1×1, direct depthwise 3×3, im2col for the rest) against plain loops,
     /// including a grouped, strided, asymmetrically padded case YuNet does not have.
     @Test(arguments: [
-        (channels: 6, outputs: 4, groups: 1, kernel: 1, stride: 1, pads: [0, 0, 0, 0]),
-        (channels: 6, outputs: 6, groups: 6, kernel: 3, stride: 1, pads: [1, 1, 1, 1]),
-        (channels: 3, outputs: 5, groups: 1, kernel: 3, stride: 2, pads: [1, 1, 1, 1]),
-        (channels: 4, outputs: 6, groups: 2, kernel: 3, stride: 2, pads: [0, 1, 2, 1]),
-        (channels: 6, outputs: 6, groups: 6, kernel: 3, stride: 2, pads: [1, 1, 1, 1]),
+        (channels: 6, outputs: 4, groups: 1, kernel: 1, stride: 1, pads: [0, 0, 0, 0], size: [11, 13]),
+        (channels: 6, outputs: 6, groups: 6, kernel: 3, stride: 1, pads: [1, 1, 1, 1], size: [11, 13]),
+        (channels: 2, outputs: 2, groups: 2, kernel: 3, stride: 1, pads: [1, 1, 1, 1], size: [6, 6]),
+        (channels: 2, outputs: 2, groups: 2, kernel: 3, stride: 1, pads: [1, 1, 1, 1], size: [3, 5]),
+        (channels: 3, outputs: 5, groups: 1, kernel: 3, stride: 2, pads: [1, 1, 1, 1], size: [11, 13]),
+        (channels: 4, outputs: 6, groups: 2, kernel: 3, stride: 2, pads: [0, 1, 2, 1], size: [11, 13]),
+        (channels: 6, outputs: 6, groups: 6, kernel: 3, stride: 2, pads: [1, 1, 1, 1], size: [11, 13]),
     ])
     func convolutionMatchesDirectLoops(
-        _ c: (channels: Int, outputs: Int, groups: Int, kernel: Int, stride: Int, pads: [Int])
+        _ c: (channels: Int, outputs: Int, groups: Int, kernel: Int, stride: Int, pads: [Int], size: [Int])
     ) throws {
-        let (height, width) = (11, 13)
+        let (height, width) = (c.size[0], c.size[1])
         let perGroup = c.channels / c.groups
         func values(_ count: Int, _ seed: Int) -> [Float] { (0..<count).map { Float(sin(Double($0 * 7 + seed))) } }
         let weights = values(c.outputs * perGroup * c.kernel * c.kernel, 1)

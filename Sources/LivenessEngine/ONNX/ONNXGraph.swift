@@ -76,7 +76,8 @@ public final class ONNXGraph {
     private var slotOfValue: [Int] = []
     private var slots: [FloatBuffer] = []
     private let columns = FloatBuffer(capacity: 1)  // im2col scratch
-    private let zeroRow = FloatBuffer(capacity: 1)  // depthwise padding row
+    private let zeroRow = FloatBuffer(capacity: 1)  // depthwise padding row, never written
+    private let spareRow = FloatBuffer(capacity: 1)  // depthwise output row past an odd height
     private var resizeTables: [Int: (rows: [Int], columns: [Int])] = [:]
 
     public convenience init(contentsOf url: URL) throws {
@@ -377,6 +378,7 @@ public final class ONNXGraph {
         self.resizeTables = tables
         self.columns.reserve(columnsNeeded)
         self.zeroRow.reserve(widestRow)
+        self.spareRow.reserve(widestRow)
         self.inputShape = inputShape
     }
 
@@ -423,7 +425,8 @@ public final class ONNXGraph {
             case .convolution(let convolution, let relu):
                 self.convolve(convolution, relu: relu, x, shape: xShape, out, shape: outShape)
             case .relu:
-                for i in 0..<count { out[i] = max(x[i], 0) }
+                out.update(from: x, count: count)
+                ConvolutionKernels.relu(out, count: count)
             case .sigmoid:
                 for i in 0..<count { out[i] = 1 / (1 + Foundation.exp(-x[i])) }
             case .add:
@@ -454,18 +457,21 @@ public final class ONNXGraph {
         let outputArea = outShape[2] * outShape[3]
         switch c.kind {
         case .pointwise:
+            ConvolutionKernels.fillBias(out, channels: c.outputChannels, area: outputArea, bias: c.bias.pointer)
             BLAS.gemm(
                 m: c.outputChannels, n: outputArea, k: c.inputChannelsPerGroup, a: c.weights.pointer,
-                lda: c.inputChannelsPerGroup, b: x, ldb: outputArea, beta: 0, c: out, ldc: outputArea)
-            ConvolutionKernels.addBias(out, channels: c.outputChannels, area: outputArea, bias: c.bias.pointer, relu: relu)
+                lda: c.inputChannelsPerGroup, b: x, ldb: outputArea, beta: 1, c: out, ldc: outputArea)
+            if relu { ConvolutionKernels.relu(out, count: c.outputChannels * outputArea) }
         case .depthwise3x3:
             ConvolutionKernels.depthwise3x3(
                 x, channels: c.outputChannels, height: height, width: width, weights: c.weights.pointer,
-                bias: c.bias.pointer, relu: relu, zeroRow: self.zeroRow.pointer, into: out)
+                bias: c.bias.pointer, relu: relu, zeroRow: self.zeroRow.pointer, spareRow: self.spareRow.pointer,
+                into: out)
         case .general:
             let g = c.geometry
             let depth = c.inputChannelsPerGroup * g.kernelHeight * g.kernelWidth
             let outputsPerGroup = c.outputChannels / c.groups
+            ConvolutionKernels.fillBias(out, channels: c.outputChannels, area: outputArea, bias: c.bias.pointer)
             for group in 0..<c.groups {
                 ConvolutionKernels.im2col(
                     x + group * c.inputChannelsPerGroup * height * width, channels: c.inputChannelsPerGroup,
@@ -473,10 +479,10 @@ public final class ONNXGraph {
                     into: self.columns.pointer)
                 BLAS.gemm(
                     m: outputsPerGroup, n: outputArea, k: depth, a: c.weights.pointer + group * outputsPerGroup * depth,
-                    lda: depth, b: self.columns.pointer, ldb: outputArea, beta: 0,
+                    lda: depth, b: self.columns.pointer, ldb: outputArea, beta: 1,
                     c: out + group * outputsPerGroup * outputArea, ldc: outputArea)
             }
-            ConvolutionKernels.addBias(out, channels: c.outputChannels, area: outputArea, bias: c.bias.pointer, relu: relu)
+            if relu { ConvolutionKernels.relu(out, count: c.outputChannels * outputArea) }
         }
     }
 }
