@@ -22,21 +22,45 @@ struct WindowGeometry: Equatable {
 
 enum ConvolutionKernels {
     /// Unfolds `channels` planes into rows of (channel, ky, kx) × output pixels, zero outside the image:
-    /// the convolution is then one GEMM per group.
+    /// the convolution is then one GEMM per group. With a horizontal stride s, each input row is first
+    /// split into its s phases (columns j·s + r) in `phases` (height · s · ⌈width / s⌉ floats), so every
+    /// line becomes a contiguous copy: the strided gather straight from the image measured 2–3× slower.
     static func im2col(
         _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
-        outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>
+        outputHeight: Int, outputWidth: Int, phases: UnsafeMutablePointer<Float>, into columns: UnsafeMutablePointer<Float>
     ) {
+        let s = g.strideX
+        let phaseWidth = (width + s - 1) / s
         let outputArea = outputHeight * outputWidth
         var row = columns
         for channel in 0..<channels {
-            let plane = input + channel * height * width
+            var plane = input + channel * height * width
+            var planeWidth = width
+            if s > 1 {
+                for iy in 0..<height {
+                    let source = plane + iy * width
+                    let target = phases + iy * s * phaseWidth
+                    for phase in 0..<s {
+                        let line = target + phase * phaseWidth
+                        var x = phase
+                        for j in 0..<phaseWidth where x < width {
+                            line[j] = source[x]
+                            x += s
+                        }
+                    }
+                }
+                plane = UnsafePointer(phases)
+                planeWidth = s * phaseWidth
+            }
             for ky in 0..<g.kernelHeight {
                 for kx in 0..<g.kernelWidth {
-                    // Output columns whose input column ox·stride − pad + kx lies inside the image.
+                    // Output columns whose input column ix = ox·s + shift lies inside the image;
+                    // ix = (ox + q)·s + r, so they are phase r from column q on.
                     let shift = kx - g.padLeft
-                    let first = min(max((-shift + g.strideX - 1) / g.strideX, 0), outputWidth)
-                    let end = width - 1 - shift < 0 ? first : min(max((width - 1 - shift) / g.strideX + 1, first), outputWidth)
+                    let first = min(max((-shift + s - 1) / s, 0), outputWidth)
+                    let end = width - 1 - shift < 0 ? first : min(max((width - 1 - shift) / s + 1, first), outputWidth)
+                    let r = (shift % s + s) % s
+                    let q = (shift - r) / s
                     for oy in 0..<outputHeight {
                         let line = row + oy * outputWidth
                         let iy = oy * g.strideY - g.padTop + ky
@@ -44,13 +68,9 @@ enum ConvolutionKernels {
                             line.update(repeating: 0, count: outputWidth)
                             continue
                         }
-                        let source = plane + iy * width + shift
+                        let source = plane + iy * planeWidth + r * phaseWidth + q
                         line.update(repeating: 0, count: first)
-                        if g.strideX == 1 {
-                            (line + first).update(from: source + first, count: end - first)
-                        } else {
-                            for ox in first..<end { line[ox] = source[ox * g.strideX] }
-                        }
+                        (line + first).update(from: source + first, count: end - first)
                         (line + end).update(repeating: 0, count: outputWidth - end)
                     }
                     row += outputArea

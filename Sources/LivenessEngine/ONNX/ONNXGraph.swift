@@ -76,6 +76,7 @@ public final class ONNXGraph {
     private var slotOfValue: [Int] = []
     private var slots: [FloatBuffer] = []
     private let columns = FloatBuffer(capacity: 1)  // im2col scratch
+    private let phases = FloatBuffer(capacity: 1)  // im2col's phase-split input plane (strided convolutions)
     private let zeroRow = FloatBuffer(capacity: 1)  // depthwise padding row, never written
     private let spareRow = FloatBuffer(capacity: 1)  // depthwise output row past an odd height
     private var resizeTables: [Int: (rows: [Int], columns: [Int])] = [:]
@@ -287,6 +288,7 @@ public final class ONNXGraph {
         var shapes = [[Int]](repeating: [], count: self.valueCount)
         shapes[self.inputValue] = inputShape
         var columnsNeeded = 1
+        var phasesNeeded = 1
         var widestRow = 1
         var tables: [Int: (rows: [Int], columns: [Int])] = [:]
         for (index, instruction) in self.instructions.enumerated() {
@@ -306,6 +308,8 @@ public final class ONNXGraph {
                 if c.kind == .general {
                     let rows = c.inputChannelsPerGroup * c.geometry.kernelHeight * c.geometry.kernelWidth
                     columnsNeeded = max(columnsNeeded, rows * size.height * size.width)
+                    let stride = c.geometry.strideX
+                    phasesNeeded = max(phasesNeeded, x[2] * stride * ((x[3] + stride - 1) / stride))
                 }
                 if c.kind == .depthwise3x3 { widestRow = max(widestRow, x[3]) }
             case .relu, .sigmoid:
@@ -377,6 +381,7 @@ public final class ONNXGraph {
         self.shapes = shapes
         self.resizeTables = tables
         self.columns.reserve(columnsNeeded)
+        self.phases.reserve(phasesNeeded)
         self.zeroRow.reserve(widestRow)
         self.spareRow.reserve(widestRow)
         self.inputShape = inputShape
@@ -476,7 +481,7 @@ public final class ONNXGraph {
                 ConvolutionKernels.im2col(
                     x + group * c.inputChannelsPerGroup * height * width, channels: c.inputChannelsPerGroup,
                     height: height, width: width, geometry: g, outputHeight: outShape[2], outputWidth: outShape[3],
-                    into: self.columns.pointer)
+                    phases: self.phases.pointer, into: self.columns.pointer)
                 BLAS.gemm(
                     m: outputsPerGroup, n: outputArea, k: depth, a: c.weights.pointer + group * outputsPerGroup * depth,
                     lda: depth, b: self.columns.pointer, ldb: outputArea, beta: 1,
