@@ -85,7 +85,8 @@ public final class FaceDetector {
         var heads: [String: Tensor] = [:]
         for (name, index) in zip(Self.headNames, self.headIndices) {
             let (data, shape) = self.graph.output(index)
-            heads[name] = Tensor(shape: shape, values: Array(UnsafeBufferPointer(start: data, count: shape.reduce(1, *))))
+            heads[name] = Tensor(
+                shape: shape, values: Array(UnsafeBufferPointer(start: data, count: shape.reduce(1, *))))
         }
         return heads
     }
@@ -152,7 +153,8 @@ public final class FaceDetector {
         // OpenCV runs NMS only when there is more than one candidate.
         guard faces.count > 1 else { return faces }
         return Self.nonMaximumSuppression(
-            faces, scoreThreshold: threshold, nmsThreshold: self.configuration.nmsThreshold, topK: self.configuration.topK)
+            faces, scoreThreshold: threshold, nmsThreshold: self.configuration.nmsThreshold,
+            topK: self.configuration.topK)
     }
 
     private func head(_ index: Int, _ anchors: Int, _ width: Int) -> UnsafePointer<Float>? {

@@ -1,7 +1,8 @@
 import Foundation
-@testable import LivenessEngine
 import TestSupport
 import Testing
+
+@testable import LivenessEngine
 
 /// YuNet on the ONNX interpreter against ONNX Runtime (raw heads) and OpenCV FaceDetectorYN
 /// (faces), on ../shared/golden/yunet (made by reference/make_golden.py, `yunet_cases`).
@@ -148,7 +149,9 @@ import Testing
         let index = try #require(proto.graph.node.firstIndex { $0.opType == "Sigmoid" })
         proto.graph.node[index].opType = "HardSwish"
         let name = proto.graph.node[index].name
-        self.expectRefusal(.unsupportedOperator, ["edited.onnx", "node \(name) (HardSwish)", "HardSwish is not supported"]) {
+        self.expectRefusal(
+            .unsupportedOperator, ["edited.onnx", "node \(name) (HardSwish)", "HardSwish is not supported"]
+        ) {
             try self.load(proto)
         }
     }
@@ -158,7 +161,9 @@ import Testing
         let weight = "backbone.model2.conv1.conv1.weight"
         proto.graph.initializer.removeAll { $0.name == weight }
         let node = try #require(proto.graph.node.first { $0.input.contains(weight) })
-        self.expectRefusal(.missingValue, ["node \(node.name) (Conv)", "'\(weight)'", "missing"]) { try self.load(proto) }
+        self.expectRefusal(.missingValue, ["node \(node.name) (Conv)", "'\(weight)'", "missing"]) {
+            try self.load(proto)
+        }
     }
 
     @Test func refusesWeightsOfTheWrongShapeNamingTheNode() throws {
@@ -230,7 +235,8 @@ import Testing
                 $0.input = ["x", "w", "b"]
                 $0.output = ["c"]
                 $0.attribute = [
-                    ints("kernel_shape", [c.kernel, c.kernel]), ints("strides", [c.stride, c.stride]), ints("pads", c.pads),
+                    ints("kernel_shape", [c.kernel, c.kernel]), ints("strides", [c.stride, c.stride]),
+                    ints("pads", c.pads),
                     Onnx_AttributeProto.with {
                         $0.name = "group"
                         $0.type = .int

@@ -27,7 +27,8 @@ enum ConvolutionKernels {
     /// line becomes a contiguous copy: the strided gather straight from the image measured 2–3× slower.
     static func im2col(
         _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
-        outputHeight: Int, outputWidth: Int, phases: UnsafeMutablePointer<Float>, into columns: UnsafeMutablePointer<Float>
+        outputHeight: Int, outputWidth: Int, phases: UnsafeMutablePointer<Float>,
+        into columns: UnsafeMutablePointer<Float>
     ) {
         let s = g.strideX
         let phaseWidth = (width + s - 1) / s
@@ -92,7 +93,8 @@ enum ConvolutionKernels {
         let zero = SIMD8<Float>(repeating: 0)
         for vector in 0..<vectors {
             let value = raw.loadUnaligned(fromByteOffset: vector * 32, as: SIMD8<Float>.self)
-            raw.storeBytes(of: value.replacing(with: zero, where: value .< zero), toByteOffset: vector * 32, as: SIMD8<Float>.self)
+            raw.storeBytes(
+                of: value.replacing(with: zero, where: value .< zero), toByteOffset: vector * 32, as: SIMD8<Float>.self)
         }
         for index in (vectors * 8)..<count where !(data[index] > 0) { data[index] = 0 }
     }
@@ -124,7 +126,8 @@ enum ConvolutionKernels {
                     self.depthwiseRowPair(rows, width: width, w: w, bias: b, floor: floor, first, second)
                 } else {
                     for x in 0..<width {
-                        var upper = b, lower = b
+                        var upper = b
+                        var lower = b
                         for dx in -1...1 where x + dx >= 0 && x + dx < width {
                             let i = x + dx
                             upper += w[dx + 1] * rows.0[i] + w[dx + 4] * rows.1[i] + w[dx + 7] * rows.2[i]
@@ -150,22 +153,34 @@ enum ConvolutionKernels {
         let last = width - 1
         // The edge columns, where the window leaves the image.
         func edge(_ x: Int, _ a: Int, _ c: Int, _ ka: Int, _ kc: Int) {
-            let upper = b + w[ka] * r0[a] + w[kc] * r0[c] + w[ka + 3] * r1[a] + w[kc + 3] * r1[c] + w[ka + 6] * r2[a]
+            let upper =
+                b + w[ka] * r0[a] + w[kc] * r0[c] + w[ka + 3] * r1[a] + w[kc + 3] * r1[c] + w[ka + 6] * r2[a]
                 + w[kc + 6] * r2[c]
-            let lower = b + w[ka] * r1[a] + w[kc] * r1[c] + w[ka + 3] * r2[a] + w[kc + 3] * r2[c] + w[ka + 6] * r3[a]
+            let lower =
+                b + w[ka] * r1[a] + w[kc] * r1[c] + w[ka + 3] * r2[a] + w[kc + 3] * r2[c] + w[ka + 6] * r3[a]
                 + w[kc + 6] * r3[c]
             first[x] = upper > floor ? upper : floor
             second[x] = lower > floor ? lower : floor
         }
         edge(0, 0, 1, 1, 2)
         edge(last, last - 1, last, 0, 1)
-        let w0 = SIMD4<Float>(repeating: w[0]), w1 = SIMD4<Float>(repeating: w[1]), w2 = SIMD4<Float>(repeating: w[2])
-        let w3 = SIMD4<Float>(repeating: w[3]), w4 = SIMD4<Float>(repeating: w[4]), w5 = SIMD4<Float>(repeating: w[5])
-        let w6 = SIMD4<Float>(repeating: w[6]), w7 = SIMD4<Float>(repeating: w[7]), w8 = SIMD4<Float>(repeating: w[8])
+        let w0 = SIMD4<Float>(repeating: w[0])
+        let w1 = SIMD4<Float>(repeating: w[1])
+        let w2 = SIMD4<Float>(repeating: w[2])
+        let w3 = SIMD4<Float>(repeating: w[3])
+        let w4 = SIMD4<Float>(repeating: w[4])
+        let w5 = SIMD4<Float>(repeating: w[5])
+        let w6 = SIMD4<Float>(repeating: w[6])
+        let w7 = SIMD4<Float>(repeating: w[7])
+        let w8 = SIMD4<Float>(repeating: w[8])
         let shift = SIMD4<Float>(repeating: b)
         let lowest = SIMD4<Float>(repeating: floor)
-        let p0 = UnsafeRawPointer(r0), p1 = UnsafeRawPointer(r1), p2 = UnsafeRawPointer(r2), p3 = UnsafeRawPointer(r3)
-        let o0 = UnsafeMutableRawPointer(first), o1 = UnsafeMutableRawPointer(second)
+        let p0 = UnsafeRawPointer(r0)
+        let p1 = UnsafeRawPointer(r1)
+        let p2 = UnsafeRawPointer(r2)
+        let p3 = UnsafeRawPointer(r3)
+        let o0 = UnsafeMutableRawPointer(first)
+        let o1 = UnsafeMutableRawPointer(second)
         // Columns 1 … width − 2, four at a time; the last block overlaps the one before it. Each input
         // row is loaded once and feeds both outputs at once (measured 10–20 % faster than loading all first).
         var x = 1
@@ -189,8 +204,10 @@ enum ConvolutionKernels {
             centre = p3.loadUnaligned(fromByteOffset: offset, as: SIMD4<Float>.self)
             right = p3.loadUnaligned(fromByteOffset: offset + 4, as: SIMD4<Float>.self)
             lower += w6 * left + w7 * centre + w8 * right
-            o0.storeBytes(of: upper.replacing(with: lowest, where: upper .< lowest), toByteOffset: offset, as: SIMD4<Float>.self)
-            o1.storeBytes(of: lower.replacing(with: lowest, where: lower .< lowest), toByteOffset: offset, as: SIMD4<Float>.self)
+            o0.storeBytes(
+                of: upper.replacing(with: lowest, where: upper .< lowest), toByteOffset: offset, as: SIMD4<Float>.self)
+            o1.storeBytes(
+                of: lower.replacing(with: lowest, where: lower .< lowest), toByteOffset: offset, as: SIMD4<Float>.self)
             if x == width - 5 { break }
             x = min(x + 4, width - 5)
         }
@@ -203,8 +220,11 @@ enum ConvolutionKernels {
     ) {
         // `a > b ? a : b` rather than max(): Swift's max orders NaNs, which costs several instructions.
         @inline(__always) func larger(_ a: Float, _ b: Float) -> Float { a > b ? a : b }
-        let plain2x2 = g == WindowGeometry(
-            kernelHeight: 2, kernelWidth: 2, strideY: 2, strideX: 2, padTop: 0, padLeft: 0, padBottom: 0, padRight: 0)
+        let plain2x2 =
+            g
+            == WindowGeometry(
+                kernelHeight: 2, kernelWidth: 2, strideY: 2, strideX: 2, padTop: 0, padLeft: 0, padBottom: 0,
+                padRight: 0)
         for channel in 0..<channels {
             let plane = input + channel * height * width
             var out = output + channel * outputHeight * outputWidth
@@ -213,7 +233,8 @@ enum ConvolutionKernels {
                     let upper = plane + 2 * oy * width
                     let lower = upper + width
                     for ox in 0..<outputWidth {
-                        out[ox] = larger(larger(upper[2 * ox], upper[2 * ox + 1]), larger(lower[2 * ox], lower[2 * ox + 1]))
+                        out[ox] = larger(
+                            larger(upper[2 * ox], upper[2 * ox + 1]), larger(lower[2 * ox], lower[2 * ox + 1]))
                     }
                     out += outputWidth
                     continue

@@ -9,7 +9,9 @@ import Foundation
 /// which `run` calls when the size changes. Buffers are shared between values whose lifetimes do
 /// not overlap. Not thread-safe: one instance per inference thread.
 public final class ONNXGraph {
-    public static let supportedOperators = ["Add", "Conv", "MaxPool", "Relu", "Reshape", "Resize", "Sigmoid", "Transpose"]
+    public static let supportedOperators = [
+        "Add", "Conv", "MaxPool", "Relu", "Reshape", "Resize", "Sigmoid", "Transpose",
+    ]
 
     final class Convolution {
         enum Kind { case pointwise, depthwise3x3, general }
@@ -111,7 +113,8 @@ public final class ONNXGraph {
                     "operator \(name) is not supported (supported: \(Self.supportedOperators.joined(separator: ", ")))")
             }
             guard node.outputs.count == 1, !node.outputs[0].isEmpty else {
-                throw fail(.unsupportedAttribute, "\(node.outputs.count) outputs; only the first (data) output is supported")
+                throw fail(
+                    .unsupportedAttribute, "\(node.outputs.count) outputs; only the first (data) output is supported")
             }
             /// A computed value (graph input or an earlier node's output).
             func activation(_ index: Int) throws -> Int {
@@ -121,14 +124,19 @@ public final class ONNXGraph {
                 let name = node.inputs[index]
                 if let id = ids[name] { return id }
                 if model.floatInitializers[name] != nil || model.integerInitializers[name] != nil {
-                    throw fail(.unsupportedTensor, "input '\(name)' is a constant; only computed values are supported here")
+                    throw fail(
+                        .unsupportedTensor, "input '\(name)' is a constant; only computed values are supported here")
                 }
-                throw fail(.missingValue, "input '\(name)' is neither the graph input, an initializer nor an earlier node's output")
+                throw fail(
+                    .missingValue,
+                    "input '\(name)' is neither the graph input, an initializer nor an earlier node's output")
             }
             func constant(_ index: Int) throws -> Tensor {
                 let name = index < node.inputs.count ? node.inputs[index] : ""
                 guard let tensor = model.floatInitializers[name] else {
-                    if ids[name] != nil { throw fail(.unsupportedTensor, "input '\(name)' must be an initializer, not computed") }
+                    if ids[name] != nil {
+                        throw fail(.unsupportedTensor, "input '\(name)' must be an initializer, not computed")
+                    }
                     throw fail(.missingValue, "initializer '\(name)' (input \(index)) is missing from the file")
                 }
                 return tensor
@@ -137,7 +145,8 @@ public final class ONNXGraph {
                 switch node.attributes[key] {
                 case nil: return fallback
                 case .ints(let values)?: return values
-                case let other?: throw fail(.unsupportedAttribute, "attribute \(key) should be a list of ints, found \(other)")
+                case let other?:
+                    throw fail(.unsupportedAttribute, "attribute \(key) should be a list of ints, found \(other)")
                 }
             }
             func int(_ key: String, _ fallback: Int) throws -> Int {
@@ -151,7 +160,8 @@ public final class ONNXGraph {
                 switch node.attributes[key] {
                 case nil: return fallback
                 case .string(let value)?: return value
-                case let other?: throw fail(.unsupportedAttribute, "attribute \(key) should be a string, found \(other)")
+                case let other?:
+                    throw fail(.unsupportedAttribute, "attribute \(key) should be a string, found \(other)")
                 }
             }
             func window(kernel: [Int]) throws -> WindowGeometry {
@@ -160,9 +170,12 @@ public final class ONNXGraph {
                 guard kernel.count == 2, strides.count == 2, pads.count == 4, kernel.allSatisfy({ $0 > 0 }),
                     strides.allSatisfy({ $0 > 0 }), pads.allSatisfy({ $0 >= 0 })
                 else {
-                    throw fail(.unsupportedAttribute, "2-D windows only: kernel \(kernel), strides \(strides), pads \(pads)")
+                    throw fail(
+                        .unsupportedAttribute, "2-D windows only: kernel \(kernel), strides \(strides), pads \(pads)")
                 }
-                guard try ints("dilations", [1, 1]) == [1, 1] else { throw fail(.unsupportedAttribute, "dilation is not supported") }
+                guard try ints("dilations", [1, 1]) == [1, 1] else {
+                    throw fail(.unsupportedAttribute, "dilation is not supported")
+                }
                 guard try string("auto_pad", "NOTSET") == "NOTSET" else {
                     throw fail(.unsupportedAttribute, "auto_pad is not supported; export with explicit pads")
                 }
@@ -200,7 +213,8 @@ public final class ONNXGraph {
                 operation = .add
             case "MaxPool":
                 guard try int("storage_order", 0) == 0 else { throw fail(.unsupportedAttribute, "storage_order 1") }
-                operation = .maxPool(try window(kernel: try ints("kernel_shape", [])), ceilMode: try int("ceil_mode", 0) != 0)
+                operation = .maxPool(
+                    try window(kernel: try ints("kernel_shape", [])), ceilMode: try int("ceil_mode", 0) != 0)
             case "Resize":
                 guard try string("mode", "nearest") == "nearest",
                     try string("coordinate_transformation_mode", "half_pixel") == "asymmetric",
@@ -214,12 +228,14 @@ public final class ONNXGraph {
                 let scalesIndex = model.opsetVersion <= 10 ? 1 : 2
                 let scales = try constant(scalesIndex).values
                 guard scales.count == 4, scales[0] == 1, scales[1] == 1, scales[2] > 0, scales[3] > 0 else {
-                    throw fail(.unsupportedAttribute, "scales \(scales): only spatial scaling of an NCHW tensor is supported")
+                    throw fail(
+                        .unsupportedAttribute, "scales \(scales): only spatial scaling of an NCHW tensor is supported")
                 }
                 operation = .resizeNearest(scales: scales)
             case "Transpose":
                 let permutation = try ints("perm", [])
-                guard !permutation.isEmpty, permutation.count <= 4, permutation.sorted() == Array(0..<permutation.count) else {
+                guard !permutation.isEmpty, permutation.count <= 4, permutation.sorted() == Array(0..<permutation.count)
+                else {
                     throw fail(.unsupportedAttribute, "perm \(permutation) is not a permutation of at most 4 axes")
                 }
                 operation = .transpose(permutation)
@@ -234,7 +250,9 @@ public final class ONNXGraph {
                 preconditionFailure("operator list and switch disagree")
             }
             let output = ids.count
-            guard ids[node.outputs[0]] == nil else { throw fail(.badShape, "output '\(node.outputs[0])' is produced twice") }
+            guard ids[node.outputs[0]] == nil else {
+                throw fail(.badShape, "output '\(node.outputs[0])' is produced twice")
+            }
             ids[node.outputs[0]] = output
             instructions.append(Instruction(label: label, operation: operation, inputs: inputs, output: output))
         }
@@ -242,7 +260,8 @@ public final class ONNXGraph {
         self.outputValues = try model.outputs.map { output in
             guard let id = ids[output.name] else {
                 throw ONNXError(
-                    code: .missingValue, path: path, node: nil, message: "graph output '\(output.name)' is never computed")
+                    code: .missingValue, path: path, node: nil,
+                    message: "graph output '\(output.name)' is never computed")
             }
             return id
         }
@@ -283,7 +302,9 @@ public final class ONNXGraph {
         else {
             throw ONNXError(
                 code: .badShape, path: self.path, node: nil,
-                message: "input shape \(inputShape) does not fit the declared \(declared.map { $0.map(String.init) ?? "?" })")
+                message:
+                    "input shape \(inputShape) does not fit the declared \(declared.map { $0.map(String.init) ?? "?" })"
+            )
         }
         var shapes = [[Int]](repeating: [], count: self.valueCount)
         shapes[self.inputValue] = inputShape
@@ -342,7 +363,9 @@ public final class ONNXGraph {
                 var shape = target.enumerated().map { $1 == 0 && $0 < x.count ? x[$0] : $1 }
                 let known = shape.filter { $0 != -1 }.reduce(1, *)
                 let inferred = shape.filter { $0 == -1 }.count
-                if inferred == 1, known > 0, count % known == 0, let at = shape.firstIndex(of: -1) { shape[at] = count / known }
+                if inferred == 1, known > 0, count % known == 0, let at = shape.firstIndex(of: -1) {
+                    shape[at] = count / known
+                }
                 guard inferred <= 1, shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == count else {
                     throw fail("cannot reshape \(x) to \(target)")
                 }
@@ -354,7 +377,9 @@ public final class ONNXGraph {
         // Buffers: an instruction's output takes a free slot (best fit) before its inputs are released,
         // so no kernel ever reads and writes the same memory. Graph outputs are never released.
         var lastUse = [Int](repeating: -1, count: self.valueCount)
-        for (index, instruction) in self.instructions.enumerated() { for input in instruction.inputs { lastUse[input] = index } }
+        for (index, instruction) in self.instructions.enumerated() {
+            for input in instruction.inputs { lastUse[input] = index }
+        }
         for output in self.outputValues { lastUse[output] = Int.max }
         var slotOfValue = [Int](repeating: -1, count: self.valueCount)
         var capacities: [Int] = []
@@ -402,7 +427,8 @@ public final class ONNXGraph {
         for (name, value) in zip(self.outputNames, self.outputValues) {
             let shape = self.shapes[value]
             let data = self.pointer(value)
-            outputs[name] = Tensor(shape: shape, values: Array(UnsafeBufferPointer(start: data, count: shape.reduce(1, *))))
+            outputs[name] = Tensor(
+                shape: shape, values: Array(UnsafeBufferPointer(start: data, count: shape.reduce(1, *))))
         }
         return outputs
     }
@@ -455,7 +481,8 @@ public final class ONNXGraph {
     }
 
     private func convolve(
-        _ c: Convolution, relu: Bool, _ x: UnsafePointer<Float>, shape xShape: [Int], _ out: UnsafeMutablePointer<Float>,
+        _ c: Convolution, relu: Bool, _ x: UnsafePointer<Float>, shape xShape: [Int],
+        _ out: UnsafeMutablePointer<Float>,
         shape outShape: [Int]
     ) {
         let (height, width) = (xShape[2], xShape[3])

@@ -78,7 +78,8 @@ public struct ONNXModel: Sendable {
         } catch {
             throw ONNXError(
                 code: .unreadable, path: url.path, node: nil,
-                message: "cannot read the model file (\(error.localizedDescription)); check the path and its permissions")
+                message:
+                    "cannot read the model file (\(error.localizedDescription)); check the path and its permissions")
         }
         try self.init(data: data, path: url.path)
     }
@@ -90,7 +91,8 @@ public struct ONNXModel: Sendable {
         } catch {
             throw ONNXError(
                 code: .notONNX, path: path, node: nil,
-                message: "not an ONNX model: the file (\(data.count) bytes) is not a complete protobuf message (\(error))")
+                message:
+                    "not an ONNX model: the file (\(data.count) bytes) is not a complete protobuf message (\(error))")
         }
         try self.init(proto: proto, path: path)
     }
@@ -141,7 +143,8 @@ public struct ONNXModel: Sendable {
     /// float32 (raw_data or float_data) and int64 (raw_data or int64_data) tensors; anything else is refused.
     static func decode(_ tensor: Onnx_TensorProto, path: String) throws -> Decoded {
         func refuse(_ message: String) -> ONNXError {
-            ONNXError(code: .unsupportedTensor, path: path, node: nil, message: "initializer '\(tensor.name)': \(message)")
+            ONNXError(
+                code: .unsupportedTensor, path: path, node: nil, message: "initializer '\(tensor.name)': \(message)")
         }
         if tensor.dataLocation == .external {
             throw refuse("stored in an external file; save the model with its weights inside")
@@ -156,7 +159,11 @@ public struct ONNXModel: Sendable {
             if tensor.hasRawData {
                 guard raw.count == count * 4 else { throw refuse("\(raw.count) bytes of raw data for shape \(shape)") }
                 values = raw.withUnsafeBytes { bytes in
-                    (0..<count).map { Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+                    (0..<count).map {
+                        Float(
+                            bitPattern: UInt32(
+                                littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
+                    }
                 }
             } else {
                 values = tensor.floatData
@@ -168,7 +175,9 @@ public struct ONNXModel: Sendable {
             if tensor.hasRawData {
                 guard raw.count == count * 8 else { throw refuse("\(raw.count) bytes of raw data for shape \(shape)") }
                 values = raw.withUnsafeBytes { bytes in
-                    (0..<count).map { Int(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) }
+                    (0..<count).map {
+                        Int(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)))
+                    }
                 }
             } else {
                 values = tensor.int64Data.map(Int.init)

@@ -221,10 +221,12 @@ struct BenchDetect: ParsableCommand {
         }
         BLAS.setThreadCount(self.threads)
         if !self.json {
+            let cpus = ProcessInfo.processInfo.activeProcessorCount
             print("# livenessd \(LivenessdVersion.string) bench detect")
-            print("# cpu:      \(BenchEngine.cpuModel()) (\(ProcessInfo.processInfo.activeProcessorCount) logical CPUs)")
+            print("# cpu:      \(BenchEngine.cpuModel()) (\(cpus) logical CPUs)")
             print("# openblas: core \(BLAS.coreName), threads \(BLAS.threadCount); \(BLAS.configuration)")
-            print("# model:    \(self.modelPath); image \(self.image); \(self.warmup) warm-up + \(self.iterations) timed")
+            print("# model:    \(self.modelPath); image \(self.image)")
+            print("# \(self.warmup) warm-up + \(self.iterations) timed iterations per size")
             print("size        network   faces   ms/frame median      p10      p90")
         }
         for (width, height) in self.sizes {
