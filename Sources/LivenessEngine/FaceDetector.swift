@@ -75,12 +75,14 @@ public final class FaceDetector {
     /// Faces in an 8-bit BGR image (3 bytes per pixel, `rowStride` bytes per row), best first.
     public func detect(bgr: UnsafePointer<UInt8>, width: Int, height: Int, rowStride: Int) throws -> [DetectedFace] {
         guard width > 0, height > 0 else { return [] }
+        precondition(rowStride >= 3 * width, "row stride \(rowStride) is shorter than \(width) BGR pixels")
         try self.forward(bgr: bgr, width: width, height: height, rowStride: rowStride)
         return try self.decode()
     }
 
     /// The twelve raw outputs (`headNames`) for the image, for checks against ONNX Runtime.
     public func heads(bgr: UnsafePointer<UInt8>, width: Int, height: Int, rowStride: Int) throws -> [String: Tensor] {
+        precondition(width > 0 && height > 0 && rowStride >= 3 * width, "bad image geometry")
         try self.forward(bgr: bgr, width: width, height: height, rowStride: rowStride)
         var heads: [String: Tensor] = [:]
         for (name, index) in zip(Self.headNames, self.headIndices) {

@@ -51,6 +51,19 @@ import Testing
         #expect(model.outputs.map(\.name) == FaceDetector.headNames)
     }
 
+    /// Values whose lifetimes do not overlap share buffers: at 320 × 256 the plan holds under a
+    /// quarter of what one buffer per value would.
+    @Test func buffersAreShared() throws {
+        let graph = try ONNXGraph(contentsOf: try Self.modelURL)
+        try graph.prepare(inputShape: [1, 3, 256, 320])
+        let separate = graph.shapes.reduce(0) { $0 + $1.reduce(1, *) }
+        #expect(graph.plannedFloatCount * 4 < separate, "\(graph.plannedFloatCount) of \(separate) floats")
+        // Sizes that are not multiples of 32 break the neck's Add, named in the error.
+        let error = #expect(throws: ONNXError.self) { try graph.prepare(inputShape: [1, 3, 240, 320]) }
+        #expect(
+            error?.code == .badShape && error?.description.contains("(Add)") == true, "\(String(describing: error))")
+    }
+
     /// Every raw head output within 1e-3 of ONNX Runtime's (rounded to 6 decimals) on the exact golden input.
     @Test(arguments: try YuNetTests.cases())
     func headsMatchONNXRuntime(_ name: String) throws {

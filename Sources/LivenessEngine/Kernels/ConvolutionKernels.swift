@@ -7,11 +7,9 @@ struct WindowGeometry: Equatable {
     var strideY, strideX: Int
     var padTop, padLeft, padBottom, padRight: Int
 
-    func outputSize(height: Int, width: Int, ceilMode: Bool = false) -> (height: Int, width: Int) {
+    func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
         func size(_ input: Int, _ pads: Int, _ kernel: Int, _ stride: Int) -> Int {
-            let span = input + pads - kernel
-            guard span >= 0 else { return 0 }
-            return (ceilMode ? (span + stride - 1) / stride : span / stride) + 1
+            input + pads < kernel ? 0 : (input + pads - kernel) / stride + 1
         }
         return (
             size(height, self.padTop + self.padBottom, self.kernelHeight, self.strideY),

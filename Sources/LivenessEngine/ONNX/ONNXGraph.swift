@@ -49,7 +49,7 @@ public final class ONNXGraph {
         case relu
         case sigmoid
         case add
-        case maxPool(WindowGeometry, ceilMode: Bool)
+        case maxPool(WindowGeometry)
         /// Nearest-neighbour, `asymmetric` coordinates, `floor` rounding; scale per axis.
         case resizeNearest(scales: [Float])
         case transpose([Int])
@@ -212,9 +212,11 @@ public final class ONNXGraph {
                 inputs.append(try activation(1))
                 operation = .add
             case "MaxPool":
-                guard try int("storage_order", 0) == 0 else { throw fail(.unsupportedAttribute, "storage_order 1") }
-                operation = .maxPool(
-                    try window(kernel: try ints("kernel_shape", [])), ceilMode: try int("ceil_mode", 0) != 0)
+                // ceil_mode 1 has a rule for windows starting in the padding that nothing here needs yet.
+                guard try int("storage_order", 0) == 0, try int("ceil_mode", 0) == 0 else {
+                    throw fail(.unsupportedAttribute, "ceil_mode 1 and storage_order 1 are not supported")
+                }
+                operation = .maxPool(try window(kernel: try ints("kernel_shape", [])))
             case "Resize":
                 guard try string("mode", "nearest") == "nearest",
                     try string("coordinate_transformation_mode", "half_pixel") == "asymmetric",
@@ -224,9 +226,12 @@ public final class ONNXGraph {
                         .unsupportedAttribute,
                         "only mode nearest with asymmetric coordinates and floor rounding is supported")
                 }
-                // Opset 10: (X, scales); 11 and later: (X, roi, scales, sizes).
-                let scalesIndex = model.opsetVersion <= 10 ? 1 : 2
-                let scales = try constant(scalesIndex).values
+                // Inputs (X, roi, scales, sizes) from opset 11; opset 10 had other inputs and defaults.
+                guard model.opsetVersion >= 11 else {
+                    throw fail(
+                        .unsupportedAttribute, "Resize of opset \(model.opsetVersion) is not supported (11 or later)")
+                }
+                let scales = try constant(2).values
                 guard scales.count == 4, scales[0] == 1, scales[1] == 1, scales[2] > 0, scales[3] > 0 else {
                     throw fail(
                         .unsupportedAttribute, "scales \(scales): only spatial scaling of an NCHW tensor is supported")
@@ -339,9 +344,9 @@ public final class ONNXGraph {
                 let y = shapes[instruction.inputs[1]]
                 guard x == y else { throw fail("operand shapes \(x) and \(y) differ (broadcasting is not supported)") }
                 output = x
-            case .maxPool(let geometry, let ceilMode):
+            case .maxPool(let geometry):
                 guard x.count == 4 else { throw fail("input \(x) is not NCHW") }
-                let size = geometry.outputSize(height: x[2], width: x[3], ceilMode: ceilMode)
+                let size = geometry.outputSize(height: x[2], width: x[3])
                 guard size.height > 0, size.width > 0 else { throw fail("input \(x) is smaller than the window") }
                 output = [x[0], x[1], size.height, size.width]
             case .resizeNearest(let scales):
@@ -463,7 +468,7 @@ public final class ONNXGraph {
             case .add:
                 let y = self.pointer(instruction.inputs[1])
                 for i in 0..<count { out[i] = x[i] + y[i] }
-            case .maxPool(let geometry, _):
+            case .maxPool(let geometry):
                 ConvolutionKernels.maxPool(
                     x, channels: xShape[0] * xShape[1], height: xShape[2], width: xShape[3], geometry: geometry,
                     outputHeight: outShape[2], outputWidth: outShape[3], into: out)
