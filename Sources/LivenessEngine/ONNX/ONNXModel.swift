@@ -117,11 +117,11 @@ public struct ONNXModel: Sendable {
         }
         self.floatInitializers = floats
         self.integerInitializers = integers
-        self.nodes = try graph.node.map { node in
+        self.nodes = graph.node.map { node in
             Node(
                 name: node.name, opType: node.opType, domain: node.domain, inputs: node.input, outputs: node.output,
-                attributes: try Dictionary(
-                    node.attribute.map { ($0.name, try Self.attribute($0)) }, uniquingKeysWith: { first, _ in first }))
+                attributes: Dictionary(
+                    node.attribute.map { ($0.name, Self.attribute($0)) }, uniquingKeysWith: { first, _ in first }))
         }
         func info(_ value: Onnx_ValueInfoProto) -> ValueInfo {
             guard value.type.tensorType.hasShape else { return ValueInfo(name: value.name, shape: nil) }
@@ -152,44 +152,32 @@ public struct ONNXModel: Sendable {
         let shape = tensor.dims.map(Int.init)
         guard shape.allSatisfy({ $0 >= 0 }) else { throw refuse("negative dimension in \(shape)") }
         let count = shape.reduce(1, *)
-        let raw = tensor.rawData
+        /// raw_data as `count` little-endian values.
+        func raw<T: FixedWidthInteger>(_ type: T.Type) throws -> [T] {
+            let size = MemoryLayout<T>.size
+            let data = tensor.rawData
+            guard data.count == count * size else { throw refuse("\(data.count) bytes of raw data for shape \(shape)") }
+            return data.withUnsafeBytes { bytes in
+                (0..<count).map { T(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * size, as: T.self)) }
+            }
+        }
+        func checked<T>(_ values: [T]) throws -> [T] {
+            guard values.count == count else { throw refuse("\(values.count) values for shape \(shape)") }
+            return values
+        }
         switch tensor.dataType {
         case Int32(Onnx_TensorProto.DataType.float.rawValue):
-            var values: [Float]
-            if tensor.hasRawData {
-                guard raw.count == count * 4 else { throw refuse("\(raw.count) bytes of raw data for shape \(shape)") }
-                values = raw.withUnsafeBytes { bytes in
-                    (0..<count).map {
-                        Float(
-                            bitPattern: UInt32(
-                                littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
-                    }
-                }
-            } else {
-                values = tensor.floatData
-            }
-            guard values.count == count else { throw refuse("\(values.count) values for shape \(shape)") }
-            return .float(Tensor(shape: shape, values: values))
+            let values = tensor.hasRawData ? try raw(UInt32.self).map(Float.init(bitPattern:)) : tensor.floatData
+            return .float(Tensor(shape: shape, values: try checked(values)))
         case Int32(Onnx_TensorProto.DataType.int64.rawValue):
-            var values: [Int]
-            if tensor.hasRawData {
-                guard raw.count == count * 8 else { throw refuse("\(raw.count) bytes of raw data for shape \(shape)") }
-                values = raw.withUnsafeBytes { bytes in
-                    (0..<count).map {
-                        Int(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)))
-                    }
-                }
-            } else {
-                values = tensor.int64Data.map(Int.init)
-            }
-            guard values.count == count else { throw refuse("\(values.count) values for shape \(shape)") }
-            return .integer(IntegerTensor(shape: shape, values: values))
+            let values = tensor.hasRawData ? try raw(Int64.self) : tensor.int64Data
+            return .integer(IntegerTensor(shape: shape, values: try checked(values).map(Int.init)))
         default:
             throw refuse("element type \(tensor.dataType) is not supported (float32 and int64 are)")
         }
     }
 
-    static func attribute(_ attribute: Onnx_AttributeProto) throws -> Attribute {
+    static func attribute(_ attribute: Onnx_AttributeProto) -> Attribute {
         switch attribute.type {
         case .int: return .int(Int(attribute.i))
         case .ints: return .ints(attribute.ints.map(Int.init))
