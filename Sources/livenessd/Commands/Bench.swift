@@ -7,8 +7,8 @@ import Synchronization
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks: the engine (default) and capture decoding.",
-        subcommands: [BenchEngine.self, BenchDecode.self, BenchPipeline.self],
+        abstract: "Benchmarks: the engine (default), face detection, capture decoding and the whole pipeline.",
+        subcommands: [BenchEngine.self, BenchDetect.self, BenchDecode.self, BenchPipeline.self],
         defaultSubcommand: BenchEngine.self)
 }
 
@@ -148,6 +148,137 @@ struct BenchEngine: ParsableCommand {
             let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") })
         else { return "unknown CPU" }
         return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    }
+}
+
+struct BenchDetect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "detect",
+        abstract: "Time face detection (YuNet: padding, network, decode, NMS) per frame size, one thread.",
+        discussion: """
+            The picture is scaled to each size first (nearest neighbour, not timed): resizing is the \
+            caller's business. Compare with ONNX Runtime on the same machine: \
+            scripts/bench_detect_reference.py. Build with -c release.
+            """)
+
+    @Option(help: """
+        YuNet model (default: $LIVENESSD_TEST_ASSETS/models/yunet/face_detection_yunet.onnx, \
+        else models/yunet/face_detection_yunet.onnx).
+        """)
+    var detector: String?
+
+    @Option(help: "Picture to detect in, scaled to each size.")
+    var image = "samples/astronaut.png"
+
+    @Option(parsing: .upToNextOption, help: "Frame sizes, WIDTHxHEIGHT.")
+    var size: [String] = ["320x240", "640x480"]
+
+    @Option(help: "Timed iterations per size.")
+    var iterations = 200
+
+    @Option(help: "Warm-up iterations per size (not timed).")
+    var warmup = 20
+
+    @Option(help: "OpenBLAS threads.")
+    var threads = 1
+
+    @Flag(help: "Print one JSON object per size instead of a table.")
+    var json = false
+
+    static let relativeModel = "models/yunet/face_detection_yunet.onnx"
+
+    var sizes: [(width: Int, height: Int)] {
+        self.size.compactMap { text in
+            let parts = text.lowercased().split(separator: "x").compactMap { Int($0) }
+            return parts.count == 2 && parts[0] > 0 && parts[1] > 0 ? (parts[0], parts[1]) : nil
+        }
+    }
+
+    func validate() throws {
+        guard self.iterations > 0, self.warmup >= 0, self.threads > 0 else {
+            throw ValidationError("iterations and threads must be positive")
+        }
+        guard self.sizes.count == self.size.count else { throw ValidationError("sizes are WIDTHxHEIGHT, e.g. 320x240") }
+    }
+
+    var modelPath: String {
+        if let detector = self.detector { return detector }
+        if let assets = ProcessInfo.processInfo.environment["LIVENESSD_TEST_ASSETS"], !assets.isEmpty {
+            let path = URL(fileURLWithPath: assets).appendingPathComponent(Self.relativeModel).path
+            if FileManager.default.fileExists(atPath: path) { return path }
+        }
+        return Self.relativeModel
+    }
+
+    func run() throws {
+        let detector: FaceDetector
+        let picture: RGBImage
+        do {
+            detector = try FaceDetector(contentsOf: URL(fileURLWithPath: self.modelPath))
+            picture = try ImageDecoder.decode(path: self.image).image
+        } catch {
+            FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        BLAS.setThreadCount(self.threads)
+        if !self.json {
+            let cpus = ProcessInfo.processInfo.activeProcessorCount
+            print("# livenessd \(LivenessdVersion.string) bench detect")
+            print("# cpu:      \(BenchEngine.cpuModel()) (\(cpus) logical CPUs)")
+            print("# openblas: core \(BLAS.coreName), threads \(BLAS.threadCount); \(BLAS.configuration)")
+            print("# model:    \(self.modelPath); image \(self.image)")
+            print("# \(self.warmup) warm-up + \(self.iterations) timed iterations per size")
+            print("size        network   faces   ms/frame median      p10      p90")
+        }
+        for (width, height) in self.sizes {
+            let bgr = Self.scaledBGR(picture, width: width, height: height)
+            var faces = 0
+            let detect = {
+                faces = try bgr.withUnsafeBufferPointer {
+                    try detector.detect(bgr: $0.baseAddress!, width: width, height: height, rowStride: 3 * width).count
+                }
+            }
+            for _ in 0..<self.warmup { try detect() }
+            var samples: [Double] = []
+            for _ in 0..<self.iterations {
+                let start = DispatchTime.now().uptimeNanoseconds
+                try detect()
+                samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+            }
+            samples.sort()
+            func quantile(_ q: Double) -> Double { samples[min(samples.count - 1, Int(q * Double(samples.count)))] }
+            let padded = FaceDetector.paddedSize(width: width, height: height)
+            if self.json {
+                let fields: [String: Any] = [
+                    "engine": "livenessd", "case": "detect", "width": width, "height": height, "faces": faces,
+                    "ms_per_frame_median": quantile(0.5), "ms_per_frame_p10": quantile(0.1),
+                    "ms_per_frame_p90": quantile(0.9), "blas_core": BLAS.coreName, "threads": BLAS.threadCount,
+                ]
+                let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print(
+                    "\(width)x\(height)".padding(toLength: 11, withPad: " ", startingAt: 0)
+                        + "\(padded.width)x\(padded.height)".padding(toLength: 10, withPad: " ", startingAt: 0)
+                        + String(format: "%5d %18.3f %8.3f %8.3f", faces, quantile(0.5), quantile(0.1), quantile(0.9)))
+            }
+        }
+    }
+
+    /// The picture at `width` × `height`, nearest neighbour, in YuNet's channel order (BGR).
+    static func scaledBGR(_ picture: RGBImage, width: Int, height: Int) -> [UInt8] {
+        var bgr = [UInt8](repeating: 0, count: width * height * 3)
+        for y in 0..<height {
+            let sourceRow = y * picture.height / height * picture.rowStride
+            for x in 0..<width {
+                let source = sourceRow + x * picture.width / width * 3
+                let destination = (y * width + x) * 3
+                bgr[destination] = picture.pixels[source + 2]
+                bgr[destination + 1] = picture.pixels[source + 1]
+                bgr[destination + 2] = picture.pixels[source]
+            }
+        }
+        return bgr
     }
 }
 

@@ -1,0 +1,294 @@
+// Kernels the CNN interpreter needs around its GEMMs, on NCHW planes (batch 1). SIMD8 for the
+// loops that dominate (depthwise 3×3, bias + ReLU); plain loops for the small ones.
+
+/// Geometry of one 2-D convolution or pooling window (dilation 1).
+struct WindowGeometry: Equatable {
+    var kernelHeight, kernelWidth: Int
+    var strideY, strideX: Int
+    var padTop, padLeft, padBottom, padRight: Int
+
+    func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
+        func size(_ input: Int, _ pads: Int, _ kernel: Int, _ stride: Int) -> Int {
+            input + pads < kernel ? 0 : (input + pads - kernel) / stride + 1
+        }
+        return (
+            size(height, self.padTop + self.padBottom, self.kernelHeight, self.strideY),
+            size(width, self.padLeft + self.padRight, self.kernelWidth, self.strideX)
+        )
+    }
+}
+
+enum ConvolutionKernels {
+    /// Unfolds `channels` planes into rows of (channel, ky, kx) × output pixels, zero outside the image:
+    /// the convolution is then one GEMM per group. With a horizontal stride s, each input row is first
+    /// split into its s phases (columns j·s + r) in `phases` (height · s · ⌈width / s⌉ floats), so every
+    /// line becomes a contiguous copy: the strided gather straight from the image measured 2–3× slower.
+    static func im2col(
+        _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
+        outputHeight: Int, outputWidth: Int, phases: UnsafeMutablePointer<Float>,
+        into columns: UnsafeMutablePointer<Float>
+    ) {
+        let s = g.strideX
+        let phaseWidth = (width + s - 1) / s
+        let outputArea = outputHeight * outputWidth
+        var row = columns
+        for channel in 0..<channels {
+            var plane = input + channel * height * width
+            var planeWidth = width
+            if s > 1 {
+                for iy in 0..<height {
+                    let source = plane + iy * width
+                    let target = phases + iy * s * phaseWidth
+                    for phase in 0..<s {
+                        let line = target + phase * phaseWidth
+                        var x = phase
+                        for j in 0..<phaseWidth where x < width {
+                            line[j] = source[x]
+                            x += s
+                        }
+                    }
+                }
+                plane = UnsafePointer(phases)
+                planeWidth = s * phaseWidth
+            }
+            for ky in 0..<g.kernelHeight {
+                for kx in 0..<g.kernelWidth {
+                    // Output columns whose input column ix = ox·s + shift lies inside the image;
+                    // ix = (ox + q)·s + r, so they are phase r from column q on.
+                    let shift = kx - g.padLeft
+                    let first = min(max((-shift + s - 1) / s, 0), outputWidth)
+                    let end = width - 1 - shift < 0 ? first : min(max((width - 1 - shift) / s + 1, first), outputWidth)
+                    let r = (shift % s + s) % s
+                    let q = (shift - r) / s
+                    for oy in 0..<outputHeight {
+                        let line = row + oy * outputWidth
+                        let iy = oy * g.strideY - g.padTop + ky
+                        guard iy >= 0 && iy < height else {
+                            line.update(repeating: 0, count: outputWidth)
+                            continue
+                        }
+                        let source = plane + iy * planeWidth + r * phaseWidth + q
+                        line.update(repeating: 0, count: first)
+                        (line + first).update(from: source + first, count: end - first)
+                        (line + end).update(repeating: 0, count: outputWidth - end)
+                    }
+                    row += outputArea
+                }
+            }
+        }
+    }
+
+    /// data[c][…] = bias[c] over `channels` planes of `area` values: the GEMM then accumulates onto it
+    /// (beta = 1), which spares OpenBLAS's separate pass that zeroes C for beta = 0.
+    static func fillBias(_ data: UnsafeMutablePointer<Float>, channels: Int, area: Int, bias: UnsafePointer<Float>) {
+        for channel in 0..<channels { (data + channel * area).update(repeating: bias[channel], count: area) }
+    }
+
+    /// data = max(data, 0), eight lanes at a time (Swift's scalar max orders NaNs, at a cost).
+    static func relu(_ data: UnsafeMutablePointer<Float>, count: Int) {
+        let vectors = count / 8
+        let raw = UnsafeMutableRawPointer(data)
+        let zero = SIMD8<Float>(repeating: 0)
+        for vector in 0..<vectors {
+            let value = raw.loadUnaligned(fromByteOffset: vector * 32, as: SIMD8<Float>.self)
+            raw.storeBytes(
+                of: value.replacing(with: zero, where: value .< zero), toByteOffset: vector * 32, as: SIMD8<Float>.self)
+        }
+        for index in (vectors * 8)..<count where !(data[index] > 0) { data[index] = 0 }
+    }
+
+    /// Depthwise 3×3, stride 1, padding 1 (one filter per channel), bias and optional ReLU fused.
+    /// Direct loops: as a GEMM each channel would be a 1 × 9 by 9 × area product, all overhead.
+    /// Two output rows per pass share the loads of their two common input rows, and SIMD4 keeps the
+    /// nine weights in registers on the SSE2 baseline (SIMD8 weights alone would take 18 of its 16).
+    /// `zeroRow` (width zeros) stands in for rows above and below the image, `spareRow` (width
+    /// floats) takes the unused second row when the height is odd.
+    static func depthwise3x3(
+        _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, weights: UnsafePointer<Float>,
+        bias: UnsafePointer<Float>, relu: Bool, zeroRow: UnsafePointer<Float>, spareRow: UnsafeMutablePointer<Float>,
+        into output: UnsafeMutablePointer<Float>
+    ) {
+        let area = height * width
+        let floor: Float = relu ? 0 : -.infinity
+        for channel in 0..<channels {
+            let plane = input + channel * area
+            let w = weights + channel * 9
+            let b = bias[channel]
+            func row(_ y: Int) -> UnsafePointer<Float> { y >= 0 && y < height ? plane + y * width : zeroRow }
+            var y = 0
+            while y < height {
+                let rows = (row(y - 1), row(y), row(y + 1), row(y + 2))
+                let first = output + channel * area + y * width
+                let second = y + 1 < height ? first + width : spareRow
+                if width >= 6 {
+                    self.depthwiseRowPair(rows, width: width, w: w, bias: b, floor: floor, first, second)
+                } else {
+                    for x in 0..<width {
+                        var upper = b
+                        var lower = b
+                        for dx in -1...1 where x + dx >= 0 && x + dx < width {
+                            let i = x + dx
+                            upper += w[dx + 1] * rows.0[i] + w[dx + 4] * rows.1[i] + w[dx + 7] * rows.2[i]
+                            lower += w[dx + 1] * rows.1[i] + w[dx + 4] * rows.2[i] + w[dx + 7] * rows.3[i]
+                        }
+                        first[x] = upper > floor ? upper : floor
+                        second[x] = lower > floor ? lower : floor
+                    }
+                }
+                y += 2
+            }
+        }
+    }
+
+    /// Output rows y and y + 1 from input rows y − 1 … y + 2 (`rows`), width ≥ 6.
+    @inline(__always)
+    private static func depthwiseRowPair(
+        _ rows: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>), width: Int,
+        w: UnsafePointer<Float>, bias b: Float, floor: Float, _ first: UnsafeMutablePointer<Float>,
+        _ second: UnsafeMutablePointer<Float>
+    ) {
+        let (r0, r1, r2, r3) = rows
+        let last = width - 1
+        // The edge columns, where the window leaves the image.
+        func edge(_ x: Int, _ a: Int, _ c: Int, _ ka: Int, _ kc: Int) {
+            let upper =
+                b + w[ka] * r0[a] + w[kc] * r0[c] + w[ka + 3] * r1[a] + w[kc + 3] * r1[c] + w[ka + 6] * r2[a]
+                + w[kc + 6] * r2[c]
+            let lower =
+                b + w[ka] * r1[a] + w[kc] * r1[c] + w[ka + 3] * r2[a] + w[kc + 3] * r2[c] + w[ka + 6] * r3[a]
+                + w[kc + 6] * r3[c]
+            first[x] = upper > floor ? upper : floor
+            second[x] = lower > floor ? lower : floor
+        }
+        edge(0, 0, 1, 1, 2)
+        edge(last, last - 1, last, 0, 1)
+        let w0 = SIMD4<Float>(repeating: w[0])
+        let w1 = SIMD4<Float>(repeating: w[1])
+        let w2 = SIMD4<Float>(repeating: w[2])
+        let w3 = SIMD4<Float>(repeating: w[3])
+        let w4 = SIMD4<Float>(repeating: w[4])
+        let w5 = SIMD4<Float>(repeating: w[5])
+        let w6 = SIMD4<Float>(repeating: w[6])
+        let w7 = SIMD4<Float>(repeating: w[7])
+        let w8 = SIMD4<Float>(repeating: w[8])
+        let shift = SIMD4<Float>(repeating: b)
+        let lowest = SIMD4<Float>(repeating: floor)
+        let p0 = UnsafeRawPointer(r0)
+        let p1 = UnsafeRawPointer(r1)
+        let p2 = UnsafeRawPointer(r2)
+        let p3 = UnsafeRawPointer(r3)
+        let o0 = UnsafeMutableRawPointer(first)
+        let o1 = UnsafeMutableRawPointer(second)
+        // Columns 1 … width − 2, four at a time; the last block overlaps the one before it. Each input
+        // row is loaded once and feeds both outputs at once (measured 10–20 % faster than loading all first).
+        var x = 1
+        while true {
+            let offset = x * 4
+            var left = p0.loadUnaligned(fromByteOffset: offset - 4, as: SIMD4<Float>.self)
+            var centre = p0.loadUnaligned(fromByteOffset: offset, as: SIMD4<Float>.self)
+            var right = p0.loadUnaligned(fromByteOffset: offset + 4, as: SIMD4<Float>.self)
+            var upper = shift + w0 * left + w1 * centre + w2 * right
+            left = p1.loadUnaligned(fromByteOffset: offset - 4, as: SIMD4<Float>.self)
+            centre = p1.loadUnaligned(fromByteOffset: offset, as: SIMD4<Float>.self)
+            right = p1.loadUnaligned(fromByteOffset: offset + 4, as: SIMD4<Float>.self)
+            upper += w3 * left + w4 * centre + w5 * right
+            var lower = shift + w0 * left + w1 * centre + w2 * right
+            left = p2.loadUnaligned(fromByteOffset: offset - 4, as: SIMD4<Float>.self)
+            centre = p2.loadUnaligned(fromByteOffset: offset, as: SIMD4<Float>.self)
+            right = p2.loadUnaligned(fromByteOffset: offset + 4, as: SIMD4<Float>.self)
+            upper += w6 * left + w7 * centre + w8 * right
+            lower += w3 * left + w4 * centre + w5 * right
+            left = p3.loadUnaligned(fromByteOffset: offset - 4, as: SIMD4<Float>.self)
+            centre = p3.loadUnaligned(fromByteOffset: offset, as: SIMD4<Float>.self)
+            right = p3.loadUnaligned(fromByteOffset: offset + 4, as: SIMD4<Float>.self)
+            lower += w6 * left + w7 * centre + w8 * right
+            o0.storeBytes(
+                of: upper.replacing(with: lowest, where: upper .< lowest), toByteOffset: offset, as: SIMD4<Float>.self)
+            o1.storeBytes(
+                of: lower.replacing(with: lowest, where: lower .< lowest), toByteOffset: offset, as: SIMD4<Float>.self)
+            if x == width - 5 { break }
+            x = min(x + 4, width - 5)
+        }
+    }
+
+    /// Max over each window; positions outside the image are ignored (ONNX MaxPool padding).
+    static func maxPool(
+        _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
+        outputHeight: Int, outputWidth: Int, into output: UnsafeMutablePointer<Float>
+    ) {
+        // `a > b ? a : b` rather than max(): Swift's max orders NaNs, which costs several instructions.
+        @inline(__always) func larger(_ a: Float, _ b: Float) -> Float { a > b ? a : b }
+        let plain2x2 =
+            g
+            == WindowGeometry(
+                kernelHeight: 2, kernelWidth: 2, strideY: 2, strideX: 2, padTop: 0, padLeft: 0, padBottom: 0,
+                padRight: 0)
+        for channel in 0..<channels {
+            let plane = input + channel * height * width
+            var out = output + channel * outputHeight * outputWidth
+            for oy in 0..<outputHeight {
+                if plain2x2 {
+                    let upper = plane + 2 * oy * width
+                    let lower = upper + width
+                    for ox in 0..<outputWidth {
+                        out[ox] = larger(
+                            larger(upper[2 * ox], upper[2 * ox + 1]), larger(lower[2 * ox], lower[2 * ox + 1]))
+                    }
+                    out += outputWidth
+                    continue
+                }
+                let y0 = max(oy * g.strideY - g.padTop, 0)
+                let y1 = min(oy * g.strideY - g.padTop + g.kernelHeight, height)
+                for ox in 0..<outputWidth {
+                    let x0 = max(ox * g.strideX - g.padLeft, 0)
+                    let x1 = min(ox * g.strideX - g.padLeft + g.kernelWidth, width)
+                    var best = -Float.infinity
+                    for y in y0..<y1 {
+                        for x in x0..<x1 { best = larger(plane[y * width + x], best) }
+                    }
+                    out[ox] = best
+                }
+                out += outputWidth
+            }
+        }
+    }
+
+    /// out[c][y][x] = in[c][rows[y]][columns[x]]: nearest-neighbour resampling with precomputed sources.
+    static func gather(
+        _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, rows: [Int], columns: [Int],
+        into output: UnsafeMutablePointer<Float>
+    ) {
+        var out = output
+        for channel in 0..<channels {
+            let plane = input + channel * height * width
+            for sourceRow in rows {
+                let line = plane + sourceRow * width
+                for (x, sourceColumn) in columns.enumerated() { out[x] = line[sourceColumn] }
+                out += columns.count
+            }
+        }
+    }
+
+    /// General transpose of a tensor of rank ≤ 4: output axis i is input axis `permutation[i]`.
+    static func transpose(
+        _ input: UnsafePointer<Float>, shape: [Int], permutation: [Int], into output: UnsafeMutablePointer<Float>
+    ) {
+        let padding = 4 - shape.count
+        let dims = [Int](repeating: 1, count: padding) + shape
+        let perm = (0..<padding).map { $0 } + permutation.map { $0 + padding }
+        var strides = [Int](repeating: 1, count: 4)
+        for axis in stride(from: 2, through: 0, by: -1) { strides[axis] = strides[axis + 1] * dims[axis + 1] }
+        let (d0, d1, d2, d3) = (dims[perm[0]], dims[perm[1]], dims[perm[2]], dims[perm[3]])
+        let (s0, s1, s2, s3) = (strides[perm[0]], strides[perm[1]], strides[perm[2]], strides[perm[3]])
+        var out = output
+        for i0 in 0..<d0 {
+            for i1 in 0..<d1 {
+                for i2 in 0..<d2 {
+                    let base = input + i0 * s0 + i1 * s1 + i2 * s2
+                    for i3 in 0..<d3 { out[i3] = base[i3 * s3] }
+                    out += d3
+                }
+            }
+        }
+    }
+}
