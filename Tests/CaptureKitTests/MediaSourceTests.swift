@@ -273,7 +273,7 @@ final class Collector: Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        Thread.sleep(forTimeInterval: 0.5)
+        #expect(Loopback.waitForListener(port: port), "ffmpeg did not start listening on port \(port)")
         return process
     }
 

@@ -41,3 +41,23 @@ public enum FFmpegTool {
         return count
     }
 }
+
+/// Loopback servers started by tests.
+public enum Loopback {
+    /// Waits until something listens on TCP `port` (read from /proc/net/tcp, without connecting:
+    /// `ffmpeg -listen 1` serves exactly one client, and a probe connection would be it).
+    @discardableResult
+    public static func waitForListener(port: Int, seconds: Double = 20) -> Bool {
+        let wanted = String(format: ":%04X", port)
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
+            for line in table.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                if fields.count > 3, fields[1].hasSuffix(wanted), fields[3] == "0A" { return true }
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return false
+    }
+}

@@ -89,7 +89,7 @@ final class FakeNotifySocket: @unchecked Sendable {
         server.standardError = FileHandle.nullDevice
         try server.run()
         defer { server.terminate() }
-        Thread.sleep(forTimeInterval: 0.5)
+        #expect(Loopback.waitForListener(port: port))
         let started = Date()
         let daemon = try DaemonProcess(
             ["--source", "http://127.0.0.1:\(port)/live.ts"],
