@@ -40,7 +40,7 @@ public struct CropPolicy: Sendable, Equatable {
     }
 
     /// Crop side / longer side of the face box. Chosen by measurement (docs/CROP_POLICY.md).
-    public static let defaultScale = 1.5
+    public static let defaultScale = 2.0
 
     public var scale: Double
     public var edges: EdgeHandling

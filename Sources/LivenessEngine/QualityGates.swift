@@ -41,8 +41,8 @@ public struct QualityGates: Sendable, Equatable {
     public static let sharpnessSide = 128
 
     public init(
-        minimumFaceSide: Double = 40, minimumMeanLuma: Double = 40, maximumMeanLuma: Double = 220,
-        minimumSharpness: Double = 20, edgeMarginFraction: Double = 0.1
+        minimumFaceSide: Double = 40, minimumMeanLuma: Double = 30, maximumMeanLuma: Double = 220,
+        minimumSharpness: Double = 12, edgeMarginFraction: Double = 0.15
     ) {
         self.minimumFaceSide = minimumFaceSide
         self.minimumMeanLuma = minimumMeanLuma

@@ -10,7 +10,7 @@ import Testing
     /// (name, golden image, FFmpeg filter, expected gate). The untouched images are judged.
     static let cases: [(String, String, String, String?)] = [
         ("plain", "live_astronaut.png", "null", nil),
-        ("dark", "live_astronaut.png", "eq=brightness=-0.45", "too_dark"),
+        ("dark", "live_astronaut.png", "eq=brightness=-0.6", "too_dark"),
         ("bright", "live_astronaut.png", "eq=brightness=0.5", "too_bright"),
         ("small", "live_astronaut.png", "scale=112:-1", "face_too_small"),
         ("blurred", "live_selfie.png", "scale=486:-1,gblur=sigma=6", "too_blurred"),
