@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 ASSETS="${LIVENESSD_TEST_ASSETS:-../shared}"
 MODEL_URL="https://github.com/affineinsai/face-liveness-vit/raw/ec120f6/model.pt"
 MODEL_SHA256="292ea6b17597c0eb7fb08a8c22f17bc37c1e6d0e3aa03b9e8cd0757218290d78"
+# YuNet face detector (OpenCV Zoo, 2023mar). The SHA-256 was taken from the shared copy
+# ($LIVENESSD_TEST_ASSETS/models/yunet/face_detection_yunet.onnx), not from upstream, which publishes none.
+DETECTOR_URL="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
+DETECTOR_SHA256="ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -58,8 +62,9 @@ install_model() { # name url sha256 relative-path
     mv "$target.part" "$target"
 }
 install_model "liveness model" "$MODEL_URL" "$MODEL_SHA256" "face-liveness-vit/model.pt"
+install_model "face detector" "$DETECTOR_URL" "$DETECTOR_SHA256" "yunet/face_detection_yunet.onnx"
 
 # 4. Release build.
 say "building livenessd (release)"
 swift build -c release
-say "done: .build/release/livenessd (model: models/face-liveness-vit/model.pt)"
+say "done: .build/release/livenessd (models: models/face-liveness-vit/model.pt, models/yunet/face_detection_yunet.onnx)"

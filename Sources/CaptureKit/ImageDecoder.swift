@@ -219,3 +219,18 @@ enum FFmpegError {
         return String(decoding: bytes, as: UTF8.self)
     }
 }
+
+extension RGBImage {
+    /// The picture as an RGB24 `Frame` (in a one-buffer pool of its own), so a still goes through the
+    /// same frame-based stages as video (face detection in `classify`).
+    public func frame(sourceID: String) -> Frame {
+        let pool = FramePool(bufferSize: max(1, self.pixels.count), capacity: 1)
+        let buffer = pool.acquire(waiting: false)!  // a fresh pool always has its one buffer
+        self.pixels.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        return Frame(
+            buffer: buffer, pixelFormat: .rgb24, width: self.width, height: self.height,
+            planes: [Frame.Plane(offset: 0, rowStride: self.rowStride, rows: self.height)],
+            colour: ColourDescription(range: .full, matrix: .bt601), presentationTimeSeconds: 0,
+            captureTimeNanoseconds: 0, sequence: 0, sourceID: sourceID)
+    }
+}

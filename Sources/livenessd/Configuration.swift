@@ -11,6 +11,15 @@ struct Configuration: Decodable, Equatable {
     var socket: Socket?
     var access: Access?
     var decision: Decision?
+    /// The YuNet face detector (ONNX); see `DetectorModelLocator`.
+    var detector: String?
+    var crop: Crop?
+
+    /// `crop: {mode: detect|full, scale: 1.5}`.
+    struct Crop: Decodable, Equatable {
+        var mode: String?
+        var scale: Double?
+    }
 
     struct Socket: Decodable, Equatable {
         var path: String?
@@ -92,6 +101,12 @@ struct Configuration: Decodable, Equatable {
         if let smoothing = self.decision?.smoothing, !["mean", "median", "ema"].contains(smoothing) {
             throw CommandError("\(path): decision.smoothing must be mean, median or ema, got \(smoothing)")
         }
+        if let mode = self.crop?.mode, !["detect", "full"].contains(mode) {
+            throw CommandError("\(path): crop.mode must be detect or full, got \(mode)")
+        }
+        if let scale = self.crop?.scale, !(scale >= 0.5 && scale <= 5) {
+            throw CommandError("\(path): crop.scale must be between 0.5 and 5, got \(scale)")
+        }
         if let frames = self.decision?.windowFrames, frames < 1 {
             throw CommandError("\(path): decision.window_frames must be at least 1")
         }
@@ -158,6 +173,34 @@ enum ModelLocator {
     static func existing(_ path: String, origin: String) throws -> URL {
         guard FileManager.default.fileExists(atPath: path) else {
             throw CommandError("model file \(path) (from \(origin)) does not exist")
+        }
+        return URL(fileURLWithPath: path)
+    }
+}
+
+/// Where the YuNet face detector is: --detector, then $LIVENESSD_DETECTOR, then the config file, then
+/// the default locations (scripts/setup.sh installs it in both).
+enum DetectorModelLocator {
+    static let relativeDefault = "models/yunet/face_detection_yunet.onnx"
+    static let installedDefaults = ["/usr/local/share/livenessd/yunet/face_detection_yunet.onnx"]
+
+    /// The detector file; nil when none was named and none is in the default locations. A named file
+    /// that does not exist is an error.
+    static func resolve(flag: String?, configuration: Configuration, environment: [String: String]) throws -> URL? {
+        if let flag { return try Self.existing(flag, origin: "--detector") }
+        if let variable = environment["LIVENESSD_DETECTOR"], !variable.isEmpty {
+            return try Self.existing(variable, origin: "$LIVENESSD_DETECTOR")
+        }
+        if let configured = configuration.detector {
+            return try Self.existing(configured, origin: "the config file's detector:")
+        }
+        let candidates = [Self.relativeDefault] + Self.installedDefaults
+        return candidates.first(where: { FileManager.default.fileExists(atPath: $0) }).map { URL(fileURLWithPath: $0) }
+    }
+
+    static func existing(_ path: String, origin: String) throws -> URL {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CommandError("face detector file \(path) (from \(origin)) does not exist")
         }
         return URL(fileURLWithPath: path)
     }

@@ -19,7 +19,8 @@ import Testing
     /// verdicts; the final verdicts equal the PyTorch reference's (Tests/Fixtures/daemon_expected.json,
     /// made by scripts/make_daemon_fixture.py with the same whole-frame crop and window).
     @Test func eventStreamMatchesTheReference() throws {
-        let daemon = try DaemonProcess(["--pacing", "fast", "--hold-until-subscribed"] + Self.clipArguments())
+        // The fixture judges whole frames, so this run does too (the default is face detection).
+        let daemon = try DaemonProcess(["--pacing", "fast", "--hold-until-subscribed", "--crop", "full"] + Self.clipArguments())
         let client = try EventClient(path: daemon.socketPath)
         try client.send(["op": "subscribe", "mode": "frames", "id": "s"])
         let messages = try client.readToEnd(seconds: 120)

@@ -8,7 +8,7 @@ import Synchronization
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: the engine (default), face detection, capture decoding and the whole pipeline.",
-        subcommands: [BenchEngine.self, BenchDetect.self, BenchDecode.self, BenchPipeline.self],
+        subcommands: [BenchEngine.self, BenchDetect.self, BenchDecode.self, BenchPipeline.self, BenchCrops.self],
         defaultSubcommand: BenchEngine.self)
 }
 

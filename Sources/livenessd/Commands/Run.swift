@@ -21,6 +21,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
+    @OptionGroup var cropOptions: CropOptions
+
     @Option(name: .customLong("device"), help: "A V4L2 camera: /dev/videoN or a /dev/v4l/by-id/… link (repeatable).")
     var devices: [String] = []
 
@@ -141,6 +143,17 @@ final class Daemon: @unchecked Sendable {
             "model loaded",
             metadata: ["model.path": "\(loaded.url.path)", "model.sha256": "\(modelDigest)", "model.threshold": "\(threshold)"])
 
+        self.detectorSetup = try options.cropOptions.resolve(configuration: configuration) { warning in
+            logger.warning("\(warning)")
+        }
+        if let setup = self.detectorSetup {
+            logger.info(
+                "face detection on",
+                metadata: ["detector.path": "\(setup.url.path)", "crop.scale": "\(setup.configuration.crop.scale)"])
+        } else {
+            logger.info("judging whole frames (crop: full)")
+        }
+
         let flagged = options.devices + options.sources
         let locations = flagged.isEmpty ? (configuration.sources ?? []) : flagged
         guard !locations.isEmpty else {
@@ -213,12 +226,18 @@ final class Daemon: @unchecked Sendable {
     }
 
     private var pendingSources: [FrameSource] = []
+    /// Face detection for every source; nil judges whole frames.
+    private let detectorSetup: DetectorSetup?
 
     /// Starts every source; a source that cannot start stops the daemon (fail fast).
     private func startSources() throws {
         for source in self.pendingSources {
             do {
-                try self.pipeline.add(source)
+                if let setup = self.detectorSetup {
+                    try self.pipeline.add(source, locator: try setup.makeLocator())
+                } else {
+                    try self.pipeline.add(source)
+                }
             } catch {
                 _ = self.pipeline.stop(timeoutSeconds: 1)
                 self.server.shutdown(reason: "start-up failed")

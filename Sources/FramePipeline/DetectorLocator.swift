@@ -1,0 +1,132 @@
+import CaptureKit
+import Foundation
+import LivenessEngine
+
+/// Finds the face with YuNet, checks the quality gates and picks the crop by the `CropPolicy`.
+///
+/// The frame is converted to BGR24 at `detectionWidth` (height by aspect) for the detector; the
+/// largest face is judged and mapped back to frame pixels; the gates read the face box's luma
+/// (Pillow's L) from the RGB24 picture the pipeline already made.
+///
+/// Not thread-safe (keeps the detector's buffers and a swscale context): one per source lane.
+public final class DetectorLocator: FaceLocator {
+    public struct Configuration: Sendable, Equatable {
+        /// YuNet was trained around 320-pixel-wide inputs (OpenCV Zoo's demo size).
+        public var detectionWidth = 320
+        /// As the golden files (`../shared/golden/yunet`): catches turned and dim faces that the
+        /// OpenCV default 0.9 misses; the gates judge them afterwards.
+        public var scoreThreshold: Float = 0.6
+        public var nmsThreshold: Float = 0.3
+        public var crop = CropPolicy()
+        public var gates = QualityGates()
+
+        public init(crop: CropPolicy = CropPolicy(), gates: QualityGates = QualityGates()) {
+            self.crop = crop
+            self.gates = gates
+        }
+    }
+
+    /// What the detector and the gates found in one frame.
+    public struct Analysis: Sendable, Equatable {
+        /// Faces found, in frame pixels, best score first.
+        public var faces: [FaceBox]
+        /// The face judged (the largest), if any.
+        public var face: FaceBox?
+        /// Its luma statistics, when it passed the geometric gates.
+        public var measurements: QualityGates.Measurements?
+        /// Why it cannot be judged; nil when it can.
+        public var rejection: QualityGates.Reason?
+        /// A failure of conversion or detection (then `rejection` is nil and nothing is judged).
+        public var error: String?
+    }
+
+    public let configuration: Configuration
+    private let detector: FaceDetector
+    private let converter = PixelConverter()
+    private var bgr: [UInt8] = []
+    private var luma: [UInt8] = []
+
+    public init(detector: FaceDetector, configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        detector.configuration.scoreThreshold = configuration.scoreThreshold
+        detector.configuration.nmsThreshold = configuration.nmsThreshold
+        self.detector = detector
+    }
+
+    public convenience init(modelURL: URL, configuration: Configuration = Configuration()) throws {
+        try self.init(detector: FaceDetector(contentsOf: modelURL), configuration: configuration)
+    }
+
+    public func locate(image: PixelSource, frame: Frame) -> FaceLocation {
+        let analysis = self.analyse(image: image, frame: frame)
+        return self.location(for: analysis, frameWidth: image.width, frameHeight: image.height, crop: self.configuration.crop)
+    }
+
+    /// The pipeline's answer for an analysis under `crop`.
+    public func location(for analysis: Analysis, frameWidth: Int, frameHeight: Int, crop: CropPolicy) -> FaceLocation {
+        if let error = analysis.error { return .unusable(reason: error, box: nil) }
+        guard let face = analysis.face else { return .noFace }
+        if let rejection = analysis.rejection {
+            return .unusable(reason: rejection.rawValue, box: face.pixels(inFrameWidth: frameWidth, height: frameHeight))
+        }
+        return .face(crop.crop(for: face, frameWidth: frameWidth, frameHeight: frameHeight), faceCount: analysis.faces.count)
+    }
+
+    /// Detect, pick the largest face, run the gates. `image` is the frame as RGB24.
+    public func analyse(image: PixelSource, frame: Frame) -> Analysis {
+        var analysis = Analysis(faces: [])
+        let width = self.configuration.detectionWidth
+        let height = max(1, Int((Double(width) * Double(frame.height) / Double(frame.width)).rounded()))
+        if self.bgr.count < width * height * 3 { self.bgr = [UInt8](repeating: 0, count: width * height * 3) }
+        do {
+            let found = try self.bgr.withUnsafeMutableBufferPointer { buffer -> [DetectedFace] in
+                try self.converter.convert(frame, to: .bgr24, width: width, height: height, into: buffer.baseAddress!)
+                return try self.detector.detect(bgr: buffer.baseAddress!, width: width, height: height, rowStride: width * 3)
+            }
+            let scaleX = Double(frame.width) / Double(width)
+            let scaleY = Double(frame.height) / Double(height)
+            analysis.faces = found.map {
+                FaceBox(
+                    x: Double($0.x) * scaleX, y: Double($0.y) * scaleY, width: Double($0.width) * scaleX,
+                    height: Double($0.height) * scaleY)
+            }
+        } catch {
+            analysis.error = "face detection failed: \(error)"
+            return analysis
+        }
+        guard let face = analysis.faces.max(by: { $0.width * $0.height < $1.width * $1.height }) else {
+            analysis.rejection = .noFace
+            return analysis
+        }
+        analysis.face = face
+        let gates = self.configuration.gates
+        if let reason = gates.checkGeometry(face, frameWidth: image.width, frameHeight: image.height) {
+            analysis.rejection = reason
+            return analysis
+        }
+        guard let box = face.pixels(inFrameWidth: image.width, height: image.height) else {
+            analysis.rejection = .faceCutByEdge
+            return analysis
+        }
+        let measurements = self.measure(image.cropped(to: box))
+        analysis.measurements = measurements
+        analysis.rejection = gates.checkLuma(measurements)
+        return analysis
+    }
+
+    /// Luma statistics of the face box, from RGB24 (Pillow's L) or a luma plane.
+    private func measure(_ box: PixelSource) -> QualityGates.Measurements {
+        if box.layout == .luma8 {
+            return QualityGates.measure(luma: box.base, width: box.width, height: box.height, rowStride: box.rowStride)
+        }
+        let count = box.width * box.height
+        if self.luma.count < count { self.luma = [UInt8](repeating: 0, count: count) }
+        return self.luma.withUnsafeMutableBufferPointer { luma in
+            for row in 0..<box.height {
+                PixelConverter.pillowLuma(
+                    rgb: box.base + row * box.rowStride, pixels: box.width, into: luma.baseAddress! + row * box.width)
+            }
+            return QualityGates.measure(luma: luma.baseAddress!, width: box.width, height: box.height, rowStride: box.width)
+        }
+    }
+}
