@@ -357,6 +357,8 @@ struct BenchPipeline: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
+    @OptionGroup var cropOptions: CropOptions
+
     @Option(help: "fast or realtime.")
     var pacing = "fast"
 
@@ -365,8 +367,13 @@ struct BenchPipeline: ParsableCommand {
 
     func run() throws {
         let model: LivenessViT
+        let detector: DetectorSetup?
         do {
-            model = try self.modelOptions.load().model
+            let loaded = try self.modelOptions.load()
+            model = loaded.model
+            detector = try self.cropOptions.resolve(configuration: loaded.configuration) {
+                FileHandle.standardError.write(Data("livenessd: \($0)\n".utf8))
+            }
         } catch let error as CommandError {
             FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
             throw ExitCode(2)
@@ -382,7 +389,10 @@ struct BenchPipeline: ParsableCommand {
         var usageBefore = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usageBefore)
         let start = DispatchTime.now().uptimeNanoseconds
-        for clip in self.clips { try pipeline.add(MediaSource(location: clip, options: options)) }
+        for clip in self.clips {
+            let locator: FaceLocator = try detector?.makeLocator() ?? WholeFrameLocator()
+            try pipeline.add(MediaSource(location: clip, options: options), locator: locator)
+        }
         guard pipeline.waitUntilFinished(timeoutSeconds: 3600) else { throw CommandError("the clips did not finish") }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         var usage = rusage()
@@ -394,7 +404,10 @@ struct BenchPipeline: ParsableCommand {
         let statistics = pipeline.statistics()
         let frames = decided.withLock { $0 }
         print("# livenessd \(LivenessdVersion.string) bench pipeline, pacing \(self.pacing), OpenBLAS core \(BLAS.coreName), \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
-        print("# whole-frame crop (no detector); decode + RGB + PIL-exact resize + ViT (batched) + decision")
+        print(
+            detector == nil
+                ? "# whole-frame crop; decode + RGB + PIL-exact resize + ViT (batched) + decision"
+                : "# YuNet at width 320 + gates + crop \(detector!.configuration.crop.scale)x; decode + RGB + PIL-exact resize + ViT (batched) + decision")
         for (id, lane) in statistics.sorted(by: { $0.key < $1.key }) {
             print(
                 "source \((id as NSString).lastPathComponent): in \(lane.framesIn), decided \(lane.processed), dropped stale \(lane.droppedStale) busy \(lane.droppedBusy), "
