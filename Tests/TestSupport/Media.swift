@@ -1,17 +1,18 @@
 import Foundation
 
-/// Runs FFmpeg's command-line tools (Debian's `ffmpeg` package) to make or inspect test media.
-public enum FFmpegTool {
+/// Runs a program and returns its standard output; throws (with the end of its standard error)
+/// when it exits non-zero.
+public enum Program {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
     }
 
-    /// Runs `tool` with `arguments`; returns standard output. Throws when it exits non-zero.
     @discardableResult
-    public static func run(_ tool: String, _ arguments: [String]) throws -> Data {
+    public static func output(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> Data {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/\(tool)")
+        process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
+        if let environment { process.environment = environment }
         let output = Pipe()
         let errors = Pipe()
         process.standardOutput = output
@@ -21,9 +22,26 @@ public enum FFmpegTool {
         let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw Failure(description: "\(tool) \(arguments.joined(separator: " ")) failed: \(errorText.suffix(400))")
+            throw Failure(
+                description: "\(path) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(errorText.suffix(400))")
         }
         return data
+    }
+
+    @discardableResult
+    public static func run(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
+        String(decoding: try Self.output(path, arguments, environment: environment), as: UTF8.self)
+    }
+}
+
+/// FFmpeg's command-line tools (Debian's `ffmpeg` package), to make or inspect test media.
+public enum FFmpegTool {
+    public typealias Failure = Program.Failure
+
+    /// Runs `/usr/bin/<tool>` with `arguments`; returns standard output.
+    @discardableResult
+    public static func run(_ tool: String, _ arguments: [String]) throws -> Data {
+        try Program.output("/usr/bin/\(tool)", arguments)
     }
 
     /// Frames in the first video stream, counted by decoding (`ffprobe -count_frames`).

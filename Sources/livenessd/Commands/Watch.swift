@@ -20,17 +20,8 @@ struct Watch: ParsableCommand {
     func run() throws {
         let descriptor = Foundation.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw CommandError("cannot create a socket") }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(self.socket.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw CommandError("socket path too long") }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
+        guard let connected = withUnixSocketAddress(self.socket, { connect(descriptor, $0, $1) }) else {
+            throw CommandError("socket path too long: \(self.socket)")
         }
         guard connected == 0 else {
             FileHandle.standardError.write(
