@@ -111,22 +111,13 @@ struct BenchEngine: ParsableCommand {
         }
     }
 
-    /// Milliseconds per frame of each timed iteration.
-    func time(batch: Int, _ body: () -> Void) -> [Double] {
-        for _ in 0..<self.warmup { body() }
-        var samples: [Double] = []
-        samples.reserveCapacity(self.iterations)
-        for _ in 0..<self.iterations {
-            let start = DispatchTime.now().uptimeNanoseconds
-            body()
-            let elapsed = DispatchTime.now().uptimeNanoseconds - start
-            samples.append(Double(elapsed) / 1e6 / Double(batch))
-        }
-        return samples.sorted()
+    /// Milliseconds per frame of each timed iteration, sorted.
+    func time(batch: Int, _ body: () -> Void) -> BenchTiming {
+        BenchTiming.measure(warmup: self.warmup, iterations: self.iterations, framesPerIteration: batch, body)
     }
 
-    func report(_ name: String, batch: Int, _ sorted: [Double]) {
-        func quantile(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int(q * Double(sorted.count)))] }
+    func report(_ name: String, batch: Int, _ timing: BenchTiming) {
+        let quantile = timing.quantile
         let median = quantile(0.5)
         if self.json {
             let fields: [String: Any] = [
@@ -238,15 +229,8 @@ struct BenchDetect: ParsableCommand {
                     try detector.detect(bgr: $0.baseAddress!, width: width, height: height, rowStride: 3 * width).count
                 }
             }
-            for _ in 0..<self.warmup { try detect() }
-            var samples: [Double] = []
-            for _ in 0..<self.iterations {
-                let start = DispatchTime.now().uptimeNanoseconds
-                try detect()
-                samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
-            }
-            samples.sort()
-            func quantile(_ q: Double) -> Double { samples[min(samples.count - 1, Int(q * Double(samples.count)))] }
+            let timing = try BenchTiming.measure(warmup: self.warmup, iterations: self.iterations, framesPerIteration: 1, detect)
+            let quantile = timing.quantile
             let padded = FaceDetector.paddedSize(width: width, height: height)
             if self.json {
                 let fields: [String: Any] = [
@@ -415,5 +399,29 @@ struct BenchPipeline: ParsableCommand {
         }
         print(String(format: "total: %d frames decided in %.2f s = %.1f frames/s; CPU %.0f %% of one core; peak RSS %.1f MB",
                      frames, seconds, Double(frames) / seconds, 100 * cpu / seconds, Double(usage.ru_maxrss) / 1024))
+    }
+}
+
+/// Per-iteration wall times of a benchmark body, in milliseconds per frame, sorted.
+struct BenchTiming {
+    var sorted: [Double]
+
+    static func measure(
+        warmup: Int, iterations: Int, framesPerIteration: Int, _ body: () throws -> Void
+    ) rethrows -> BenchTiming {
+        for _ in 0..<warmup { try body() }
+        var samples: [Double] = []
+        samples.reserveCapacity(iterations)
+        for _ in 0..<iterations {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(framesPerIteration))
+        }
+        return BenchTiming(sorted: samples.sorted())
+    }
+
+    /// The q-quantile (0…1) of the samples.
+    func quantile(_ q: Double) -> Double {
+        self.sorted[min(self.sorted.count - 1, Int(q * Double(self.sorted.count)))]
     }
 }
