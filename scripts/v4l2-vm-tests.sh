@@ -77,7 +77,7 @@ expect() { # description, command…
     shift
     if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; return 1; fi
 }
-frames() { grep -c "^frame seq=[0-9]* 640x480 yuyv422 bytes=614400 pts=[0-9.]* dt=" "$1"; }
+frames() { grep -c "^frame seq=[0-9]* 640x480 yuyv422 bytes=614400 pts=-\?[0-9.]* dt=" "$1"; }
 fps_between() { # log, low, high: the measured rate is in [low, high]
     local fps
     fps=$(sed -n 's/^captured [0-9]* frames: \([0-9.]*\) fps measured.*/\1/p' "$1")
