@@ -42,6 +42,9 @@ public struct FrameDecision: Sendable {
     public var decision: Decision
     public var box: PixelRect?
     public var faceCount: Int
+    /// The 224² grey crop the model judged (row-major, 0–255), when `Configuration.publishCrops` is
+    /// set (eval reports show the worst frames); nil otherwise.
+    public var crop: [UInt8]?
 }
 
 /// Counters of one source lane (a snapshot).
@@ -79,6 +82,11 @@ public final class LivenessPipeline: @unchecked Sendable {
         public var inferenceCapacity = 16
         /// Frames a replay source may have inside the pipeline at once.
         public var replayInFlight = 4
+        /// Attach each scored frame's grey crop to its decision (costs no copy; off for the daemon).
+        public var publishCrops = false
+        /// Forget a source once its end is published (its statistics go with it): for runs that
+        /// add thousands of short sources one after another (eval), so their scratch memory is freed.
+        public var forgetEndedSources = false
 
         public init(decisions: DecisionConfiguration) { self.decisions = decisions }
     }
@@ -337,7 +345,14 @@ public final class LivenessPipeline: @unchecked Sendable {
             if let event = item.event {
                 self.sink(.source(id: lane.id, event))
                 if lane.kind == .replay { lane.replaySlots.signal() }
-                if case .ended = event { self.idle.leave() }
+                if case .ended = event {
+                    if self.configuration.forgetEndedSources {
+                        self.lanes.withLock { lanes in
+                            if lanes[lane.id] === lane { lanes[lane.id] = nil }
+                        }
+                    }
+                    self.idle.leave()
+                }
                 continue
             }
             guard let frame = item.frame else { continue }
@@ -368,7 +383,8 @@ public final class LivenessPipeline: @unchecked Sendable {
                     FrameDecision(
                         sourceID: lane.id, sequence: frame.sequence, presentationTimeSeconds: time,
                         captureTimeNanoseconds: frame.captureTimeNanoseconds, decidedTimeNanoseconds: decided,
-                        decision: decision, box: box, faceCount: faceCount)))
+                        decision: decision, box: box, faceCount: faceCount,
+                        crop: self.configuration.publishCrops && !item.crop.isEmpty ? item.crop : nil)))
             if lane.kind == .replay { lane.replaySlots.signal() }
         }
     }

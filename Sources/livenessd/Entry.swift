@@ -29,7 +29,7 @@ struct Livenessd: ParsableCommand {
             under the current directory and /usr/local/share/livenessd.
             """,
         version: LivenessdVersion.string,
-        subcommands: [Run.self, Watch.self, Classify.self, Probe.self, Bench.self]
+        subcommands: [Run.self, Watch.self, Classify.self, Eval.self, Calibrate.self, Probe.self, Bench.self]
     )
 }
 

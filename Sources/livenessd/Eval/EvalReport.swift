@@ -1,0 +1,245 @@
+import Foundation
+
+/// report.json: everything an eval run measured, schema-versioned. Field names are snake_case;
+/// rates are fractions (0–1) with 95 % intervals; see docs/EVAL.md.
+struct EvalReport: Codable {
+    var schema = "livenessd-eval-report"
+    var schemaVersion = 1
+    /// Every presentation ran to its end (false after an interrupt: only finished ones count).
+    var complete: Bool
+    var run: RunInfo
+    var dataset: DatasetSummary
+    var throughput: Throughput
+    var metrics: Metrics
+    var calibration: Calibration?
+    var failuresToAcquire: [Failure]
+    var presentations: [PresentationResult]
+
+    enum CodingKeys: String, CodingKey {
+        case schema, complete, run, dataset, throughput, metrics, calibration, presentations
+        case schemaVersion = "schema_version"
+        case failuresToAcquire = "failures_to_acquire"
+    }
+
+    struct RunInfo: Codable {
+        var livenessdVersion: String
+        var commit: String
+        var command: [String]
+        var model: String
+        var modelSHA256: String
+        var detector: String?
+        var detectorSHA256: String?
+        var threshold: Double
+        var thresholdSource: String
+        var crop: Crop
+        var decisions: Decisions
+        var every: Int
+        var jobs: Int
+        var machine: Machine
+        var startedUTC: String
+        var finishedUTC: String
+
+        struct Crop: Codable {
+            var mode: String
+            var scale: Double?
+        }
+
+        struct Decisions: Codable {
+            var hysteresis: Double
+            var windowFrames: Int
+            var windowSeconds: Double
+            var minimumScoredFrames: Int
+            var smoothing: String
+            var faceLostResetSeconds: Double
+
+            enum CodingKeys: String, CodingKey {
+                case hysteresis, smoothing
+                case windowFrames = "window_frames"
+                case windowSeconds = "window_seconds"
+                case minimumScoredFrames = "minimum_scored_frames"
+                case faceLostResetSeconds = "face_lost_reset_seconds"
+            }
+        }
+
+        struct Machine: Codable {
+            var cpu: String
+            var logicalCPUs: Int
+            var os: String
+            var kernel: String
+            var openBLASCore: String
+
+            enum CodingKeys: String, CodingKey {
+                case cpu, os, kernel
+                case logicalCPUs = "logical_cpus"
+                case openBLASCore = "openblas_core"
+            }
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case commit, command, model, detector, threshold, crop, decisions, every, jobs, machine
+            case livenessdVersion = "livenessd_version"
+            case modelSHA256 = "model_sha256"
+            case detectorSHA256 = "detector_sha256"
+            case thresholdSource = "threshold_source"
+            case startedUTC = "started_utc"
+            case finishedUTC = "finished_utc"
+        }
+    }
+
+    struct DatasetSummary: Codable {
+        var origin: String
+        var presentations: Int
+        var bonaFide: Int
+        var attacks: Int
+        var attacksBySpecies: [String: Int]
+        var splits: [String: Int]
+        var excluded: [Failure]
+
+        enum CodingKeys: String, CodingKey {
+            case origin, presentations, attacks, splits, excluded
+            case bonaFide = "bona_fide"
+            case attacksBySpecies = "attacks_by_species"
+        }
+    }
+
+    struct Failure: Codable, Equatable {
+        var path: String
+        var label: String?
+        var reason: String
+    }
+
+    struct Throughput: Codable {
+        var presentationsFinished: Int
+        var clips: Int
+        var stills: Int
+        var frames: Int
+        var wallSeconds: Double
+        var framesPerSecond: Double
+        var clipsPerMinute: Double
+        var presentationsPerMinute: Double
+
+        enum CodingKeys: String, CodingKey {
+            case clips, stills, frames
+            case presentationsFinished = "presentations_finished"
+            case wallSeconds = "wall_seconds"
+            case framesPerSecond = "frames_per_second"
+            case clipsPerMinute = "clips_per_minute"
+            case presentationsPerMinute = "presentations_per_minute"
+        }
+    }
+
+    struct Metrics: Codable {
+        /// Which presentations the figures are over: `all`, or `eval` when the manifest had splits.
+        var subset: String
+        var presentation: LevelMetrics
+        var frame: LevelMetrics
+    }
+
+    struct LevelMetrics: Codable {
+        var bonaFide: Int
+        var attacks: Int
+        /// Failures to acquire (presentation level: files; frame level: frames without a usable face,
+        /// within acquired presentations) over all attempted.
+        var nonResponse: Proportion
+        var curve: CurveMetrics
+        var atConfiguredThreshold: OperatingPoint
+        var atCalibratedThreshold: OperatingPoint?
+
+        enum CodingKeys: String, CodingKey {
+            case attacks, curve
+            case bonaFide = "bona_fide"
+            case nonResponse = "non_response"
+            case atConfiguredThreshold = "at_configured_threshold"
+            case atCalibratedThreshold = "at_calibrated_threshold"
+        }
+    }
+
+    struct Calibration: Codable {
+        /// The split the threshold was chosen on (`dev`, or `all` when there is none: optimistic).
+        var split: String
+        var level: String
+        var targetAPCER: Double
+        /// Largest threshold with presentation-level APCER ≤ target on that split; nil: no attacks there.
+        var threshold: Double?
+        var apcer: Proportion?
+        var bpcer: Proportion?
+        var note: String
+
+        enum CodingKeys: String, CodingKey {
+            case split, level, threshold, apcer, bpcer, note
+            case targetAPCER = "target_apcer"
+        }
+    }
+
+    // MARK: - Building
+
+    static let devSplits: Set<String> = ["dev", "devel", "development", "val", "validation", "calibration"]
+    static let evalSplits: Set<String> = ["eval", "test", "evaluation"]
+
+    /// Metrics and calibration from the finished presentations.
+    static func analyse(
+        _ finished: [EvalRunner.Finished], threshold: Double, targetAPCER: Double
+    ) -> (metrics: Metrics, calibration: Calibration?) {
+        let counted = finished.filter { !$0.result.interrupted }
+        let hasSplits = counted.contains { $0.result.split != nil }
+        let dev = counted.filter { $0.result.split.map(Self.devSplits.contains) ?? false }
+        let evaluation = counted.filter { $0.result.split.map(Self.evalSplits.contains) ?? false }
+        let calibrationSet = dev.isEmpty ? counted : dev
+        let subset = hasSplits && !evaluation.isEmpty && !dev.isEmpty ? evaluation : counted
+        let subsetName = subset.count == counted.count ? "all" : "eval"
+
+        let calibrationAttacks = calibrationSet.compactMap(\.result.labelledScore).filter { $0.label == .attack }
+        var calibration: Calibration?
+        if !calibrationAttacks.isEmpty {
+            let calibrated = PADErrorRates.threshold(forAPCER: targetAPCER, attacks: calibrationAttacks.map(\.score))
+            let point = calibrated.map { OperatingPoint(scores: calibrationSet.compactMap(\.result.labelledScore), threshold: $0) }
+            calibration = Calibration(
+                split: dev.isEmpty ? "all" : "dev", level: "presentation", targetAPCER: targetAPCER, threshold: calibrated,
+                apcer: point?.apcerPooled, bpcer: point?.bpcer,
+                note: dev.isEmpty
+                    ? "chosen on the same presentations it is reported on: optimistic; give a manifest split column with dev and eval rows"
+                    : "chosen on the dev split, reported on the eval split")
+        }
+        let calibratedThreshold = calibration?.threshold
+
+        func level(scores: [LabelledScore], attempted: Int, failures: Int) -> LevelMetrics {
+            LevelMetrics(
+                bonaFide: scores.filter { $0.label == .bonaFide }.count, attacks: scores.filter { $0.label == .attack }.count,
+                nonResponse: Proportion(errors: failures, total: attempted), curve: PADErrorRates.curve(scores),
+                atConfiguredThreshold: OperatingPoint(scores: scores, threshold: threshold),
+                atCalibratedThreshold: calibratedThreshold.map { OperatingPoint(scores: scores, threshold: $0) })
+        }
+        let presentationScores = subset.compactMap(\.result.labelledScore)
+        let presentationLevel = level(
+            scores: presentationScores, attempted: subset.count, failures: subset.count - presentationScores.count)
+        let acquired = subset.filter { $0.result.labelledScore != nil }
+        let frameScores = acquired.flatMap(\.frameScores)
+        let framesAttempted = acquired.reduce(0) { $0 + $1.result.frames.decoded }
+        let frameLevel = level(scores: frameScores, attempted: framesAttempted, failures: framesAttempted - frameScores.count)
+        return (Metrics(subset: subsetName, presentation: presentationLevel, frame: frameLevel), calibration)
+    }
+
+    /// The threshold snippet for livenessd.yaml.
+    static func thresholdSnippet(_ calibration: Calibration, origin: String, date: String) -> String? {
+        guard let threshold = calibration.threshold else { return nil }
+        let apcer = calibration.apcer?.value.map { String(format: "%.4f", $0) } ?? "n/a"
+        let bpcer = calibration.bpcer?.value.map { String(format: "%.4f", $0) } ?? "n/a"
+        return """
+            # Proposed by `livenessd eval` on \(date) from \(origin)
+            # (split \(calibration.split), presentation level): the largest threshold whose APCER ≤ \(calibration.targetAPCER);
+            # there APCER = \(apcer), BPCER = \(bpcer). \(calibration.note).
+            threshold: \(String(format: "%.6f", threshold))
+
+            """
+    }
+}
+
+/// Writes `data` to `path` through a temporary file in the same folder and a rename, so a reader
+/// (or an interrupted run) never sees half a report.
+func writeAtomically(_ data: Data, to path: String) throws {
+    do {
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    } catch {
+        throw CommandError("cannot write \(path): \(error.localizedDescription)")
+    }
+}

@@ -1,0 +1,257 @@
+import CaptureKit
+import Dispatch
+import FramePipeline
+import Foundation
+import LivenessEngine
+import Synchronization
+
+/// Plays every presentation of a dataset through the daemon's own `LivenessPipeline` in replay
+/// (lossless) mode, `jobs` files at a time, and collects what the daemon decided.
+final class EvalRunner: @unchecked Sendable {
+    // @unchecked: mutable state lives in `state` (a Mutex); the pipeline is thread-safe.
+
+    struct Options {
+        var jobs = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        /// Score every Nth decoded frame of a clip (1: all).
+        var every = 1
+        /// Keep each presentation's telltale crop (for the report's thumbnails).
+        var keepCrops = true
+    }
+
+    struct Finished {
+        var index: Int
+        var result: PresentationResult
+        var series: FrameSeries
+        var frameScores: [LabelledScore]
+        var telltaleCrop: [UInt8]?
+    }
+
+    private struct State {
+        var next = 0
+        var active: [String: (index: Int, accumulator: PresentationAccumulator)] = [:]
+        var finished: [Finished] = []
+        var interrupted = false
+        var frames = 0
+        var completed = 0
+    }
+
+    let dataset: EvalDataset
+    let decisions: DecisionConfiguration
+    let options: Options
+    private let pipeline: LivenessPipeline
+    private let detector: DetectorSetup?
+    private let state = Mutex(State())
+    private let control = DispatchQueue(label: "livenessd.eval.control")
+    private let done = DispatchSemaphore(value: 0)
+    private let frameLog: FrameLog?
+    private let progress: (_ completed: Int, _ total: Int, _ frames: Int) -> Void
+
+    init(
+        dataset: EvalDataset, model: LivenessViT, detector: DetectorSetup?, decisions: DecisionConfiguration,
+        options: Options, frameLog: FrameLog?,
+        progress: @escaping (_ completed: Int, _ total: Int, _ frames: Int) -> Void = { _, _, _ in }
+    ) {
+        self.dataset = dataset
+        self.decisions = decisions
+        self.options = options
+        self.detector = detector
+        self.frameLog = frameLog
+        self.progress = progress
+        var configuration = LivenessPipeline.Configuration(decisions: decisions)
+        configuration.publishCrops = options.keepCrops
+        configuration.forgetEndedSources = true
+        let box = RunnerBox()
+        self.pipeline = LivenessPipeline(model: model, configuration: configuration) { event in box.runner?.handle(event) }
+        box.runner = self
+    }
+
+    /// Runs every presentation (or until `interrupt()`), returning the finished ones in dataset order.
+    func run() -> [Finished] {
+        if self.dataset.presentations.isEmpty { return [] }
+        self.control.async {
+            for _ in 0..<min(self.options.jobs, self.dataset.presentations.count) { self.startNext() }
+        }
+        self.done.wait()
+        self.frameLog?.flush()
+        return self.state.withLock { $0.finished }.sorted { $0.index < $1.index }
+    }
+
+    /// Stops starting new files and stops the ones playing; `run()` then returns what finished
+    /// (the stopped ones marked interrupted).
+    func interrupt() {
+        let alreadyInterrupted = self.state.withLock { state -> Bool in
+            defer { state.interrupted = true }
+            return state.interrupted
+        }
+        if alreadyInterrupted { return }
+        self.control.async {
+            _ = self.pipeline.stop(timeoutSeconds: 30)
+            self.finishIfIdle()
+        }
+    }
+
+    private static func sourceID(_ index: Int, _ presentation: Presentation) -> String { "\(index):\(presentation.path)" }
+
+    /// Control queue: opens the next file; one that cannot be opened is a failure to acquire.
+    private func startNext() {
+        let claimed = self.state.withLock { state -> Int? in
+            guard !state.interrupted, state.next < self.dataset.presentations.count else { return nil }
+            defer { state.next += 1 }
+            let index = state.next
+            let presentation = self.dataset.presentations[index]
+            state.active[Self.sourceID(index, presentation)] = (
+                index, PresentationAccumulator(presentation: presentation, decisions: self.decisions)
+            )
+            return index
+        }
+        guard let index = claimed else {
+            self.finishIfIdle()
+            return
+        }
+        let presentation = self.dataset.presentations[index]
+        let id = Self.sourceID(index, presentation)
+        var source: FrameSource = MediaSource(location: presentation.location, id: id)
+        if self.options.every > 1 { source = EveryNthFrame(source, every: self.options.every) }
+        do {
+            if let detector = self.detector {
+                try self.pipeline.add(source, locator: try detector.makeLocator())
+            } else {
+                try self.pipeline.add(source)
+            }
+        } catch {
+            let reason = (error as? CaptureError)?.message ?? "\(error)"
+            self.complete(id: id, end: nil, openError: "cannot open: \(reason)")
+            self.startNext()
+        }
+    }
+
+    private func finishIfIdle() {
+        let finished = self.state.withLock { state in
+            state.active.isEmpty && (state.interrupted || state.next >= self.dataset.presentations.count)
+        }
+        if finished { self.done.signal() }
+    }
+
+    /// Inference queue (the pipeline's sink), in order per source.
+    private func handle(_ event: PipelineEvent) {
+        switch event {
+        case .decision(let frame):
+            let presentation = self.state.withLock { state -> Presentation? in
+                guard state.active[frame.sourceID] != nil else { return nil }
+                state.active[frame.sourceID]!.accumulator.add(frame)
+                state.frames += 1
+                return state.active[frame.sourceID]!.accumulator.presentation
+            }
+            if let presentation { self.frameLog?.append(frame, presentation: presentation) }
+        case .source(let id, .skipped(let count, _)):
+            self.state.withLock { $0.active[id]?.accumulator.skippedPackets(count) }
+        case .source(let id, .ended(let end)):
+            self.complete(id: id, end: end, openError: nil)
+            self.control.async { self.startNext() }
+        case .source:
+            break
+        }
+    }
+
+    private func complete(id: String, end: SourceEnd?, openError: String?) {
+        let (completed, frames) = self.state.withLock { state -> (Int, Int) in
+            guard let entry = state.active.removeValue(forKey: id) else { return (state.completed, state.frames) }
+            let interrupted = end == .stopped
+            let result = entry.accumulator.finish(end: end, openError: openError, interrupted: interrupted)
+            state.finished.append(
+                Finished(
+                    index: entry.index, result: result, series: entry.accumulator.series,
+                    frameScores: result.labelledScore == nil ? [] : entry.accumulator.frameScores(),
+                    telltaleCrop: entry.accumulator.telltaleCrop))
+            state.completed += 1
+            return (state.completed, state.frames)
+        }
+        self.progress(completed, self.dataset.presentations.count, frames)
+    }
+}
+
+/// Lets the pipeline's sink reach the runner that owns the pipeline (set once, before any source).
+private final class RunnerBox: @unchecked Sendable {
+    weak var runner: EvalRunner?
+}
+
+/// Passes on every Nth frame of a source (and all its other news): `eval --every N`.
+final class EveryNthFrame: FrameSource, @unchecked Sendable {
+    let inner: FrameSource
+    let every: UInt64
+    var id: String { self.inner.id }
+    var kind: SourceKind { self.inner.kind }
+
+    init(_ inner: FrameSource, every: Int) {
+        self.inner = inner
+        self.every = UInt64(max(1, every))
+    }
+
+    func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
+        let every = self.every
+        try self.inner.start { event in
+            if case .frame(let frame) = event, frame.sequence % every != 0 { return }  // its buffer goes back to the pool
+            handler(event)
+        }
+    }
+
+    func stop() { self.inner.stop() }
+}
+
+/// frames.jsonl: one JSON object per decided frame, appended as the pipeline publishes them (so an
+/// interrupted run keeps every line it produced).
+final class FrameLog: @unchecked Sendable {
+    // @unchecked: written from the pipeline's one inference queue; `buffer` behind a Mutex anyway.
+    private let handle: FileHandle
+    private let buffer = Mutex(Data())
+
+    init(path: String) throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil) else {
+            throw CommandError("cannot create \(path): check the output folder is writable")
+        }
+        self.handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    }
+
+    struct Line: Encodable {
+        var path: String
+        var label: PresentationLabel
+        var species: String?
+        var sequence: UInt64
+        var time: Double
+        var state: String
+        var raw: Double?
+        var smoothed: Double?
+        var window: Int
+        var reason: String?
+        var box: [Int]?
+        var faces: Int
+    }
+
+    func append(_ frame: FrameDecision, presentation: Presentation) {
+        let line = Line(
+            path: presentation.path, label: presentation.label, species: presentation.species, sequence: frame.sequence,
+            time: frame.presentationTimeSeconds, state: frame.decision.state.rawValue, raw: frame.decision.rawScore,
+            smoothed: frame.decision.smoothedScore, window: frame.decision.windowCount, reason: frame.decision.reason,
+            box: frame.box.map { [$0.x, $0.y, $0.width, $0.height] }, faces: frame.faceCount)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard var data = try? encoder.encode(line) else { return }
+        data.append(0x0A)
+        let full = self.buffer.withLock { buffer -> Data? in
+            buffer.append(data)
+            guard buffer.count >= 1 << 16 else { return nil }
+            defer { buffer.removeAll(keepingCapacity: true) }
+            return buffer
+        }
+        if let full { self.handle.write(full) }
+    }
+
+    func flush() {
+        let rest = self.buffer.withLock { buffer -> Data in
+            defer { buffer.removeAll() }
+            return buffer
+        }
+        if !rest.isEmpty { self.handle.write(rest) }
+        try? self.handle.synchronize()
+    }
+}

@@ -1,0 +1,193 @@
+import CaptureKit
+import FramePipeline
+import Foundation
+import LivenessEngine
+
+/// What one presentation amounted to (report.json's `presentations`).
+struct PresentationResult: Codable, Sendable {
+    var path: String
+    var label: PresentationLabel
+    var species: String?
+    var split: String?
+    /// `still` (one picture) or `clip`.
+    var kind: String
+    var frames: FrameCounts
+    /// The presentation's score: called an attack iff score ≥ threshold, exactly as the daemon
+    /// behaves (see `rule`); nil for a failure to acquire.
+    var score: Double?
+    /// `window`: the daemon's window reached its minimum of scored frames; score = lowest smoothed
+    /// score + hysteresis, i.e. the daemon said `live` at some frame iff score < threshold (the door
+    /// would have opened). `short`: too few scored frames for a verdict (stills): score = mean frame
+    /// score, judged like `livenessd classify`.
+    var rule: String?
+    /// At the configured threshold: `attack` or `bona_fide`; nil for a failure to acquire.
+    var decision: PresentationLabel?
+    /// The daemon's own states over the clip.
+    var daemon: DaemonOutcome
+    var medianFrameScore: Double?
+    /// Why this presentation could not be acquired (unreadable, truncated, no face …); it then
+    /// counts as a non-response, not in APCER/BPCER.
+    var failure: String?
+    /// The run was interrupted before this presentation finished.
+    var interrupted: Bool
+    /// How the source ended (`end of file`, `truncated: …`).
+    var end: String
+    var damagedPacketsSkipped: Int
+
+    struct FrameCounts: Codable, Sendable, Equatable {
+        var decoded = 0
+        var scored = 0
+        var noFace = 0
+        var unusable = 0
+        /// Unusable frames by gate reason.
+        var unusableReasons: [String: Int] = [:]
+
+        enum CodingKeys: String, CodingKey {
+            case decoded, scored
+            case noFace = "no_face"
+            case unusable
+            case unusableReasons = "unusable_reasons"
+        }
+    }
+
+    struct DaemonOutcome: Codable, Sendable, Equatable {
+        /// First `live` or `spoof` the daemon published, and when (frame time, seconds).
+        var firstVerdict: String?
+        var firstVerdictSeconds: Double?
+        /// The daemon said `live` at some frame.
+        var reachedLive = false
+        var finalState: String?
+
+        enum CodingKeys: String, CodingKey {
+            case firstVerdict = "first_verdict"
+            case firstVerdictSeconds = "first_verdict_seconds"
+            case reachedLive = "reached_live"
+            case finalState = "final_state"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case path, label, species, split, kind, frames, score, rule, decision, daemon, failure, interrupted, end
+        case medianFrameScore = "median_frame_score"
+        case damagedPacketsSkipped = "damaged_packets_skipped"
+    }
+
+    /// Labelled presentation score, when acquired.
+    var labelledScore: LabelledScore? {
+        guard self.failure == nil, !self.interrupted, let score else { return nil }
+        return LabelledScore(score: score, label: self.label, species: self.species)
+    }
+}
+
+/// Per-frame series of one presentation, kept for the report's timelines and frame-level metrics.
+struct FrameSeries: Sendable {
+    var times: [Double] = []
+    /// NaN where the frame had no score (no face, unusable).
+    var raw: [Double] = []
+    var smoothed: [Double] = []
+    var states: [LivenessState] = []
+}
+
+/// Collects one presentation's decisions as the pipeline publishes them (in frame order) and
+/// turns them into a `PresentationResult`. Pure: no clocks, no I/O.
+struct PresentationAccumulator {
+    let presentation: Presentation
+    let decisions: DecisionConfiguration
+    private(set) var series = FrameSeries()
+    private var counts = PresentationResult.FrameCounts()
+    private var lowestSmoothed: Double?
+    private var daemon = PresentationResult.DaemonOutcome()
+    private var skipped = 0
+    /// The crop of the frame most against the label (lowest score of an attack, highest of a bona
+    /// fide presentation): the report's thumbnail of a miss.
+    private(set) var telltaleCrop: [UInt8]?
+    private var telltaleScore: Double?
+
+    init(presentation: Presentation, decisions: DecisionConfiguration) {
+        self.presentation = presentation
+        self.decisions = decisions
+    }
+
+    mutating func add(_ frame: FrameDecision) {
+        let decision = frame.decision
+        self.counts.decoded += 1
+        self.series.times.append(frame.presentationTimeSeconds)
+        self.series.raw.append(decision.rawScore ?? .nan)
+        self.series.smoothed.append(decision.smoothedScore ?? .nan)
+        self.series.states.append(decision.state)
+        if let raw = decision.rawScore {
+            self.counts.scored += 1
+            if decision.windowCount >= self.decisions.minimumScoredFrames, let smoothed = decision.smoothedScore {
+                self.lowestSmoothed = min(self.lowestSmoothed ?? smoothed, smoothed)
+            }
+            let against = self.presentation.label == .attack ? -raw : raw
+            if let crop = frame.crop, self.telltaleScore.map({ against > $0 }) ?? true {
+                self.telltaleScore = against
+                self.telltaleCrop = crop
+            }
+        } else if decision.state == .noFace || (decision.reason == "no face in view") {
+            self.counts.noFace += 1
+        } else {
+            self.counts.unusable += 1
+            self.counts.unusableReasons[decision.reason ?? "unknown", default: 0] += 1
+        }
+        if decision.state == .live || decision.state == .spoof {
+            if self.daemon.firstVerdict == nil {
+                self.daemon.firstVerdict = decision.state.rawValue
+                self.daemon.firstVerdictSeconds = frame.presentationTimeSeconds
+            }
+            if decision.state == .live { self.daemon.reachedLive = true }
+        }
+        self.daemon.finalState = decision.state.rawValue
+    }
+
+    mutating func skippedPackets(_ count: Int) { self.skipped = count }
+
+    /// The result once the source ended (`end`), or was never opened (`openError`).
+    func finish(end: SourceEnd?, openError: String? = nil, interrupted: Bool = false) -> PresentationResult {
+        let scores = self.series.raw.filter { !$0.isNaN }
+        var score: Double?
+        var rule: String?
+        if let lowest = self.lowestSmoothed {
+            score = lowest + self.decisions.hysteresis
+            rule = "window"
+        } else if !scores.isEmpty {
+            score = scores.reduce(0, +) / Double(scores.count)
+            rule = "short"
+        }
+        var failure: String?
+        if let openError {
+            failure = openError
+        } else if case .truncated(let reason) = end {
+            failure = "truncated: \(reason)"
+        } else if case .error(let reason) = end {
+            failure = "unreadable: \(reason)"
+        } else if case .deviceGone(let reason) = end {
+            failure = "source gone: \(reason)"
+        } else if self.counts.decoded == 0 && !interrupted {
+            failure = "no frames decoded"
+        } else if scores.isEmpty && !interrupted {
+            if self.counts.unusable > 0, let top = self.counts.unusableReasons.max(by: { $0.value < $1.value }) {
+                failure = "no usable face in \(self.counts.decoded) frame(s): \(top.key) in \(top.value)"
+                    + (self.counts.noFace > 0 ? ", no face in \(self.counts.noFace)" : "")
+            } else {
+                failure = "no face in \(self.counts.decoded) frame(s)"
+            }
+        }
+        let acquired = failure == nil && !interrupted
+        return PresentationResult(
+            path: self.presentation.path, label: self.presentation.label, species: self.presentation.species,
+            split: self.presentation.split, kind: EvalDataset.isStill(self.presentation.path) ? "still" : "clip",
+            frames: self.counts, score: acquired ? score : nil, rule: acquired ? rule : nil,
+            decision: acquired ? score.map { $0 >= self.decisions.threshold ? .attack : .bonaFide } : nil,
+            daemon: self.daemon, medianFrameScore: median(scores), failure: failure, interrupted: interrupted,
+            end: end.map { "\($0)" } ?? "not opened", damagedPacketsSkipped: self.skipped)
+    }
+
+    /// Frame-level labelled scores (scored frames only) of an acquired presentation.
+    func frameScores() -> [LabelledScore] {
+        self.series.raw.filter { !$0.isNaN }.map {
+            LabelledScore(score: $0, label: self.presentation.label, species: self.presentation.species)
+        }
+    }
+}
