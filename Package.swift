@@ -97,7 +97,7 @@ let package = Package(
         ),
         .testTarget(
             name: "livenessdTests",
-            dependencies: ["livenessd", "CaptureKit", "LivenessEngine", "TestSupport"]
+            dependencies: ["livenessd", "CaptureKit", "FramePipeline", "LivenessEngine", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

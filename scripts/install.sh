@@ -8,9 +8,14 @@ PREFIX="${PREFIX:-/usr/local}"
 [ -x .build/release/livenessd ] || { echo "run scripts/setup.sh first (no .build/release/livenessd)" >&2; exit 1; }
 [ -f models/face-liveness-vit/model.pt ] || { echo "run scripts/setup.sh first (no model in models/)" >&2; exit 1; }
 install -D -m 0755 .build/release/livenessd "$PREFIX/bin/livenessd"
+[ ! -f .build/release/livenessd.buildinfo ] || install -D -m 0644 .build/release/livenessd.buildinfo "$PREFIX/share/livenessd/livenessd.buildinfo"
 install -D -m 0644 models/face-liveness-vit/model.pt "$PREFIX/share/livenessd/face-liveness-vit/model.pt"
+if [ -f models/yunet/face_detection_yunet.onnx ]; then
+    install -D -m 0644 models/yunet/face_detection_yunet.onnx "$PREFIX/share/livenessd/yunet/face_detection_yunet.onnx"
+fi
 install -D -m 0644 README.md "$PREFIX/share/doc/livenessd/README.md"
 install -D -m 0644 docs/PROTOCOL.md "$PREFIX/share/doc/livenessd/PROTOCOL.md"
+install -D -m 0644 docs/EVAL.md "$PREFIX/share/doc/livenessd/EVAL.md"
 if [ ! -f /etc/livenessd/livenessd.yaml ]; then
     install -D -m 0644 samples/livenessd.yaml /etc/livenessd/livenessd.yaml
 fi

@@ -67,4 +67,7 @@ install_model "face detector" "$DETECTOR_URL" "$DETECTOR_SHA256" "yunet/face_det
 # 4. Release build.
 say "building livenessd (release)"
 swift build -c release
+# The commit the binary was built from, for eval reports (livenessd reads it beside the executable).
+git describe --always --dirty --abbrev=12 > .build/release/livenessd.buildinfo 2>/dev/null \
+    || echo unknown > .build/release/livenessd.buildinfo
 say "done: .build/release/livenessd (models: models/face-liveness-vit/model.pt, models/yunet/face_detection_yunet.onnx)"

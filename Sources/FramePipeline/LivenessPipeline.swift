@@ -45,6 +45,22 @@ public struct FrameDecision: Sendable {
     /// The 224² grey crop the model judged (row-major, 0–255), when `Configuration.publishCrops` is
     /// set (eval reports show the worst frames); nil otherwise.
     public var crop: [UInt8]?
+
+    public init(
+        sourceID: String, sequence: UInt64, presentationTimeSeconds: Double, captureTimeNanoseconds: UInt64 = 0,
+        decidedTimeNanoseconds: UInt64 = 0, decision: Decision, box: PixelRect? = nil, faceCount: Int = 0,
+        crop: [UInt8]? = nil
+    ) {
+        self.sourceID = sourceID
+        self.sequence = sequence
+        self.presentationTimeSeconds = presentationTimeSeconds
+        self.captureTimeNanoseconds = captureTimeNanoseconds
+        self.decidedTimeNanoseconds = decidedTimeNanoseconds
+        self.decision = decision
+        self.box = box
+        self.faceCount = faceCount
+        self.crop = crop
+    }
 }
 
 /// Counters of one source lane (a snapshot).

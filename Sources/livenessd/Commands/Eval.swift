@@ -345,14 +345,16 @@ enum MachineInfo {
 }
 
 /// The source commit this binary was built from: `livenessd.buildinfo` beside the executable
-/// (written by scripts/setup.sh and installed by scripts/install.sh), else $LIVENESSD_COMMIT.
+/// (written by scripts/setup.sh) or in ../share/livenessd/ (scripts/install.sh), else $LIVENESSD_COMMIT.
 enum BuildInfo {
     static var commit: String {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let file = (executable as NSString).deletingLastPathComponent + "/livenessd.buildinfo"
-        if let text = try? String(contentsOfFile: file, encoding: .utf8) {
-            let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            if !value.isEmpty { return value }
+        let folder = (executable as NSString).deletingLastPathComponent
+        for file in [folder + "/livenessd.buildinfo", folder + "/../share/livenessd/livenessd.buildinfo"] {
+            if let text = try? String(contentsOfFile: file, encoding: .utf8) {
+                let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                if !value.isEmpty { return value }
+            }
         }
         return ProcessInfo.processInfo.environment["LIVENESSD_COMMIT"] ?? "unknown"
     }

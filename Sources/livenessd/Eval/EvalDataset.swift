@@ -83,7 +83,10 @@ struct EvalDataset: Sendable {
             for relative in files {
                 var isDir: ObjCBool = false
                 let location = classFolder + "/" + relative
-                guard manager.fileExists(atPath: location, isDirectory: &isDir), !isDir.boolValue else { continue }
+                // A link to a missing file is kept: it is reported as a failure to acquire, not hidden.
+                let dangling = (try? manager.destinationOfSymbolicLink(atPath: location)) != nil
+                    && !manager.fileExists(atPath: location)
+                guard dangling || (manager.fileExists(atPath: location, isDirectory: &isDir) && !isDir.boolValue) else { continue }
                 let path = name + "/" + relative
                 let ext = (relative as NSString).pathExtension.lowercased()
                 guard Self.mediaExtensions.contains(ext) else {

@@ -306,7 +306,7 @@ enum SVGPlot {
         }
         func x(_ apcer: Double) -> Double { margin + position(apcer) }
         func y(_ bpcer: Double) -> Double { size - margin - position(bpcer) }
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(size))\" height=\"\(Int(size))\" viewBox=\"0 0 \(Int(size)) \(Int(size))\" role=\"img\" aria-label=\"DET curve\">"
+        var svg = "<svg width=\"\(Int(size))\" height=\"\(Int(size))\" viewBox=\"0 0 \(Int(size)) \(Int(size))\" role=\"img\" aria-label=\"DET curve\">"
         svg += "<rect x=\"\(margin)\" y=\"10\" width=\"\(size - margin - 10)\" height=\"\(size - margin - 10)\" fill=\"#fff\" stroke=\"#999\"/>"
         for tick in ticks {
             let label = tick < 0.01 ? String(format: "%.1f", tick * 100) : String(format: "%.0f", tick * 100)
@@ -354,7 +354,7 @@ enum SVGPlot {
         let peak = max(1e-9, counts.flatMap { label, values in values.map { Double($0) / Double(totals[label]!) } }.max() ?? 1)
         let plotWidth = width - left - 10
         let plotHeight = height - bottom - top
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"\(title) histogram\">"
+        var svg = "<svg width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"\(title) histogram\">"
         svg += "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(plotWidth)\" height=\"\(plotHeight)\" fill=\"#fff\" stroke=\"#999\"/>"
         for (label, colour) in [(PresentationLabel.bonaFide, bonaFideColour), (.attack, attackColour)] {
             for (bin, count) in counts[label]!.enumerated() where count > 0 {
@@ -384,7 +384,7 @@ enum SVGPlot {
         let span = max(1e-6, (series.times.max() ?? 1) - start)
         func x(_ time: Double) -> Double { left + (time - start) / span * (width - left - 6) }
         func y(_ score: Double) -> Double { 4 + (1 - min(max(score, 0), 1)) * plotHeight }
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"timeline\">"
+        var svg = "<svg width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"timeline\">"
         svg += "<rect x=\"\(left)\" y=\"4\" width=\"\(f(width - left - 6))\" height=\"\(f(plotHeight))\" fill=\"#fff\" stroke=\"#bbb\"/>"
         svg += "<rect x=\"\(left)\" y=\"\(f(y(threshold + hysteresis)))\" width=\"\(f(width - left - 6))\" height=\"\(f(y(threshold - hysteresis) - y(threshold + hysteresis)))\" fill=\"#f2c94c\" fill-opacity=\"0.35\"/>"
         svg += "<line x1=\"\(left)\" y1=\"\(f(y(threshold)))\" x2=\"\(f(width - 6))\" y2=\"\(f(y(threshold)))\" stroke=\"#b58900\" stroke-width=\"1\"/>"
