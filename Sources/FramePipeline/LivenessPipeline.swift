@@ -69,13 +69,35 @@ public struct LaneStatistics: Sendable {
     public var droppedStale = 0
     public var droppedBusy = 0
     public var processed = 0
+    /// Capture → decision, nanoseconds.
     public var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    /// Per stage, nanoseconds: capture → prepare started (waiting for the lane), prepare (convert,
+    /// detect, gates, crop), prepared → decided (waiting for and running the batched ViT, deciding).
+    public var queued = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    public var prepare = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    public var inference = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+
+    public enum Stage: String, Sendable, CaseIterable {
+        case queued, prepare, inference, total
+    }
 
     public init() {}
 
     /// Capture → decision latency percentile, milliseconds.
     public func latencyMilliseconds(percentile: Double) -> Double {
-        self.latency.totalCount == 0 ? 0 : Double(self.latency.valueAtPercentile(percentile)) / 1e6
+        self.milliseconds(.total, percentile: percentile)
+    }
+
+    /// A stage's latency percentile, milliseconds (0 before any frame).
+    public func milliseconds(_ stage: Stage, percentile: Double) -> Double {
+        let histogram: Histogram<UInt64>
+        switch stage {
+        case .queued: histogram = self.queued
+        case .prepare: histogram = self.prepare
+        case .inference: histogram = self.inference
+        case .total: histogram = self.latency
+        }
+        return histogram.totalCount == 0 ? 0 : Double(histogram.valueAtPercentile(percentile)) / 1e6
     }
 }
 
@@ -112,6 +134,9 @@ public final class LivenessPipeline: @unchecked Sendable {
         var lane: Lane
         /// What the decision needs of the frame; its pixels go back to the source's pool after prepare.
         var frame: (sequence: UInt64, presentationTimeSeconds: Double, captureTimeNanoseconds: UInt64)?
+        /// Monotonic times the prepare stage started and finished (frames only).
+        var prepareStarted: UInt64 = 0
+        var prepared: UInt64 = 0
         var location: FaceLocation
         var crop: [UInt8]
         var event: SourceEvent?
@@ -275,6 +300,7 @@ public final class LivenessPipeline: @unchecked Sendable {
     /// move spoof probabilities by up to 0.021 (docs/ARCHITECTURE.md), enough to flip a verdict
     /// that sits near the hysteresis band.
     private func prepare(_ frame: Frame, lane: Lane) {
+        let started = monotonicNanoseconds()
         let count = frame.width * frame.height * 3
         if lane.rgb.count < count { lane.rgb = [UInt8](repeating: 0, count: count) }
         var location = FaceLocation.noFace
@@ -295,7 +321,10 @@ public final class LivenessPipeline: @unchecked Sendable {
             }
         }
         let metadata = (frame.sequence, frame.presentationTimeSeconds, frame.captureTimeNanoseconds)
-        self.enqueue(Item(lane: lane, frame: metadata, location: location, crop: crop, event: nil))
+        self.enqueue(
+            Item(
+                lane: lane, frame: metadata, prepareStarted: started, prepared: monotonicNanoseconds(), location: location,
+                crop: crop, event: nil))
     }
 
     private func enqueue(_ item: Item) {
@@ -393,6 +422,9 @@ public final class LivenessPipeline: @unchecked Sendable {
             lane.statistics.withLock {
                 $0.processed += 1
                 _ = $0.latency.record(decided &- frame.captureTimeNanoseconds)
+                _ = $0.queued.record(item.prepareStarted &- frame.captureTimeNanoseconds)
+                _ = $0.prepare.record(item.prepared &- item.prepareStarted)
+                _ = $0.inference.record(decided &- item.prepared)
             }
             self.sink(
                 .decision(

@@ -396,6 +396,11 @@ struct BenchPipeline: ParsableCommand {
             print(
                 "source \((id as NSString).lastPathComponent): in \(lane.framesIn), decided \(lane.processed), dropped stale \(lane.droppedStale) busy \(lane.droppedBusy), "
                     + String(format: "latency p50 %.1f ms p99 %.1f ms", lane.latencyMilliseconds(percentile: 50), lane.latencyMilliseconds(percentile: 99)))
+            print(
+                "  stages p50/p99 ms: "
+                    + [LaneStatistics.Stage.queued, .prepare, .inference].map {
+                        String(format: "%@ %.2f/%.2f", $0.rawValue, lane.milliseconds($0, percentile: 50), lane.milliseconds($0, percentile: 99))
+                    }.joined(separator: ", "))
         }
         print(String(format: "total: %d frames decided in %.2f s = %.1f frames/s; CPU %.0f %% of one core; peak RSS %.1f MB",
                      frames, seconds, Double(frames) / seconds, 100 * cpu / seconds, Double(usage.ru_maxrss) / 1024))

@@ -196,7 +196,15 @@ final class Daemon: @unchecked Sendable {
                         kind: kind, state: states[id] ?? "deciding", fps: monitor.fps(id), framesIn: lane.framesIn,
                         processed: lane.processed, droppedStale: lane.droppedStale, droppedBusy: lane.droppedBusy,
                         latencyP50Ms: lane.latencyMilliseconds(percentile: 50),
-                        latencyP99Ms: lane.latencyMilliseconds(percentile: 99))
+                        latencyP99Ms: lane.latencyMilliseconds(percentile: 99),
+                        stages: Dictionary(
+                            uniqueKeysWithValues: [LaneStatistics.Stage.queued, .prepare, .inference].map {
+                                (
+                                    $0.rawValue,
+                                    EventProtocol.StageLatency(
+                                        p50Ms: lane.milliseconds($0, percentile: 50), p99Ms: lane.milliseconds($0, percentile: 99))
+                                )
+                            }))
                 }
                 return EventProtocol.StatusMessage(
                     version: LivenessdVersion.string, uptimeSeconds: Date().timeIntervalSince(started),

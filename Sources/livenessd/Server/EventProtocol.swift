@@ -123,14 +123,26 @@ enum EventProtocol {
         var droppedBusy: Int
         var latencyP50Ms: Double
         var latencyP99Ms: Double
+        /// Per stage (`queued`, `prepare`, `inference`): p50 and p99 in milliseconds.
+        var stages: [String: StageLatency]? = nil
 
         enum CodingKeys: String, CodingKey {
-            case kind, state, fps, processed
+            case kind, state, fps, processed, stages
             case framesIn = "frames_in"
             case droppedStale = "dropped_stale"
             case droppedBusy = "dropped_busy"
             case latencyP50Ms = "latency_p50_ms"
             case latencyP99Ms = "latency_p99_ms"
+        }
+    }
+
+    struct StageLatency: Codable, Equatable {
+        var p50Ms: Double
+        var p99Ms: Double
+
+        enum CodingKeys: String, CodingKey {
+            case p50Ms = "p50_ms"
+            case p99Ms = "p99_ms"
         }
     }
 
