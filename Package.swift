@@ -38,14 +38,21 @@ let package = Package(
             name: "CV4L2",
             path: "Sources/CaptureKit/CV4L2"
         ),
+        // The one C compute kernel (AVX2 + FMA depthwise 3×3, chosen at run time); why it is C and not
+        // Swift: docs/ARCHITECTURE.md. No -march flags: only the kernel carries a target attribute.
+        .target(
+            name: "CLivenessKernels",
+            path: "Sources/LivenessEngine/CKernels"
+        ),
         .target(
             name: "LivenessEngine",
             dependencies: [
                 "COpenBLAS",
+                "CLivenessKernels",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
-            exclude: ["COpenBLAS"]
+            exclude: ["COpenBLAS", "CKernels"]
         ),
         .target(
             name: "CaptureKit",

@@ -1,5 +1,9 @@
-// Kernels the CNN interpreter needs around its GEMMs, on NCHW planes (batch 1). SIMD8 for the
-// loops that dominate (depthwise 3×3, bias + ReLU); plain loops for the small ones.
+import CLivenessKernels
+import Foundation
+
+// Kernels the CNN interpreter needs around its GEMMs, on NCHW planes (batch 1). SIMD for the
+// loops that dominate (depthwise 3×3, bias + ReLU), and the depthwise 3×3 in AVX2 + FMA C where the
+// CPU has it; plain loops for the small ones.
 
 /// Geometry of one 2-D convolution or pooling window (dilation 1).
 struct WindowGeometry: Equatable {
@@ -97,17 +101,50 @@ enum ConvolutionKernels {
         for index in (vectors * 8)..<count where !(data[index] > 0) { data[index] = 0 }
     }
 
+    /// Which depthwise 3×3 kernel runs. `automatic` is what the interpreter uses; tests name the other
+    /// two to compare them on the same inputs.
+    enum DepthwiseKernel {
+        /// `avx2FMA` when `depthwiseUsesAVX2FMA`, else `portable`.
+        case automatic
+        /// The Swift kernel below (SSE2 on x86-64, NEON on arm64).
+        case portable
+        /// `clk_depthwise3x3_avx2_fma` in CLivenessKernels; only where `avx2FMAAvailable`.
+        case avx2FMA
+    }
+
+    /// Whether this CPU and OS run AVX2 + FMA code (always false off x86-64): asked once.
+    static let avx2FMAAvailable = clk_avx2_fma_available()
+
+    /// Whether `depthwise3x3` takes the C kernel, decided once: where AVX2 + FMA are available and
+    /// `LIVENESSD_PORTABLE_KERNELS` is not `1` (which forces the Swift kernel, to compare or rule it out).
+    static let depthwiseUsesAVX2FMA =
+        Self.avx2FMAAvailable && ProcessInfo.processInfo.environment["LIVENESSD_PORTABLE_KERNELS"] != "1"
+
     /// Depthwise 3×3, stride 1, padding 1 (one filter per channel), bias and optional ReLU fused.
     /// Direct loops: as a GEMM each channel would be a 1 × 9 by 9 × area product, all overhead.
-    /// Two output rows per pass share the loads of their two common input rows, and SIMD4 keeps the
-    /// nine weights in registers on the SSE2 baseline (SIMD8 weights alone would take 18 of its 16).
-    /// `zeroRow` (width zeros) stands in for rows above and below the image, `spareRow` (width
-    /// floats) takes the unused second row when the height is odd.
+    /// Two output rows per pass share the loads of their two common input rows. On x86-64 with AVX2
+    /// and FMA this runs the C kernel (8 lanes, fused multiply-add; see docs/ARCHITECTURE.md), else the
+    /// Swift one, where SIMD4 keeps the nine weights in registers on the SSE2 baseline (SIMD8 weights
+    /// alone would take 18 of its 16). `zeroRow` (width zeros) stands in for rows above and below the
+    /// image, `spareRow` (width floats) takes the unused second row when the height is odd. `output`
+    /// must not overlap `input`.
     static func depthwise3x3(
         _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, weights: UnsafePointer<Float>,
         bias: UnsafePointer<Float>, relu: Bool, zeroRow: UnsafePointer<Float>, spareRow: UnsafeMutablePointer<Float>,
-        into output: UnsafeMutablePointer<Float>
+        into output: UnsafeMutablePointer<Float>, kernel: DepthwiseKernel = .automatic
     ) {
+        let useC: Bool
+        switch kernel {
+        case .automatic: useC = self.depthwiseUsesAVX2FMA
+        case .portable: useC = false
+        case .avx2FMA:
+            precondition(self.avx2FMAAvailable, "the AVX2 + FMA depthwise kernel needs a CPU with AVX2 and FMA")
+            useC = true
+        }
+        if useC {
+            clk_depthwise3x3_avx2_fma(input, channels, height, width, weights, bias, relu, zeroRow, spareRow, output)
+            return
+        }
         let area = height * width
         let floor: Float = relu ? 0 : -.infinity
         for channel in 0..<channels {

@@ -1,0 +1,24 @@
+// CLivenessKernels: the one compute kernel LivenessEngine writes in C, because Swift cannot
+// compile a single function for AVX2 + FMA (its SIMD types stay on the x86-64 SSE2 baseline and
+// there is no per-function target attribute). The package is built without -march flags; the
+// kernel carries __attribute__((target("avx2,fma"))) and Swift calls it only after
+// clk_avx2_fma_available() said yes, else it runs its own portable kernel.
+// See docs/ARCHITECTURE.md ("Depthwise 3×3 in AVX2 + FMA C").
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+/// True on an x86-64 CPU (and OS) with AVX2 and FMA; always false on other architectures,
+/// where the kernels below are not compiled.
+bool clk_avx2_fma_available(void);
+
+/// Depthwise 3×3 convolution, stride 1, padding 1, on `channels` NCHW planes of height × width
+/// (one 3×3 filter per channel in `weights`, row-major), plus `bias[c]`, then max(·, 0) when
+/// `relu`. Same contract as LivenessEngine's `ConvolutionKernels.depthwise3x3`: `zero_row` holds
+/// `width` zeros (the rows above and below the image), `spare_row` takes `width` floats of
+/// scratch (the unused second row of a pass when the height is odd). `output` must not overlap
+/// `input`. Call only when clk_avx2_fma_available() returned true.
+void clk_depthwise3x3_avx2_fma(
+    const float *_Nonnull input, ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,
+    const float *_Nonnull weights, const float *_Nonnull bias, bool relu, const float *_Nonnull zero_row,
+    float *_Nonnull spare_row, float *_Nonnull output);
