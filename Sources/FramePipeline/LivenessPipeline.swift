@@ -190,7 +190,9 @@ public final class LivenessPipeline: @unchecked Sendable {
         self.model = model
         self.configuration = configuration
         self.sink = sink
-        model.reserve(batch: configuration.maximumBatch)
+        // The model's scratch grows to the largest batch actually seen (once), instead of being
+        // reserved for `maximumBatch` up front: a camera at 30 fps runs batches of one, and the
+        // batch-8 scratch is 11 MB of resident memory it would never use.
         // One BLAS thread: the pipeline already runs inference beside the decode/prepare lanes, and
         // OpenBLAS's extra worker spins between calls (measured: 97 % of a core at 30 fps with 2
         // threads).
