@@ -180,12 +180,16 @@ public final class Frame: @unchecked Sendable {
     /// 0, 1, 2 … per source, never reused, counting delivered frames only.
     public let sequence: UInt64
     public let sourceID: String
+    /// The same picture as packed RGB24 (rows `width · 3` apart, full range), converted on the
+    /// source's own thread when it was asked to (`MediaSource.Options.attachRGB24`); nil otherwise.
+    public let rgb: PooledBuffer?
 
     public init(
         buffer: PooledBuffer, pixelFormat: PixelFormat, width: Int, height: Int, planes: [Plane],
         colour: ColourDescription, presentationTimeSeconds: Double, captureTimeNanoseconds: UInt64,
-        sequence: UInt64, sourceID: String
+        sequence: UInt64, sourceID: String, rgb: PooledBuffer? = nil
     ) {
+        self.rgb = rgb
         self.buffer = buffer
         self.pixelFormat = pixelFormat
         self.width = width

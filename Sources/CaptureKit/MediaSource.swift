@@ -25,6 +25,10 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
         public var reconnect = true
         /// Decoder threads (1 keeps one core per source).
         public var decoderThreads = 1
+        /// Also convert each frame to RGB24 on the decode thread (`Frame.rgb`), with the same
+        /// conversion `PixelConverter` does: moves that work off the consumer's thread when replaying
+        /// as fast as possible (costs a second pool of RGB buffers).
+        public var attachRGB24 = false
 
         public init() {}
     }
@@ -62,6 +66,9 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
     private var scaler: OpaquePointer?
     private var scalerKey: (PixelFormat, Int, Int)?
     private var scratch: [UInt8] = []
+    private var rgbPool: FramePool?
+    private var rgbPoolSize: (width: Int, height: Int)?
+    private let rgbConverter = PixelConverter()
 
     public init(location: String, id: String? = nil, options: Options = Options()) {
         self.location = location
@@ -108,6 +115,7 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
         guard wasRunning else { return }
         self.interruptFlag.set()
         self.pool?.close()
+        self.rgbPool?.close()
         self.finished.wait()
         self.control.withLock { $0.running = false }
     }
@@ -246,7 +254,31 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             colour: colour, presentationTimeSeconds: input.presentationTimeSeconds(of: frame),
             captureTimeNanoseconds: monotonicNanoseconds(), sequence: self.sequence, sourceID: self.id)
         self.sequence += 1
-        return .frame(delivered)
+        guard self.options.attachRGB24, format != .rgb24 else { return .frame(delivered) }
+        return self.attachingRGB(to: delivered).map { .frame($0) }
+    }
+
+    /// `frame` with its RGB24 twin (`Options.attachRGB24`); nil when stopping.
+    private func attachingRGB(to frame: Frame) -> Frame? {
+        if self.rgbPool == nil || self.rgbPoolSize?.width != frame.width || self.rgbPoolSize?.height != frame.height {
+            self.rgbPool?.close()
+            self.rgbPool = FramePool(bufferSize: frame.width * frame.height * 3, capacity: self.options.poolCapacity)
+            self.rgbPoolSize = (frame.width, frame.height)
+            if self.stopping { self.rgbPool?.close() }
+        }
+        guard let buffer = self.rgbPool!.acquire(waiting: self.kind == .replay) else {
+            return self.stopping ? nil : frame  // no RGB buffer free (live): the consumer converts itself
+        }
+        do {
+            try self.rgbConverter.convert(frame, to: .rgb24, into: buffer.pointer.assumingMemoryBound(to: UInt8.self))
+        } catch {
+            return frame
+        }
+        return Frame(
+            buffer: frame.buffer, pixelFormat: frame.pixelFormat, width: frame.width, height: frame.height,
+            planes: frame.planes, colour: frame.colour, presentationTimeSeconds: frame.presentationTimeSeconds,
+            captureTimeNanoseconds: frame.captureTimeNanoseconds, sequence: frame.sequence, sourceID: frame.sourceID,
+            rgb: buffer)
     }
 
     /// Formats delivered as decoded; the first four can also be turned upright in place.

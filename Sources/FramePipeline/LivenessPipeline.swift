@@ -303,23 +303,29 @@ public final class LivenessPipeline: @unchecked Sendable {
     /// that sits near the hysteresis band.
     private func prepare(_ frame: Frame, lane: Lane) {
         let started = monotonicNanoseconds()
-        let count = frame.width * frame.height * 3
-        if lane.rgb.count < count { lane.rgb = [UInt8](repeating: 0, count: count) }
         var location = FaceLocation.noFace
         var crop: [UInt8] = []
-        lane.rgb.withUnsafeMutableBufferPointer { buffer in
-            do {
-                try lane.converter.convert(frame, to: .rgb24, into: buffer.baseAddress!)
-            } catch {
-                location = .unusable(reason: "cannot convert the frame: \(error)", box: nil)
-                return
-            }
+        func judge(_ pixels: UnsafePointer<UInt8>) {
             let image = PixelSource(
-                base: UnsafePointer(buffer.baseAddress!), width: frame.width, height: frame.height,
-                rowStride: frame.width * 3, layout: .rgb24)
+                base: pixels, width: frame.width, height: frame.height, rowStride: frame.width * 3, layout: .rgb24)
             location = lane.locator.locate(image: image, frame: frame)
             if case .face(let rect, _) = location {
                 crop = self.preprocessor.lumaCrop(image.cropped(to: rect))
+            }
+        }
+        if let rgb = frame.rgb {
+            judge(UnsafePointer(rgb.pointer.assumingMemoryBound(to: UInt8.self)))  // converted by the source's thread
+        } else {
+            let count = frame.width * frame.height * 3
+            if lane.rgb.count < count { lane.rgb = [UInt8](repeating: 0, count: count) }
+            lane.rgb.withUnsafeMutableBufferPointer { buffer in
+                do {
+                    try lane.converter.convert(frame, to: .rgb24, into: buffer.baseAddress!)
+                } catch {
+                    location = .unusable(reason: "cannot convert the frame: \(error)", box: nil)
+                    return
+                }
+                judge(UnsafePointer(buffer.baseAddress!))
             }
         }
         let metadata = (frame.sequence, frame.presentationTimeSeconds, frame.captureTimeNanoseconds)

@@ -370,6 +370,7 @@ struct BenchPipeline: ParsableCommand {
         }
         var options = MediaSource.Options()
         options.pacing = self.pacing == "realtime" ? .realTime : .asFastAsPossible
+        options.attachRGB24 = options.pacing == .asFastAsPossible  // as `run --pacing fast` and `eval` do
         var usageBefore = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usageBefore)
         let start = DispatchTime.now().uptimeNanoseconds

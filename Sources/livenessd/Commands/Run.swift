@@ -162,6 +162,8 @@ final class Daemon: @unchecked Sendable {
         }
         var mediaOptions = MediaSource.Options()
         mediaOptions.pacing = options.pacing == "fast" ? .asFastAsPossible : .realTime
+        // Replayed as fast as possible, the decode thread converts to RGB too (off the prepare lane).
+        mediaOptions.attachRGB24 = mediaOptions.pacing == .asFastAsPossible
         var cameraConfiguration = V4L2Camera.Configuration()
         if let size = options.captureSize {
             cameraConfiguration.width = size.width

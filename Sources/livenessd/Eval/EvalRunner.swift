@@ -110,7 +110,9 @@ final class EvalRunner: @unchecked Sendable {
         }
         let presentation = self.dataset.presentations[index]
         let id = Self.sourceID(index, presentation)
-        var source: FrameSource = MediaSource(location: presentation.location, id: id)
+        var mediaOptions = MediaSource.Options()
+        mediaOptions.attachRGB24 = true  // the decode thread converts to RGB, off the prepare lane
+        var source: FrameSource = MediaSource(location: presentation.location, id: id, options: mediaOptions)
         if self.options.every > 1 { source = EveryNthFrame(source, every: self.options.every) }
         do {
             if let detector = self.detector {
