@@ -82,6 +82,48 @@ import Testing
         #expect(written.contains("optimistic"))  // no dev split: it says the threshold was fitted on the same data
     }
 
+    /// A manifest with a dev and an eval split: the threshold is calibrated on dev only and every
+    /// figure is reported on eval only.
+    @Test func devSplitCalibratesAndEvalSplitIsReported() throws {
+        let root = try TestAssets.temporaryDirectory("eval-split")
+        let samples = try TestAssets.file("samples").path
+        // dev: three attacks and two bona fide; eval: two attacks and two bona fide (stills, far from the threshold).
+        let rows = [
+            ("spoof/pad-nuaa__ImposterFace_0009_01_01_02_134.jpg", "spoof", "print", "dev"),
+            ("spoof/pad-khanh__spoof.jpg", "spoof", "replay", "dev"),
+            ("live/gen-facerec__alex-lacamoire.png", "spoof", "print", "dev"),  // an "attack" the model calls live
+            ("live/gen-skimage__astronaut.png", "live", "none", "dev"),
+            ("live/gen-facerec__two_people.jpg", "live", "none", "dev"),
+            ("spoof/pad-nuaa__ImposterFace_0015_01_03_03_212.jpg", "spoof", "print", "eval"),
+            ("spoof/pad-krzysiek__fake_117.png", "spoof", "unknown", "eval"),
+            ("live/gen-facenet__shea_whigham_1.jpg", "live", "none", "eval"),
+            ("live/gen-facerec__knn_test_kit_with_rose.jpg", "live", "none", "eval"),
+        ]
+        let manifest = root.appendingPathComponent("split.csv")
+        try (["path,label,species,split"] + rows.map { "\(samples)/\($0.0),\($0.1),\($0.2),\($0.3)" })
+            .joined(separator: "\n").write(to: manifest, atomically: true, encoding: .utf8)
+        let output = root.appendingPathComponent("report")
+        let result = try Binary.run(
+            ["eval", manifest.path, "-o", output.path, "--quiet", "--target-apcer", "0.34"] + Self.modelArguments())
+        #expect(result.status == 0, "stderr: \(result.standardError)")
+        let report = try Self.json(output.appendingPathComponent("report.json"))
+        let calibration = try #require(report["calibration"] as? [String: Any])
+        #expect(calibration["split"] as? String == "dev")
+        // ⌊0.34 · 3⌋ = 1 dev attack may pass: the threshold is the 2nd lowest dev attack score.
+        let presentations = try #require(report["presentations"] as? [[String: Any]])
+        let devAttacks = presentations.filter { $0["split"] as? String == "dev" && $0["label"] as? String == "attack" }
+            .compactMap { $0["score"] as? Double }.sorted()
+        #expect(devAttacks.count == 3)
+        #expect(calibration["threshold"] as? Double == devAttacks[1])
+        let metrics = try #require(report["metrics"] as? [String: Any])
+        #expect(metrics["subset"] as? String == "eval")
+        let level = try #require(metrics["presentation"] as? [String: Any])
+        #expect(level["attacks"] as? Int == 2 && level["bona_fide"] as? Int == 2)
+        #expect(level["at_calibrated_threshold"] != nil)
+        let snippet = try String(contentsOf: output.appendingPathComponent("threshold.yaml"), encoding: .utf8)
+        #expect(snippet.contains(String(format: "threshold: %.6f", devAttacks[1])))
+    }
+
     @Test func brokenAndFacelessFilesAreFailuresToAcquireAndTheRunContinues() throws {
         let root = try TestAssets.temporaryDirectory("eval-broken")
         let live = root.appendingPathComponent("live")

@@ -16,24 +16,7 @@ struct PADMetrics: Equatable {
         self.attackCount = attacks.count
         self.attackErrorRate = attacks.isEmpty ? nil : Double(attacks.filter { $0 < threshold }.count) / Double(attacks.count)
         self.bonaFideErrorRate = live.isEmpty ? nil : Double(live.filter { $0 >= threshold }.count) / Double(live.count)
-        guard !live.isEmpty, !attacks.isEmpty else {
-            self.areaUnderCurve = nil
-            return
-        }
-        // Rank-sum with midranks for ties: O(n log n).
-        let pooled = (live.map { ($0, false) } + attacks.map { ($0, true) }).sorted { $0.0 < $1.0 }
-        var attackRankSum = 0.0
-        var start = 0
-        while start < pooled.count {
-            var end = start
-            while end + 1 < pooled.count && pooled[end + 1].0 == pooled[start].0 { end += 1 }
-            let midrank = Double(start + end) / 2 + 1
-            for index in start...end where pooled[index].1 { attackRankSum += midrank }
-            start = end + 1
-        }
-        let n = Double(attacks.count)
-        let u = attackRankSum - n * (n + 1) / 2
-        self.areaUnderCurve = u / (n * Double(live.count))
+        self.areaUnderCurve = PADErrorRates.areaUnderCurve(attacks: attacks, bonaFide: live)
     }
 }
 
