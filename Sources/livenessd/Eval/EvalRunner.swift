@@ -138,13 +138,14 @@ final class EvalRunner: @unchecked Sendable {
     private func handle(_ event: PipelineEvent) {
         switch event {
         case .decision(let frame):
-            let presentation = self.state.withLock { state -> Presentation? in
-                guard state.active[frame.sourceID] != nil else { return nil }
+            let (presentation, completed, frames) = self.state.withLock { state -> (Presentation?, Int, Int) in
+                guard state.active[frame.sourceID] != nil else { return (nil, state.completed, state.frames) }
                 state.active[frame.sourceID]!.accumulator.add(frame)
                 state.frames += 1
-                return state.active[frame.sourceID]!.accumulator.presentation
+                return (state.active[frame.sourceID]!.accumulator.presentation, state.completed, state.frames)
             }
             if let presentation { self.frameLog?.append(frame, presentation: presentation) }
+            self.progress(completed, self.dataset.presentations.count, frames)  // redrawn at most 5 times a second
         case .source(let id, .skipped(let count, _)):
             self.state.withLock { $0.active[id]?.accumulator.skippedPackets(count) }
         case .source(let id, .ended(let end)):
