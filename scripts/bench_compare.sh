@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${1:-/tmp/ref/bin/python}"
 ASSETS="${LIVENESSD_TEST_ASSETS:-../shared}"
 MODEL="${LIVENESSD_MODEL:-$ASSETS/models/face-liveness-vit/model.pt}"
-[ -x .build/release/livenessd ] || swift build -c release
+[ -x .build/release/livenessd ] || swift build -c release --static-swift-stdlib
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$PYTHON" scripts/bench_reference.py --model "$MODEL" --json > "$out/reference.jsonl"

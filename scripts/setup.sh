@@ -66,7 +66,10 @@ install_model "face detector" "$DETECTOR_URL" "$DETECTOR_SHA256" "yunet/face_det
 
 # 4. Release build.
 say "building livenessd (release)"
-swift build -c release
+# The Swift runtime is linked in (--static-swift-stdlib): the binary runs on a terminal without the
+# toolchain (it needs only the Debian libraries: FFmpeg, OpenBLAS), and it measured 5 MB less
+# resident memory (74 vs 79.5 MiB at 30 fps) and 2 points less CPU than with the shared runtime.
+swift build -c release --static-swift-stdlib
 # The commit the binary was built from, for eval reports (livenessd reads it beside the executable).
 git describe --always --dirty --abbrev=12 > .build/release/livenessd.buildinfo 2>/dev/null \
     || echo unknown > .build/release/livenessd.buildinfo

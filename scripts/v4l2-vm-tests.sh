@@ -31,8 +31,10 @@ for tool in qemu-system-x86_64 cpio busybox bc gcc v4l2-ctl; do
 done
 [ -x "$VM/run-in-vm.sh" ] || { echo "no VM harness at $VM: set LIVENESSD_TEST_ASSETS to the shared/ folder" >&2; exit 2; }
 
-swift build -c "$CONFIGURATION" --product livenessd >&2 || exit 2
-BIN="$(swift build -c "$CONFIGURATION" --show-bin-path)/livenessd"
+# Same flags as scripts/setup.sh for release, so its build is reused rather than redone.
+STATIC=(); [ "$CONFIGURATION" = release ] && STATIC=(--static-swift-stdlib)
+swift build -c "$CONFIGURATION" "${STATIC[@]}" --product livenessd >&2 || exit 2
+BIN="$(swift build -c "$CONFIGURATION" "${STATIC[@]}" --show-bin-path)/livenessd"
 
 T=$(mktemp -d /tmp/livenessd-v4l2vm.XXXXXX)
 mkdir -p "$T/root" "$T/share" "$T/logs"
