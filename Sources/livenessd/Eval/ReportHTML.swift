@@ -25,7 +25,7 @@ struct ReportHTML {
             th{background:#f4f4f4} td.l,th.l{text-align:left} .muted{color:#777} .bad{color:#b00020;font-weight:600}
             .plots{display:flex;flex-wrap:wrap;gap:18px} figure{margin:0} figcaption{font-size:12px;color:#555}
             .tl{display:inline-block;margin:4px 10px 10px 0;vertical-align:top} .tl div{font-size:12px;max-width:560px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
-            .miss{display:inline-block;width:176px;margin:6px;vertical-align:top;font-size:12px} .miss img{width:168px;height:168px;image-rendering:auto;border:1px solid #ccc}
+            .miss{display:inline-block;width:176px;margin:6px;vertical-align:top;font-size:12px;overflow-wrap:anywhere} .miss img{width:168px;height:168px;image-rendering:auto;border:1px solid #ccc}
             .warn{background:#fff4e5;border:1px solid #f0c36d;padding:6px 10px}
             </style></head><body>
 
