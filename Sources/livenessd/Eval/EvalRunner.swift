@@ -111,7 +111,9 @@ final class EvalRunner: @unchecked Sendable {
         let presentation = self.dataset.presentations[index]
         let id = Self.sourceID(index, presentation)
         var mediaOptions = MediaSource.Options()
-        mediaOptions.attachRGB24 = true  // the decode thread converts to RGB, off the prepare lane
+        // The decode thread converts to RGB, off the prepare lane; not with --every N, where it would
+        // convert frames that are then skipped.
+        mediaOptions.attachRGB24 = self.options.every == 1
         var source: FrameSource = MediaSource(location: presentation.location, id: id, options: mediaOptions)
         if self.options.every > 1 { source = EveryNthFrame(source, every: self.options.every) }
         do {
