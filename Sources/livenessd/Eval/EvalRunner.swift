@@ -209,6 +209,12 @@ final class FrameLog: @unchecked Sendable {
     // @unchecked: written from the pipeline's one inference queue; `buffer` behind a Mutex anyway.
     private let handle: FileHandle
     private let buffer = Mutex(Data())
+    /// One encoder for every line (the pipeline's inference queue is the only caller of `append`).
+    private let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
 
     init(path: String) throws {
         guard FileManager.default.createFile(atPath: path, contents: nil) else {
@@ -238,9 +244,7 @@ final class FrameLog: @unchecked Sendable {
             time: frame.presentationTimeSeconds, state: frame.decision.state.rawValue, raw: frame.decision.rawScore,
             smoothed: frame.decision.smoothedScore, window: frame.decision.windowCount, reason: frame.decision.reason,
             box: frame.box.map { [$0.x, $0.y, $0.width, $0.height] }, faces: frame.faceCount)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard var data = try? encoder.encode(line) else { return }
+        guard var data = try? self.encoder.encode(line) else { return }
         data.append(0x0A)
         let full = self.buffer.withLock { buffer -> Data? in
             buffer.append(data)

@@ -128,8 +128,7 @@ struct ReportHTML {
         curves.append(("presentation", "#1f77b4", PADErrorRates.sweep(presentationScores), metrics.presentation.curve.eer.value))
         curves.append(("frame", "#ff7f0e", PADErrorRates.sweep(frameScores), metrics.frame.curve.eer.value))
         var markers: [(String, Double, Double)] = []
-        for (name, level, scores) in [("presentation", metrics.presentation, presentationScores), ("frame", metrics.frame, frameScores)] {
-            _ = scores
+        for (name, level) in [("presentation", metrics.presentation), ("frame", metrics.frame)] {
             if let apcer = level.atConfiguredThreshold.apcerPooled.value, let bpcer = level.atConfiguredThreshold.bpcer.value {
                 markers.append(("\(name) @ configured", apcer, bpcer))
             }
