@@ -48,6 +48,9 @@ struct Eval: ParsableCommand {
     @Option(help: "APCER the proposed threshold must keep (presentation level).")
     var targetAPCER = 0.05
 
+    @Option(help: "Which APCER the proposed threshold keeps: worst-species (each species on its own) or pooled.")
+    var calibrateOn = CalibrationRule.worstSpecies
+
     @Flag(help: "No progress line on standard error.")
     var quiet = false
 
@@ -109,7 +112,8 @@ struct Eval: ParsableCommand {
         progress.finish()
         let interrupted = finished.count < dataset.presentations.count || finished.contains { $0.result.interrupted }
 
-        let (metrics, calibration) = EvalReport.analyse(finished, threshold: threshold, targetAPCER: self.targetAPCER)
+        let (metrics, calibration) = EvalReport.analyse(
+            finished, threshold: threshold, targetAPCER: self.targetAPCER, rule: self.calibrateOn)
         let ended = Date()
         let wall = ended.timeIntervalSince(started)
         let frames = finished.reduce(0) { $0 + $1.result.frames.decoded }
@@ -223,7 +227,7 @@ struct Eval: ParsableCommand {
         ]
         if let calibration = report.calibration {
             lines.append(
-                "proposed threshold for APCER ≤ \(calibration.targetAPCER) on \(calibration.split): "
+                "proposed threshold for APCER ≤ \(calibration.targetAPCER) (\(calibration.rule.rawValue)) on \(calibration.split): "
                     + (calibration.threshold.map { String(format: "%.6f", $0) } ?? "none"))
         }
         if !report.failuresToAcquire.isEmpty { lines.append("failures to acquire: \(report.failuresToAcquire.count) (listed in the report)") }
@@ -238,8 +242,10 @@ struct Calibrate: ParsableCommand {
         abstract: "Propose a threshold for a target APCER from a report.json written by `livenessd eval`.",
         discussion: """
             Uses the presentations of the report's dev split (manifest split dev/val), else all of them, \
-            and picks the largest threshold whose presentation-level APCER (attacks called bona fide, all \
-            species pooled) stays at or below --target-apcer. Prints the APCER and BPCER there and writes a \
+            and picks the largest threshold whose presentation-level APCER (attacks called bona fide) stays at \
+            or below --target-apcer for every attack species (--calibrate-on pooled: all species pooled), \
+            written with 6 decimals and rounded down so that every attack it was fitted to reject stays \
+            rejected by the daemon. Prints the APCER and BPCER there and writes a \
             livenessd.yaml snippet (`threshold: …`) to --output, or to standard output.
             """)
 
@@ -248,6 +254,9 @@ struct Calibrate: ParsableCommand {
 
     @Option(help: "APCER to keep (0.01 = BPCER100's operating point).")
     var targetAPCER = 0.05
+
+    @Option(help: "Which APCER the threshold keeps: worst-species (each species on its own) or pooled.")
+    var calibrateOn = CalibrationRule.worstSpecies
 
     @Option(name: .shortAndLong, help: "Write the config snippet here (atomically) instead of standard output.")
     var output: String?
@@ -268,7 +277,8 @@ struct Calibrate: ParsableCommand {
         let finished = report.presentations.enumerated().map {
             EvalRunner.Finished(index: $0.offset, result: $0.element, series: FrameSeries(), frameScores: [], telltaleCrop: nil)
         }
-        let (_, calibration) = EvalReport.analyse(finished, threshold: report.run.threshold, targetAPCER: self.targetAPCER)
+        let (_, calibration) = EvalReport.analyse(
+            finished, threshold: report.run.threshold, targetAPCER: self.targetAPCER, rule: self.calibrateOn)
         guard let calibration,
             let snippet = EvalReport.thresholdSnippet(
                 calibration, origin: report.dataset.origin, date: ISO8601DateFormatter().string(from: Date()))
@@ -359,3 +369,5 @@ enum BuildInfo {
         return ProcessInfo.processInfo.environment["LIVENESSD_COMMIT"] ?? "unknown"
     }
 }
+
+extension CalibrationRule: ExpressibleByArgument {}

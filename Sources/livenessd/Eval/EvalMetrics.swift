@@ -142,6 +142,14 @@ struct DETPoint: Sendable, Equatable {
     var bpcer: Double
 }
 
+/// Which APCER a calibrated threshold keeps at or below its target.
+enum CalibrationRule: String, Codable, Sendable, CaseIterable {
+    /// Every attack species on its own (the default: ISO/IEC 30107-3 reports APCER per species).
+    case worstSpecies = "worst-species"
+    /// All attacks pooled.
+    case pooled
+}
+
 /// Error-rate computations over labelled scores (pooled attacks for the threshold sweeps).
 enum PADErrorRates {
     static let apcerTargets = [0.01, 0.05, 0.10]
@@ -178,6 +186,31 @@ enum PADErrorRates {
         let sorted = attacks.sorted()
         let allowed = Int((target * Double(sorted.count) + 1e-9).rounded(.down))
         return allowed < sorted.count ? sorted[allowed] : nil
+    }
+
+    /// The threshold a calibration proposes: the largest one that keeps APCER ≤ `target` under
+    /// `rule`, then lowered to a 6-decimal value at least 5·10⁻⁷ below it. The snippet writes 6
+    /// decimals, and rounding to nearest once moved a proposal past the attack it was chosen to
+    /// reject (0.1887366… written as 0.188737, and that replay clip then reached `live`). The margin
+    /// also absorbs the last-bit differences of the daemon's own comparison. Lowering a threshold
+    /// can only reject more attacks, so the promise holds; nil when every attack may pass.
+    static func calibratedThreshold(forAPCER target: Double, attacks: [LabelledScore], rule: CalibrationRule) -> Double? {
+        let exact: Double?
+        switch rule {
+        case .pooled:
+            exact = Self.threshold(forAPCER: target, attacks: attacks.map(\.score))
+        case .worstSpecies:
+            // Each species keeps its own APCER ≤ target (ISO/IEC 30107-3 reports APCER per PAI species):
+            // the lowest of the per-species thresholds.
+            let bySpecies = Dictionary(grouping: attacks) { $0.species ?? "unknown" }
+            exact = bySpecies.values.compactMap { Self.threshold(forAPCER: target, attacks: $0.map(\.score)) }.min()
+        }
+        return exact.map(Self.publishable)
+    }
+
+    /// `threshold` lowered to 6 decimals with a margin of at least 5·10⁻⁷ (never below 0).
+    static func publishable(_ threshold: Double) -> Double {
+        max(0, (threshold * 1e6 - 0.5).rounded(.down) / 1e6)
     }
 
     static func curve(_ scores: [LabelledScore]) -> CurveMetrics {

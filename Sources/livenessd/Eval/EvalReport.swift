@@ -159,15 +159,55 @@ struct EvalReport: Codable {
         var split: String
         var level: String
         var targetAPCER: Double
-        /// Largest threshold with presentation-level APCER ≤ target on that split; nil: no attacks there.
+        /// Which APCER the threshold keeps ≤ target: each species' (`worst-species`) or the pooled one.
+        var rule: CalibrationRule
+        /// Largest 6-decimal threshold with presentation-level APCER ≤ target (under `rule`) on that
+        /// split, at least 5·10⁻⁷ below the attack score that bounds it; nil: no attacks there.
         var threshold: Double?
+        /// Pooled APCER at the threshold on the calibration split.
         var apcer: Proportion?
+        /// Worst species' APCER there, and which species.
+        var apcerWorst: Proportion?
+        var apcerWorstSpecies: String?
         var bpcer: Proportion?
         var note: String
 
         enum CodingKeys: String, CodingKey {
-            case split, level, threshold, apcer, bpcer, note
+            case split, level, rule, threshold, apcer, bpcer, note
             case targetAPCER = "target_apcer"
+            case apcerWorst = "apcer_worst"
+            case apcerWorstSpecies = "apcer_worst_species"
+        }
+
+        init(
+            split: String, level: String, targetAPCER: Double, rule: CalibrationRule, threshold: Double?,
+            point: OperatingPoint?, note: String
+        ) {
+            self.split = split
+            self.level = level
+            self.targetAPCER = targetAPCER
+            self.rule = rule
+            self.threshold = threshold
+            self.apcer = point?.apcerPooled
+            self.apcerWorst = point?.apcerWorst
+            self.apcerWorstSpecies = point?.apcerWorstSpecies
+            self.bpcer = point?.bpcer
+            self.note = note
+        }
+
+        init(from decoder: Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            self.split = try container.decode(String.self, forKey: .split)
+            self.level = try container.decode(String.self, forKey: .level)
+            self.targetAPCER = try container.decode(Double.self, forKey: .targetAPCER)
+            // Reports written before the rule existed calibrated on pooled attacks.
+            self.rule = try container.decodeIfPresent(CalibrationRule.self, forKey: .rule) ?? .pooled
+            self.threshold = try container.decodeIfPresent(Double.self, forKey: .threshold)
+            self.apcer = try container.decodeIfPresent(Proportion.self, forKey: .apcer)
+            self.apcerWorst = try container.decodeIfPresent(Proportion.self, forKey: .apcerWorst)
+            self.apcerWorstSpecies = try container.decodeIfPresent(String.self, forKey: .apcerWorstSpecies)
+            self.bpcer = try container.decodeIfPresent(Proportion.self, forKey: .bpcer)
+            self.note = try container.decode(String.self, forKey: .note)
         }
     }
 
@@ -178,7 +218,7 @@ struct EvalReport: Codable {
 
     /// Metrics and calibration from the finished presentations.
     static func analyse(
-        _ finished: [EvalRunner.Finished], threshold: Double, targetAPCER: Double
+        _ finished: [EvalRunner.Finished], threshold: Double, targetAPCER: Double, rule: CalibrationRule = .worstSpecies
     ) -> (metrics: Metrics, calibration: Calibration?) {
         let counted = finished.filter { !$0.result.interrupted }
         let hasSplits = counted.contains { $0.result.split != nil }
@@ -191,11 +231,11 @@ struct EvalReport: Codable {
         let calibrationAttacks = calibrationSet.compactMap(\.result.labelledScore).filter { $0.label == .attack }
         var calibration: Calibration?
         if !calibrationAttacks.isEmpty {
-            let calibrated = PADErrorRates.threshold(forAPCER: targetAPCER, attacks: calibrationAttacks.map(\.score))
+            let calibrated = PADErrorRates.calibratedThreshold(forAPCER: targetAPCER, attacks: calibrationAttacks, rule: rule)
             let point = calibrated.map { OperatingPoint(scores: calibrationSet.compactMap(\.result.labelledScore), threshold: $0) }
             calibration = Calibration(
-                split: dev.isEmpty ? "all" : "dev", level: "presentation", targetAPCER: targetAPCER, threshold: calibrated,
-                apcer: point?.apcerPooled, bpcer: point?.bpcer,
+                split: dev.isEmpty ? "all" : "dev", level: "presentation", targetAPCER: targetAPCER, rule: rule,
+                threshold: calibrated, point: point,
                 note: dev.isEmpty
                     ? "chosen on the same presentations it is reported on: optimistic; give a manifest split column with dev and eval rows"
                     : "chosen on the dev split, reported on the eval split")
@@ -223,11 +263,13 @@ struct EvalReport: Codable {
     static func thresholdSnippet(_ calibration: Calibration, origin: String, date: String) -> String? {
         guard let threshold = calibration.threshold else { return nil }
         let apcer = calibration.apcer?.value.map { String(format: "%.4f", $0) } ?? "n/a"
+        let worst = calibration.apcerWorst?.value.map { String(format: "%.4f", $0) } ?? "n/a"
         let bpcer = calibration.bpcer?.value.map { String(format: "%.4f", $0) } ?? "n/a"
+        let kept = calibration.rule == .worstSpecies ? "every attack species' APCER" : "the pooled APCER"
         return """
             # Proposed by `livenessd eval` on \(date) from \(origin)
-            # (split \(calibration.split), presentation level): the largest threshold whose APCER ≤ \(calibration.targetAPCER);
-            # there APCER = \(apcer), BPCER = \(bpcer). \(calibration.note).
+            # (split \(calibration.split), presentation level): the largest threshold that keeps \(kept) ≤ \(calibration.targetAPCER);
+            # there APCER pooled = \(apcer), worst species (\(calibration.apcerWorstSpecies ?? "-")) = \(worst), BPCER = \(bpcer). \(calibration.note).
             threshold: \(String(format: "%.6f", threshold))
 
             """

@@ -8,6 +8,24 @@ struct ReportHTML {
     let report: EvalReport
     let finished: [EvalRunner.Finished]
     let hysteresis: Double
+
+    /// With a dev/eval split the page shows the eval rows only, as report.json's figures do (the dev
+    /// rows chose the threshold); otherwise every presentation.
+    init(report: EvalReport, finished: [EvalRunner.Finished], hysteresis: Double) {
+        self.report = report
+        self.hysteresis = hysteresis
+        if report.metrics.subset == "eval" {
+            self.finished = finished.filter { $0.result.split.map(EvalReport.evalSplits.contains) ?? false }
+            self.hiddenCount = finished.count - self.finished.count
+        } else {
+            self.finished = finished
+            self.hiddenCount = 0
+        }
+    }
+
+    /// Presentations of the dev split left out of the page.
+    let hiddenCount: Int
+    private var presentations: [PresentationResult] { self.finished.map(\.result) }
     /// Clips drawn as timelines at most (misses first).
     var timelineLimit = 60
     /// Misses shown per class at most.
@@ -111,7 +129,8 @@ struct ReportHTML {
         }
         html += "</table>\n"
         if let calibration = self.report.calibration {
-            html += "<p>Calibrated threshold (APCER ≤ \(percent(calibration.targetAPCER)) on split <b>\(esc(calibration.split))</b>): "
+            let kept = calibration.rule == .worstSpecies ? "every attack species' APCER" : "pooled APCER"
+            html += "<p>Calibrated threshold (\(kept) ≤ \(percent(calibration.targetAPCER)) on split <b>\(esc(calibration.split))</b>): "
                 + "<b>\(calibration.threshold.map { String(format: "%.6f", $0) } ?? "none")</b> — \(esc(calibration.note)). "
                 + "Written to threshold.yaml.</p>\n"
         }
@@ -122,7 +141,7 @@ struct ReportHTML {
         let metrics = self.report.metrics
         var html = "<h2>Curves and score distributions</h2>\n<div class=\"plots\">\n"
         let subsetFinished = self.finished.filter { $0.result.labelledScore != nil }
-        let presentationScores = self.report.presentations.compactMap(\.labelledScore)
+        let presentationScores = self.presentations.compactMap(\.labelledScore)
         let frameScores = subsetFinished.flatMap(\.frameScores)
         var curves: [(String, String, [DETPoint], Double?)] = []
         curves.append(("presentation", "#1f77b4", PADErrorRates.sweep(presentationScores), metrics.presentation.curve.eer.value))
@@ -215,10 +234,14 @@ struct ReportHTML {
     }
 
     private func presentationTable() -> String {
-        var html = "<h2>All presentations (\(self.report.presentations.count))</h2>\n"
+        var html = "<h2>\(self.hiddenCount > 0 ? "Eval presentations" : "All presentations") (\(self.presentations.count))</h2>\n"
+        if self.hiddenCount > 0 {
+            html += "<p class=\"muted\">\(self.hiddenCount) presentations of the dev split chose the threshold and are "
+                + "not shown (they are in report.json).</p>\n"
+        }
         html += "<table><tr><th class=\"l\">file</th><th class=\"l\">label</th><th class=\"l\">split</th><th>frames</th><th>scored</th>"
             + "<th>score</th><th class=\"l\">rule</th><th class=\"l\">decision</th><th class=\"l\">daemon first verdict</th></tr>\n"
-        for result in self.report.presentations {
+        for result in self.presentations {
             let wrong = result.decision != nil && result.decision != result.label
             let decision = result.decision?.rawValue.replacingOccurrences(of: "_", with: " ")
                 ?? (result.interrupted ? "interrupted" : "failure to acquire")
