@@ -1,0 +1,69 @@
+import CaptureKit
+import Foundation
+import LivenessEngine
+import TestSupport
+import Testing
+
+/// MiniFASNetCrop on the decoded sample images against the reference's crops
+/// (`../shared/golden/silentface/<case>.<model>.crop.bgr`, cv2.resize of the PIL-decoded frame). Here because
+/// it needs both CaptureKit's decoder and LivenessEngine.
+@Suite struct MiniFASNetCropGoldenTests {
+    struct Case: Decodable, CustomStringConvertible {
+        struct Model: Decodable {
+            var name: String
+            var scale: Double
+            var rect: [Int]
+        }
+
+        var source: String
+        var frame_size: [Int]
+        var box: [Int]
+        var models: [Model]
+        var description: String { self.source }
+    }
+
+    static func cases() throws -> [(name: String, golden: Case)] {
+        try TestAssets.files(in: "golden/silentface", suffix: ".json")
+            .filter { !$0.lastPathComponent.hasPrefix("random") }
+            .map { url in
+                (url.deletingPathExtension().lastPathComponent, try JSONDecoder().decode(Case.self, from: Data(contentsOf: url)))
+            }
+    }
+
+    @Test func cropsMatchTheReference() throws {
+        let cases = try Self.cases()
+        #expect(cases.count == 8)
+        for (name, golden) in cases {
+            let image = try ImageDecoder.decode(path: try TestAssets.file(golden.source).path).image
+            #expect([image.width, image.height] == golden.frame_size, "\(name)")
+            guard [image.width, image.height] == golden.frame_size else { continue }
+            let box = MiniFASNetCrop.Box(x: golden.box[0], y: golden.box[1], width: golden.box[2], height: golden.box[3])
+            for model in golden.models {
+                let crop = try image.pixels.withUnsafeBufferPointer { pixels in
+                    let source = PixelSource(
+                        base: pixels.baseAddress!, width: image.width, height: image.height, rowStride: image.rowStride,
+                        layout: .rgb24)
+                    return try MiniFASNetCrop(image: source, box: box, scale: model.scale)
+                }
+                let rect = crop.rect
+                #expect([rect.left, rect.top, rect.right, rect.bottom] == model.rect, "\(name) \(model.name)")
+                let expected = [UInt8](
+                    try Data(contentsOf: try TestAssets.file("golden/silentface/\(name).\(model.name).crop.bgr")))
+                #expect(expected.count == crop.bgr.count)
+                let differences = zip(crop.bgr, expected).map { abs(Int($0) - Int($1)) }
+                let largest = differences.max() ?? 0
+                let count = differences.filter { $0 != 0 }.count
+                if golden.source.lowercased().hasSuffix(".png") {
+                    // PNG decodes to the same pixels with FFmpeg and PIL: the crop must be byte for byte.
+                    #expect(crop.bgr == expected, "\(name) \(model.name): \(count) bytes differ, by up to \(largest)")
+                } else {
+                    // FFmpeg's JPEG decoder is not libjpeg-turbo (PIL's): pixels may differ by a grey level or
+                    // two before the crop. With the reference's own pixels the crop is exact (checked against
+                    // cv2 during development); this becomes an equality once stills decode with libjpeg-turbo.
+                    #expect(largest <= 3, "\(name) \(model.name): \(count) bytes differ, by up to \(largest)")
+                }
+                print("MiniFASNetCrop \(name) \(model.name): rect \(rect), \(count) of \(expected.count) bytes differ, max \(largest)")
+            }
+        }
+    }
+}
