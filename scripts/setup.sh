@@ -13,6 +13,11 @@ MODEL_SHA256="292ea6b17597c0eb7fb08a8c22f17bc37c1e6d0e3aa03b9e8cd0757218290d78"
 # ($LIVENESSD_TEST_ASSETS/models/yunet/face_detection_yunet.onnx), not from upstream, which publishes none.
 DETECTOR_URL="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
 DETECTOR_SHA256="ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
+# The second opinion: Silent-Face-Anti-Spoofing's MiniFASNet pair (Apache-2.0), as published at commit b6d5f04.
+SILENTFACE_URL="https://github.com/minivision-ai/Silent-Face-Anti-Spoofing/raw/b6d5f04/resources/anti_spoof_models"
+SILENTFACE_V2_SHA256="a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0"
+SILENTFACE_V1SE_SHA256="84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990"
+SILENTFACE_LICENSE_URL="https://github.com/minivision-ai/Silent-Face-Anti-Spoofing/raw/b6d5f04/LICENSE"
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -63,6 +68,19 @@ install_model() { # name url sha256 relative-path
 }
 install_model "liveness model" "$MODEL_URL" "$MODEL_SHA256" "face-liveness-vit/model.pt"
 install_model "face detector" "$DETECTOR_URL" "$DETECTOR_SHA256" "yunet/face_detection_yunet.onnx"
+install_model "MiniFASNetV2" "$SILENTFACE_URL/2.7_80x80_MiniFASNetV2.pth" "$SILENTFACE_V2_SHA256" \
+    "silent-face/2.7_80x80_MiniFASNetV2.pth"
+install_model "MiniFASNetV1SE" "$SILENTFACE_URL/4_0_0_80x80_MiniFASNetV1SE.pth" "$SILENTFACE_V1SE_SHA256" \
+    "silent-face/4_0_0_80x80_MiniFASNetV1SE.pth"
+# The pair's licence travels with it (Apache-2.0; no digest is pinned for a text file).
+if [ ! -f models/silent-face/LICENSE ]; then
+    if [ -f "$ASSETS/models/silent-face/LICENSE" ]; then
+        cp "$ASSETS/models/silent-face/LICENSE" models/silent-face/LICENSE
+    else
+        curl --fail --location --silent --show-error --output models/silent-face/LICENSE "$SILENTFACE_LICENSE_URL" \
+            || echo "warning: could not fetch the Silent-Face licence (Apache-2.0) into models/silent-face/LICENSE" >&2
+    fi
+fi
 
 # 4. Release build.
 say "building livenessd (release)"
@@ -73,4 +91,4 @@ swift build -c release --static-swift-stdlib
 # The commit the binary was built from, for eval reports (livenessd reads it beside the executable).
 git describe --always --dirty --abbrev=12 > .build/release/livenessd.buildinfo 2>/dev/null \
     || echo unknown > .build/release/livenessd.buildinfo
-say "done: .build/release/livenessd (models: models/face-liveness-vit/model.pt, models/yunet/face_detection_yunet.onnx)"
+say "done: .build/release/livenessd (models: models/face-liveness-vit/model.pt, models/silent-face/, models/yunet/face_detection_yunet.onnx)"

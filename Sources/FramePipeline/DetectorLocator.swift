@@ -38,6 +38,9 @@ public final class DetectorLocator: FaceLocator {
         public var rejection: QualityGates.Reason?
         /// A failure of conversion or detection (then `rejection` is nil and nothing is judged).
         public var error: String?
+        /// The judged face as the MiniFASNet reference gives it to its crop (whole pixels, from the
+        /// detector's own float32 box and the reference's arithmetic).
+        public var referenceBox: MiniFASNetCrop.Box?
     }
 
     public let configuration: Configuration
@@ -69,7 +72,9 @@ public final class DetectorLocator: FaceLocator {
         if let rejection = analysis.rejection {
             return .unusable(reason: rejection.rawValue, box: face.pixels(inFrameWidth: frameWidth, height: frameHeight))
         }
-        return .face(crop.crop(for: face, frameWidth: frameWidth, frameHeight: frameHeight), faceCount: analysis.faces.count)
+        return .face(
+            crop.crop(for: face, frameWidth: frameWidth, frameHeight: frameHeight), faceCount: analysis.faces.count,
+            box: analysis.referenceBox)
     }
 
     /// Detect, pick the largest face, run the gates. `image` is the frame as RGB24.
@@ -78,14 +83,15 @@ public final class DetectorLocator: FaceLocator {
         let width = self.configuration.detectionWidth
         let height = max(1, Int((Double(width) * Double(frame.height) / Double(frame.width)).rounded()))
         if self.bgr.count < width * height * 3 { self.bgr = [UInt8](repeating: 0, count: width * height * 3) }
+        var detected: [DetectedFace] = []
         do {
-            let found = try self.bgr.withUnsafeMutableBufferPointer { buffer -> [DetectedFace] in
+            detected = try self.bgr.withUnsafeMutableBufferPointer { buffer -> [DetectedFace] in
                 try self.converter.convert(frame, to: .bgr24, width: width, height: height, into: buffer.baseAddress!)
                 return try self.detector.detect(bgr: buffer.baseAddress!, width: width, height: height, rowStride: width * 3)
             }
             let scaleX = Double(frame.width) / Double(width)
             let scaleY = Double(frame.height) / Double(height)
-            analysis.faces = found.map {
+            analysis.faces = detected.map {
                 FaceBox(
                     x: Double($0.x) * scaleX, y: Double($0.y) * scaleY, width: Double($0.width) * scaleX,
                     height: Double($0.height) * scaleY)
@@ -94,11 +100,16 @@ public final class DetectorLocator: FaceLocator {
             analysis.error = "face detection failed: \(error)"
             return analysis
         }
-        guard let face = analysis.faces.max(by: { $0.width * $0.height < $1.width * $1.height }) else {
+        guard let chosen = analysis.faces.indices.max(by: {
+            analysis.faces[$0].width * analysis.faces[$0].height < analysis.faces[$1].width * analysis.faces[$1].height
+        }) else {
             analysis.rejection = .noFace
             return analysis
         }
+        let face = analysis.faces[chosen]
         analysis.face = face
+        analysis.referenceBox = try? MiniFASNetCrop.referenceBox(
+            detected: detected[chosen], frameWidth: frame.width, detectionWidth: width)
         let gates = self.configuration.gates
         if let reason = gates.checkGeometry(face, frameWidth: image.width, frameHeight: image.height) {
             analysis.rejection = reason

@@ -6,8 +6,9 @@ import Synchronization
 
 /// Where the face is in a frame, as the detect stage found it.
 public enum FaceLocation: Sendable, Equatable {
-    /// Judge this region (frame pixels); `faceCount` faces were seen, the largest was chosen.
-    case face(PixelRect, faceCount: Int)
+    /// Judge this region (frame pixels); `faceCount` faces were seen, the largest was chosen. `box`
+    /// is that face as the MiniFASNet pair's crop takes it (nil: the whole frame is judged).
+    case face(PixelRect, faceCount: Int, box: MiniFASNetCrop.Box? = nil)
     case noFace
     /// A face that cannot be judged, with the reason (too small, too dark …).
     case unusable(reason: String, box: PixelRect?)
@@ -39,17 +40,20 @@ public struct FrameDecision: Sendable {
     public var presentationTimeSeconds: Double
     public var captureTimeNanoseconds: UInt64
     public var decidedTimeNanoseconds: UInt64
+    /// The decision on the fused score (`rawScore`, `smoothedScore` are fused).
     public var decision: Decision
+    /// Each opinion's spoof probability for this frame (all nil when it was not scored).
+    public var scores: OpinionScores
     public var box: PixelRect?
     public var faceCount: Int
-    /// The 224² grey crop the model judged (row-major, 0–255), when `Configuration.publishCrops` is
+    /// The 224² grey crop the ViT judged (row-major, 0–255), when `Configuration.publishCrops` is
     /// set (eval reports show the worst frames); nil otherwise.
     public var crop: [UInt8]?
 
     public init(
         sourceID: String, sequence: UInt64, presentationTimeSeconds: Double, captureTimeNanoseconds: UInt64 = 0,
-        decidedTimeNanoseconds: UInt64 = 0, decision: Decision, box: PixelRect? = nil, faceCount: Int = 0,
-        crop: [UInt8]? = nil
+        decidedTimeNanoseconds: UInt64 = 0, decision: Decision, scores: OpinionScores = OpinionScores(),
+        box: PixelRect? = nil, faceCount: Int = 0, crop: [UInt8]? = nil
     ) {
         self.sourceID = sourceID
         self.sequence = sequence
@@ -57,6 +61,7 @@ public struct FrameDecision: Sendable {
         self.captureTimeNanoseconds = captureTimeNanoseconds
         self.decidedTimeNanoseconds = decidedTimeNanoseconds
         self.decision = decision
+        self.scores = scores
         self.box = box
         self.faceCount = faceCount
         self.crop = crop
@@ -138,7 +143,8 @@ public final class LivenessPipeline: @unchecked Sendable {
         var prepareStarted: UInt64 = 0
         var prepared: UInt64 = 0
         var location: FaceLocation
-        var crop: [UInt8]
+        /// What the models need of the face (nil: nothing to score).
+        var input: Opinions.FaceInput?
         var event: SourceEvent?
     }
 
@@ -171,8 +177,8 @@ public final class LivenessPipeline: @unchecked Sendable {
     }
 
     public let configuration: Configuration
-    private let model: LivenessViT
-    private let preprocessor = Preprocessor()
+    /// The models and their fusion; scoring happens on `inferenceQueue` only, `prepare` on any lane.
+    private let opinions: Opinions
     private let sink: @Sendable (PipelineEvent) -> Void
     private let inferenceQueue = DispatchQueue(label: "livenessd.infer")
     private struct Inbox {
@@ -182,12 +188,10 @@ public final class LivenessPipeline: @unchecked Sendable {
 
     private let inbox = Mutex(Inbox())
     private let lanes = Mutex([String: Lane]())
-    private var batchCrops: [UInt8] = []  // inference queue only
-    private var batchLogits: [Float] = []  // inference queue only
     private let idle = DispatchGroup()
 
-    public init(model: LivenessViT, configuration: Configuration, sink: @escaping @Sendable (PipelineEvent) -> Void) {
-        self.model = model
+    public init(opinions: Opinions, configuration: Configuration, sink: @escaping @Sendable (PipelineEvent) -> Void) {
+        self.opinions = opinions
         self.configuration = configuration
         self.sink = sink
         // The model's scratch grows to the largest batch actually seen (once), instead of being
@@ -259,7 +263,7 @@ public final class LivenessPipeline: @unchecked Sendable {
         guard case .frame(let frame) = event else {
             // Source news travels the same path as frames, so it is published in order.
             if lane.kind == .replay { lane.replaySlots.wait() }
-            lane.prepareQueue.async { self.enqueue(Item(lane: lane, frame: nil, location: .noFace, crop: [], event: event)) }
+            lane.prepareQueue.async { self.enqueue(Item(lane: lane, frame: nil, location: .noFace, input: nil, event: event)) }
             return
         }
         lane.statistics.withLock { $0.framesIn += 1 }
@@ -297,20 +301,25 @@ public final class LivenessPipeline: @unchecked Sendable {
         }
     }
 
-    /// Frame → RGB24 → face location → 224² grey crop. The crop is resized on RGB and turned grey
-    /// afterwards, exactly as the reference transform does: resizing luma instead was measured to
-    /// move spoof probabilities by up to 0.021 (docs/ARCHITECTURE.md), enough to flip a verdict
-    /// that sits near the hysteresis band.
+    /// Frame → RGB24 → face location → each opinion's crop, all from the one RGB picture: the ViT's
+    /// 224² grey crop is resized on RGB and turned grey afterwards, exactly as the reference transform
+    /// does (resizing luma instead was measured to move spoof probabilities by up to 0.021,
+    /// docs/ARCHITECTURE.md); the pair's BGR 80² crops are read from the same RGB with the channels
+    /// swapped while resizing (OpenCV's bilinear treats each channel alone).
     private func prepare(_ frame: Frame, lane: Lane) {
         let started = monotonicNanoseconds()
         var location = FaceLocation.noFace
-        var crop: [UInt8] = []
+        var input: Opinions.FaceInput?
         func judge(_ pixels: UnsafePointer<UInt8>) {
             let image = PixelSource(
                 base: pixels, width: frame.width, height: frame.height, rowStride: frame.width * 3, layout: .rgb24)
             location = lane.locator.locate(image: image, frame: frame)
-            if case .face(let rect, _) = location {
-                crop = self.preprocessor.lumaCrop(image.cropped(to: rect))
+            if case .face(let rect, _, let box) = location {
+                do {
+                    input = try self.opinions.prepare(image: image, region: rect, box: box)
+                } catch {
+                    location = .unusable(reason: "cannot crop the face: \(error)", box: rect)
+                }
             }
         }
         if let rgb = frame.rgb {
@@ -332,7 +341,7 @@ public final class LivenessPipeline: @unchecked Sendable {
         self.enqueue(
             Item(
                 lane: lane, frame: metadata, prepareStarted: started, prepared: monotonicNanoseconds(), location: location,
-                crop: crop, event: nil))
+                input: input, event: nil))
     }
 
     private func enqueue(_ item: Item) {
@@ -366,33 +375,13 @@ public final class LivenessPipeline: @unchecked Sendable {
         }
     }
 
-    /// Scores the faces of `items` in batches of at most `maximumBatch`, then decides in order.
+    /// Scores the faces of `items` in batches of at most `maximumBatch` (every opinion), fuses, then
+    /// decides in order.
     private func process(_ items: [Item]) {
-        let side = self.preprocessor.outputSide
-        let faces = items.indices.filter { items[$0].event == nil && !items[$0].crop.isEmpty }
-        var probabilities = [Int: Double]()
-        var start = 0
-        while start < faces.count {
-            let chunk = Array(faces[start..<min(start + self.configuration.maximumBatch, faces.count)])
-            if self.batchCrops.count < chunk.count * side * side {
-                self.batchCrops = [UInt8](repeating: 0, count: self.configuration.maximumBatch * side * side)
-                self.batchLogits = [Float](repeating: 0, count: self.configuration.maximumBatch * 2)
-            }
-            self.batchCrops.withUnsafeMutableBufferPointer { crops in
-                for (slot, index) in chunk.enumerated() {
-                    items[index].crop.withUnsafeBufferPointer {
-                        (crops.baseAddress! + slot * side * side).update(from: $0.baseAddress!, count: side * side)
-                    }
-                }
-                self.batchLogits.withUnsafeMutableBufferPointer { logits in
-                    self.model.logits(lumaCrops: crops.baseAddress!, batch: chunk.count, into: logits.baseAddress!)
-                    for (slot, index) in chunk.enumerated() {
-                        probabilities[index] = LivenessViT.spoofProbability(logits: logits.baseAddress! + 2 * slot)
-                    }
-                }
-            }
-            start += chunk.count
-        }
+        let faces = items.indices.filter { items[$0].event == nil && items[$0].input != nil }
+        let scored = self.opinions.score(faces.map { items[$0].input! }, maximumBatch: self.configuration.maximumBatch)
+        var scores = [Int: OpinionScores]()
+        for (slot, index) in faces.enumerated() { scores[index] = scored[slot] }
         for (index, item) in items.enumerated() {
             let lane = item.lane
             if let event = item.event {
@@ -413,11 +402,17 @@ public final class LivenessPipeline: @unchecked Sendable {
             let observation: Observation
             var box: PixelRect?
             var faceCount = 0
+            let opinionScores = scores[index] ?? OpinionScores()
             switch item.location {
-            case .face(let rect, let count):
-                observation = .scored(spoofProbability: probabilities[index] ?? 0, timeSeconds: time)
+            case .face(let rect, let count, _):
                 box = rect
                 faceCount = count
+                if let fused = self.opinions.fused(opinionScores) {
+                    observation = .scored(spoofProbability: fused, timeSeconds: time)
+                } else {
+                    // A model gave a non-finite score (damaged weights): never a verdict from it.
+                    observation = .unusable(reason: "the models gave no finite score", timeSeconds: time)
+                }
             case .noFace:
                 observation = .noFace(timeSeconds: time)
             case .unusable(let reason, let rect):
@@ -439,8 +434,8 @@ public final class LivenessPipeline: @unchecked Sendable {
                     FrameDecision(
                         sourceID: lane.id, sequence: frame.sequence, presentationTimeSeconds: time,
                         captureTimeNanoseconds: frame.captureTimeNanoseconds, decidedTimeNanoseconds: decided,
-                        decision: decision, box: box, faceCount: faceCount,
-                        crop: self.configuration.publishCrops && !item.crop.isEmpty ? item.crop : nil)))
+                        decision: decision, scores: opinionScores, box: box, faceCount: faceCount,
+                        crop: self.configuration.publishCrops && item.input?.luma.isEmpty == false ? item.input?.luma : nil)))
             if lane.kind == .replay { lane.replaySlots.signal() }
         }
     }

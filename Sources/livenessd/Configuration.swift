@@ -14,6 +14,46 @@ struct Configuration: Decodable, Equatable {
     /// The YuNet face detector (ONNX); see `DetectorModelLocator`.
     var detector: String?
     var crop: Crop?
+    /// Which opinions judge a face: `[vit, minifasnet]` (the default), or one of them.
+    var models: ModelSelection?
+    /// Folder holding the MiniFASNet pair's two `.pth` files; see `PairModelLocator`.
+    var minifasnet: String?
+    /// Weights of the opinions' logits in the fused score (default 1 each).
+    var fusion: Fusion?
+
+    /// `models: [vit, minifasnet]`, `models: vit`, or `models: both`.
+    struct ModelSelection: Decodable, Equatable {
+        var kinds: [OpinionKind]
+
+        init(kinds: [OpinionKind]) { self.kinds = kinds }
+
+        init(from decoder: Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            let names: [String]
+            if let single = try? container.decode(String.self) {
+                names = single == "both" ? OpinionKind.allCases.map(\.rawValue) : [single]
+            } else {
+                names = try container.decode([String].self)
+            }
+            var kinds: [OpinionKind] = []
+            for name in names {
+                guard let kind = OpinionKind(rawValue: name) else {
+                    throw DecodingError.dataCorruptedError(
+                        in: container, debugDescription: "unknown model '\(name)': use vit, minifasnet or both")
+                }
+                if !kinds.contains(kind) { kinds.append(kind) }
+            }
+            guard !kinds.isEmpty else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "models: names no model")
+            }
+            self.kinds = kinds
+        }
+    }
+
+    struct Fusion: Decodable, Equatable {
+        var vit: Double?
+        var minifasnet: Double?
+    }
 
     /// `crop: {mode: detect|full, scale: 1.5}`.
     struct Crop: Decodable, Equatable {
@@ -110,6 +150,19 @@ struct Configuration: Decodable, Equatable {
         if let frames = self.decision?.windowFrames, frames < 1 {
             throw CommandError("\(path): decision.window_frames must be at least 1")
         }
+        for (name, weight) in [("vit", self.fusion?.vit), ("minifasnet", self.fusion?.minifasnet)] {
+            if let weight, !(weight.isFinite && weight >= 0 && weight <= 100) {
+                throw CommandError("\(path): fusion.\(name) must be a weight between 0 and 100, got \(weight)")
+            }
+        }
+    }
+
+    /// The fusion weights from the file (1 each by default).
+    var scoreFusion: ScoreFusion {
+        var weights: [OpinionKind: Double] = [:]
+        if let weight = self.fusion?.vit { weights[.vit] = weight }
+        if let weight = self.fusion?.minifasnet { weights[.minifasnet] = weight }
+        return ScoreFusion(weights: weights)
     }
 
     /// The decision rules this file describes on top of `threshold`.
@@ -173,6 +226,42 @@ enum ModelLocator {
     static func existing(_ path: String, origin: String) throws -> URL {
         guard FileManager.default.fileExists(atPath: path) else {
             throw CommandError("model file \(path) (from \(origin)) does not exist")
+        }
+        return URL(fileURLWithPath: path)
+    }
+}
+
+/// Where the MiniFASNet pair is: --minifasnet, then $LIVENESSD_MINIFASNET, then the config file, then
+/// the default folders (scripts/setup.sh and install.sh put the two `.pth` files there).
+enum PairModelLocator {
+    static let relativeDefault = "models/silent-face"
+    static let installedDefaults = ["/usr/local/share/livenessd/silent-face", "/usr/share/livenessd/silent-face"]
+
+    static func resolve(flag: String?, configuration: Configuration, environment: [String: String]) throws -> URL {
+        if let flag { return try Self.existing(flag, origin: "--minifasnet") }
+        if let variable = environment["LIVENESSD_MINIFASNET"], !variable.isEmpty {
+            return try Self.existing(variable, origin: "$LIVENESSD_MINIFASNET")
+        }
+        if let configured = configuration.minifasnet {
+            return try Self.existing(configured, origin: "the config file's minifasnet:")
+        }
+        let candidates = [Self.relativeDefault] + Self.installedDefaults
+        if let found = candidates.first(where: { Self.holdsPair($0) }) { return URL(fileURLWithPath: found) }
+        throw CommandError(
+            "the MiniFASNet pair was not found: pass --minifasnet FOLDER (holding "
+                + MiniFASNetPair.fileNames.joined(separator: " and ") + "), set LIVENESSD_MINIFASNET, run "
+                + "scripts/setup.sh, or judge with the ViT alone (--models vit) (looked in \(candidates.joined(separator: ", ")))")
+    }
+
+    static func holdsPair(_ folder: String) -> Bool {
+        MiniFASNetPair.fileNames.allSatisfy { FileManager.default.fileExists(atPath: folder + "/" + $0) }
+    }
+
+    static func existing(_ path: String, origin: String) throws -> URL {
+        guard Self.holdsPair(path) else {
+            throw CommandError(
+                "MiniFASNet folder \(path) (from \(origin)) does not hold "
+                    + MiniFASNetPair.fileNames.joined(separator: " and "))
         }
         return URL(fileURLWithPath: path)
     }

@@ -63,7 +63,7 @@ final class SlowLocator: FaceLocator {
     func pipeline(_ log: EventLog) throws -> LivenessPipeline {
         let model = try LivenessViT(contentsOf: try TestAssets.modelURL)
         return LivenessPipeline(
-            model: model, configuration: .init(decisions: DecisionConfiguration(threshold: model.threshold)), sink: log.sink)
+            opinions: Opinions(vit: model, pair: nil), configuration: .init(decisions: DecisionConfiguration(threshold: model.threshold)), sink: log.sink)
     }
 
     /// Two replayed clips at once: every frame decided, in order, nothing dropped, then the end.

@@ -37,7 +37,7 @@ import Testing
     @Test(arguments: try GoldenPipelineTests.images())
     func probabilityMatchesReference(_ name: String) throws {
         let model = try Self.loadModel()
-        let classifier = ImageClassifier(model: model, threshold: model.threshold)
+        let classifier = ImageClassifier(opinions: Opinions(vit: model, pair: nil), threshold: model.threshold)
         let result = classifier.classify(path: try TestAssets.file("golden/images/\(name)").path)
         let expected = try TestAssets.json(try TestAssets.file("golden/preprocess/\(name).json"))
         let reference = expected["spoof_probability"] as? Double ?? .nan
@@ -100,7 +100,7 @@ import Testing
     /// The EXIF-rotated JPEG gets the probability of its upright picture.
     @Test func exifOrientedJPEG() throws {
         let model = try Self.loadModel()
-        let result = ImageClassifier(model: model, threshold: model.threshold)
+        let result = ImageClassifier(opinions: Opinions(vit: model, pair: nil), threshold: model.threshold)
             .classify(path: try TestAssets.file("golden/exif/spoof_print_exif6.jpg").path)
         let expected = try TestAssets.json(try TestAssets.file("golden/exif/spoof_print_exif6.jpg.json"))
         #expect(result.exifOrientation == 6)

@@ -50,7 +50,7 @@ struct BenchEngine: ParsableCommand {
     func run() throws {
         let model: LivenessViT
         do {
-            model = try self.modelOptions.load().model
+            model = try self.modelOptions.load().requireViT("bench engine")
         } catch let error as CommandError {
             FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
             throw ExitCode(2)
@@ -350,11 +350,10 @@ struct BenchPipeline: ParsableCommand {
     var clips: [String]
 
     func run() throws {
-        let model: LivenessViT
+        let loaded: LoadedModels
         let detector: DetectorSetup?
         do {
-            let loaded = try self.modelOptions.load()
-            model = loaded.model
+            loaded = try self.modelOptions.load()
             detector = try self.cropOptions.resolve(configuration: loaded.configuration) {
                 FileHandle.standardError.write(Data("livenessd: \($0)\n".utf8))
             }
@@ -364,7 +363,7 @@ struct BenchPipeline: ParsableCommand {
         }
         let decided = Mutex(0)
         let pipeline = LivenessPipeline(
-            model: model, configuration: .init(decisions: DecisionConfiguration(threshold: model.threshold))
+            opinions: loaded.opinions, configuration: .init(decisions: DecisionConfiguration(threshold: loaded.defaultThreshold))
         ) { event in
             if case .decision = event { decided.withLock { $0 += 1 } }
         }
@@ -389,10 +388,11 @@ struct BenchPipeline: ParsableCommand {
         let statistics = pipeline.statistics()
         let frames = decided.withLock { $0 }
         print("# livenessd \(LivenessdVersion.string) bench pipeline, pacing \(self.pacing), OpenBLAS core \(BLAS.coreName), \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
+        let models = loaded.kinds.map { $0 == .vit ? "ViT" : "MiniFASNet pair" }.joined(separator: " + ")
         print(
             detector == nil
-                ? "# whole-frame crop; decode + RGB + PIL-exact resize + ViT (batched) + decision"
-                : "# YuNet at width 320 + gates + crop \(detector!.configuration.crop.scale)x; decode + RGB + PIL-exact resize + ViT (batched) + decision")
+                ? "# whole-frame crop; decode + RGB + crops + \(models) (batched) + fusion + decision"
+                : "# YuNet at width 320 + gates + crop \(detector!.configuration.crop.scale)x; decode + RGB + crops + \(models) (batched) + fusion + decision")
         for (id, lane) in statistics.sorted(by: { $0.key < $1.key }) {
             print(
                 "source \((id as NSString).lastPathComponent): in \(lane.framesIn), decided \(lane.processed), dropped stale \(lane.droppedStale) busy \(lane.droppedBusy), "

@@ -76,7 +76,8 @@ struct BenchCrops: ParsableCommand {
         let folder = self.samples
             ?? ((environment["LIVENESSD_TEST_ASSETS"].map { $0 + "/samples" }) ?? "../shared/samples")
         let loaded = try self.modelOptions.load()
-        let threshold = self.threshold ?? loaded.model.threshold
+        let vit = try loaded.requireViT("bench crops")
+        let threshold = self.threshold ?? vit.threshold
         let configuration = loaded.configuration
         guard
             let detectorURL = try DetectorModelLocator.resolve(
@@ -86,7 +87,7 @@ struct BenchCrops: ParsableCommand {
         else { throw CommandError("no face detector: pass --detector") }
         let locator = try DetectorLocator(modelURL: detectorURL)
         let items = try Self.manifest(folder: folder)
-        let scorer = FrameScorer(model: loaded.model, locator: locator, variants: self.variants.map(\.policy))
+        let scorer = FrameScorer(model: vit, locator: locator, variants: self.variants.map(\.policy))
         var results: [Scored] = []
         for (index, item) in items.enumerated() {
             let path = folder + "/" + item.file

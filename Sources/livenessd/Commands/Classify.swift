@@ -6,21 +6,114 @@ import LivenessEngine
 
 /// Options every model-using command shares.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "Path to the liveness model (torch.save checkpoint, model.pt).")
+    @Option(name: .long, help: "Path to the liveness ViT (torch.save checkpoint, model.pt).")
     var model: String?
+
+    @Option(name: .long, help: "Folder holding the MiniFASNet pair (2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth). Default: $LIVENESSD_MINIFASNET, the config's minifasnet:, models/silent-face, /usr/local/share/livenessd/silent-face.")
+    var minifasnet: String?
+
+    @Option(name: .long, help: "Opinions that judge a face, comma-separated: vit, minifasnet, or both (default: the config's models:, else both).")
+    var models: String?
 
     @Option(name: .long, help: "Config file (YAML). Default: /etc/livenessd/livenessd.yaml when present.")
     var config: String?
 
-    func load() throws -> (model: LivenessViT, url: URL, configuration: Configuration) {
-        let configuration = try Configuration.load(path: self.config)
-        let url = try ModelLocator.resolve(
-            flag: self.model, configuration: configuration, environment: ProcessInfo.processInfo.environment)
-        do {
-            return (try LivenessViT(contentsOf: url), url, configuration)
-        } catch let error as CheckpointError {
-            throw CommandError("cannot load the model: \(error)")
+    /// The kinds asked for: --models, then the config's `models:`, then both.
+    func kinds(configuration: Configuration) throws -> [OpinionKind] {
+        guard let flag = self.models else { return configuration.models?.kinds ?? OpinionKind.allCases }
+        if flag == "both" { return OpinionKind.allCases }
+        var kinds: [OpinionKind] = []
+        for name in flag.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            guard let kind = OpinionKind(rawValue: name) else {
+                throw CommandError("--models: unknown model '\(name)'; use vit, minifasnet or both")
+            }
+            if !kinds.contains(kind) { kinds.append(kind) }
         }
+        guard !kinds.isEmpty else { throw CommandError("--models names no model; use vit, minifasnet or both") }
+        return kinds
+    }
+
+    func load() throws -> LoadedModels {
+        let configuration = try Configuration.load(path: self.config)
+        let kinds = try self.kinds(configuration: configuration)
+        let environment = ProcessInfo.processInfo.environment
+        var vit: LivenessViT?
+        var vitURL: URL?
+        var pair: MiniFASNetPair?
+        var pairURL: URL?
+        if kinds.contains(.vit) {
+            let url = try ModelLocator.resolve(flag: self.model, configuration: configuration, environment: environment)
+            do {
+                vit = try LivenessViT(contentsOf: url)
+            } catch let error as CheckpointError {
+                throw CommandError("cannot load the model: \(error)")
+            }
+            vitURL = url
+        }
+        if kinds.contains(.minifasnet) {
+            let url = try PairModelLocator.resolve(flag: self.minifasnet, configuration: configuration, environment: environment)
+            do {
+                pair = try MiniFASNetPair(directory: url)
+            } catch let error as CheckpointError {
+                throw CommandError("cannot load the MiniFASNet pair: \(error)")
+            }
+            pairURL = url
+        }
+        return LoadedModels(
+            opinions: Opinions(vit: vit, pair: pair, fusion: configuration.scoreFusion), vitURL: vitURL, pairURL: pairURL,
+            configuration: configuration)
+    }
+}
+
+/// The opinions a command loaded, where from, and the threshold they come with.
+struct LoadedModels {
+    var opinions: Opinions
+    var vitURL: URL?
+    /// The MiniFASNet pair's folder.
+    var pairURL: URL?
+    var configuration: Configuration
+
+    var kinds: [OpinionKind] { self.opinions.kinds }
+
+    /// The ViT, for the commands that only measure it (bench engine, bench crops).
+    func requireViT(_ command: String) throws -> LivenessViT {
+        guard let vit = self.opinions.vit else {
+            throw CommandError("\(command) measures the ViT: run it without --models minifasnet")
+        }
+        return vit
+    }
+
+    /// The threshold that comes with the models: the ViT's checkpoint threshold when it judges alone,
+    /// 0.5 for the pair alone (upstream calls a face real when its mean real probability wins), and
+    /// `Opinions.fusedThreshold` (calibrated on the shared material) for both.
+    var defaultThreshold: Double {
+        switch (self.opinions.vit, self.opinions.pair) {
+        case (let vit?, nil): return vit.threshold
+        case (nil, _?): return 0.5
+        default: return Opinions.fusedThreshold
+        }
+    }
+
+    /// Where the default threshold comes from, in words for reports.
+    var defaultThresholdSource: String {
+        switch (self.opinions.vit, self.opinions.pair) {
+        case (_?, nil): return "checkpoint"
+        case (nil, _?): return "minifasnet default"
+        default: return "fused default"
+        }
+    }
+
+    /// Model files with their SHA-256, in a stable order (ViT, then the pair's files).
+    func files() throws -> [(kind: String, path: String, sha256: String)] {
+        var files: [(String, String, String)] = []
+        if let url = self.vitURL { files.append(("vit", url.path, try Daemon.sha256(of: url))) }
+        if let folder = self.pairURL {
+            for name in MiniFASNetPair.fileNames {
+                let url = folder.appendingPathComponent(name)
+                files.append(("minifasnet", url.path, try Daemon.sha256(of: url)))
+            }
+        }
+        return files
     }
 }
 
@@ -116,14 +209,14 @@ struct Classify: ParsableCommand {
     }
 
     func run() throws {
-        let loaded: (model: LivenessViT, url: URL, configuration: Configuration)
+        let loaded: LoadedModels
         do {
             loaded = try self.modelOptions.load()
         } catch let error as CommandError {
             FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        let threshold = self.threshold ?? loaded.configuration.threshold ?? loaded.model.threshold
+        let threshold = self.threshold ?? loaded.configuration.threshold ?? loaded.defaultThreshold
         let locator: DetectorLocator?
         do {
             locator = try self.cropOptions.resolve(configuration: loaded.configuration) {
@@ -133,7 +226,7 @@ struct Classify: ParsableCommand {
             FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        let classifier = ImageClassifier(model: loaded.model, threshold: threshold, locator: locator)
+        let classifier = ImageClassifier(opinions: loaded.opinions, threshold: threshold, locator: locator)
         var unreadable = 0
         var notJudged = 0
         for path in self.images {
@@ -149,7 +242,10 @@ struct Classify: ParsableCommand {
 /// One image's outcome, as printed by `classify`.
 struct ClassificationResult: Codable, Equatable {
     var path: String
+    /// The fused spoof probability (with one opinion: that opinion's).
     var spoofProbability: Double?
+    /// Each opinion's spoof probability.
+    var scores: OpinionScores?
     var decision: String?
     var threshold: Double
     var width: Int?
@@ -180,7 +276,7 @@ struct ClassificationResult: Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case path, decision, threshold, width, height, error, box, faces, gate, crop
+        case path, decision, threshold, width, height, error, box, faces, gate, crop, scores
         case spoofProbability = "spoof_probability"
         case exifOrientation = "exif_orientation"
         case errorCode = "error_code"
@@ -196,17 +292,23 @@ struct ClassificationResult: Codable, Equatable {
         if let error { return "\(self.path)\terror: \(error)" }
         let face = self.box.map { "\tface \($0.text)" + (self.faces.map { $0 > 1 ? " (largest of \($0))" : "" } ?? "") } ?? ""
         if let gate { return "\(self.path)\tnot judged: \(gate)\(face)" }
-        return "\(self.path)\t\(String(format: "%.6f", self.spoofProbability ?? 0))\t\(self.decision ?? "")\(face)"
+        // The opinions only when there are several (with one, the fused score is that opinion's).
+        var opinions = ""
+        if let scores, scores.vit != nil && scores.minifasnet != nil {
+            opinions = "\t" + OpinionKind.allCases.compactMap { kind in
+                scores[kind].map { "\(kind.rawValue) " + String(format: "%.6f", $0) }
+            }.joined(separator: " ")
+        }
+        return "\(self.path)\t\(String(format: "%.6f", self.spoofProbability ?? 0))\t\(self.decision ?? "")\(opinions)\(face)"
     }
 }
 
 /// Decode → (detect, gate, crop) → preprocess → infer for still images. Without a locator the whole
 /// picture is judged, as the reference does.
 struct ImageClassifier {
-    let model: LivenessViT
+    let opinions: Opinions
     let threshold: Double
     var locator: DetectorLocator? = nil
-    let preprocessor = Preprocessor()
 
     func classify(path: String) -> ClassificationResult {
         var result = ClassificationResult(path: path, threshold: self.threshold)
@@ -216,6 +318,7 @@ struct ImageClassifier {
             result.height = image.height
             result.exifOrientation = orientation.rawValue
             var region = PixelRect(x: 0, y: 0, width: image.width, height: image.height)
+            var pairBox: MiniFASNetCrop.Box?
             if let locator = self.locator {
                 let frame = image.frame(sourceID: path)
                 let analysis = image.pixels.withUnsafeBufferPointer { pixels in
@@ -231,14 +334,20 @@ struct ImageClassifier {
                 let location = locator.location(
                     for: analysis, frameWidth: image.width, frameHeight: image.height, crop: locator.configuration.crop)
                 switch location {
-                case .face(let rect, _): region = rect
+                case .face(let rect, _, let box):
+                    region = rect
+                    pairBox = box
                 case .noFace: result.gate = QualityGates.Reason.noFace.rawValue
                 case .unusable(let reason, _): result.gate = reason
                 }
                 if result.gate != nil { return result }
                 result.crop = ClassificationResult.Box(region)
             }
-            let probability = self.spoofProbability(image, region: region)
+            let scores = try self.scores(image, region: region, box: pairBox)
+            result.scores = scores
+            guard let probability = self.opinions.fused(scores) else {
+                throw CommandError("the models gave no finite score for this picture (damaged model files?)")
+            }
             result.spoofProbability = probability
             result.decision = probability >= self.threshold ? "SPOOF" : "LIVE"
         } catch let error as CaptureError {
@@ -251,13 +360,14 @@ struct ImageClassifier {
         return result
     }
 
-    func spoofProbability(_ image: RGBImage, region: PixelRect? = nil) -> Double {
-        image.pixels.withUnsafeBufferPointer { pixels in
-            var source = PixelSource(
+    /// Every opinion's spoof probability for `region` (the ViT) and `box` (the pair; nil: the whole picture).
+    func scores(_ image: RGBImage, region: PixelRect, box: MiniFASNetCrop.Box?) throws -> OpinionScores {
+        let input = try image.pixels.withUnsafeBufferPointer { pixels in
+            let source = PixelSource(
                 base: pixels.baseAddress!, width: image.width, height: image.height, rowStride: image.rowStride,
                 layout: .rgb24)
-            if let region { source = source.cropped(to: region) }
-            return self.model.spoofProbability(lumaCrop: self.preprocessor.lumaCrop(source))
+            return try self.opinions.prepare(image: source, region: region, box: box)
         }
+        return self.opinions.score(input)
     }
 }

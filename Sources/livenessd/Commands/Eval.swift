@@ -73,9 +73,10 @@ struct Eval: ParsableCommand {
     private func evaluate() throws {
         let started = Date()
         let loaded = try self.modelOptions.load()
-        let threshold = self.threshold ?? loaded.configuration.threshold ?? loaded.model.threshold
+        let threshold = self.threshold ?? loaded.configuration.threshold ?? loaded.defaultThreshold
         let thresholdSource =
-            self.threshold != nil ? "--threshold" : (loaded.configuration.threshold != nil ? "config file" : "checkpoint")
+            self.threshold != nil
+            ? "--threshold" : (loaded.configuration.threshold != nil ? "config file" : loaded.defaultThresholdSource)
         let detector = try self.cropOptions.resolve(configuration: loaded.configuration) {
             FileHandle.standardError.write(Data("livenessd eval: warning: \($0)\n".utf8))
         }
@@ -89,7 +90,7 @@ struct Eval: ParsableCommand {
         if let jobs = self.jobs { options.jobs = jobs }
         options.every = self.every
         let runner = EvalRunner(
-            dataset: dataset, model: loaded.model, detector: detector, decisions: decisions, options: options,
+            dataset: dataset, opinions: loaded.opinions, detector: detector, decisions: decisions, options: options,
             frameLog: frameLog
         ) { completed, total, frames in progress.update(completed: completed, total: total, frames: frames) }
 
@@ -182,7 +183,7 @@ struct Eval: ParsableCommand {
     }
 
     private func runInfo(
-        loaded: (model: LivenessViT, url: URL, configuration: Configuration), detector: DetectorSetup?, threshold: Double,
+        loaded: LoadedModels, detector: DetectorSetup?, threshold: Double,
         thresholdSource: String, decisions: DecisionConfiguration, jobs: Int, started: Date, ended: Date
     ) throws -> EvalReport.RunInfo {
         let smoothing: String
@@ -192,9 +193,14 @@ struct Eval: ParsableCommand {
         case .exponential(let alpha): smoothing = "ema(alpha \(alpha))"
         }
         let iso = ISO8601DateFormatter()
+        let files = try loaded.files()
         return EvalReport.RunInfo(
             livenessdVersion: LivenessdVersion.string, commit: BuildInfo.commit, command: CommandLine.arguments,
-            model: loaded.url.path, modelSHA256: try Daemon.sha256(of: loaded.url), detector: detector?.url.path,
+            model: files.first?.path ?? "", modelSHA256: files.first?.sha256 ?? "",
+            opinions: loaded.kinds.map(\.rawValue),
+            models: files.map { EvalReport.ModelFile(kind: $0.kind, path: $0.path, sha256: $0.sha256) },
+            fusionWeights: Dictionary(uniqueKeysWithValues: loaded.kinds.map { ($0.rawValue, loaded.opinions.fusion.weight($0)) }),
+            detector: detector?.url.path,
             detectorSHA256: try detector.map { try Daemon.sha256(of: $0.url) }, threshold: threshold,
             thresholdSource: thresholdSource,
             crop: .init(mode: detector == nil ? "full" : "detect", scale: detector?.configuration.crop.scale),
@@ -225,6 +231,15 @@ struct Eval: ParsableCommand {
             "frame level:        APCER worst \(show(f.atConfiguredThreshold.apcerWorst)), BPCER \(show(f.atConfiguredThreshold.bpcer)), "
                 + "EER \(f.curve.eer.value.map { String(format: "%.2f %%", $0 * 100) } ?? "n/a"), AUC \(f.curve.auc.value.map { String(format: "%.4f", $0) } ?? "n/a")",
         ]
+        for (name, figures) in (report.metrics.opinions ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let point = figures.atCalibratedThreshold
+            lines.append(
+                "\(name) alone: presentation AUC \(figures.presentation.auc.value.map { String(format: "%.4f", $0) } ?? "n/a"), "
+                    + "EER \(figures.presentation.eer.value.map { String(format: "%.2f %%", $0 * 100) } ?? "n/a"); "
+                    + "at its threshold \(figures.calibratedThreshold.map { String(format: "%.6f", $0) } ?? "n/a") for the same "
+                    + "APCER target: APCER worst \(show(point?.apcerWorst)), BPCER \(show(point?.bpcer)); "
+                    + "frame AUC \(figures.frame.auc.value.map { String(format: "%.4f", $0) } ?? "n/a")")
+        }
         if let calibration = report.calibration {
             lines.append(
                 "proposed threshold for APCER ≤ \(calibration.targetAPCER) (\(calibration.rule.rawValue)) on \(calibration.split): "

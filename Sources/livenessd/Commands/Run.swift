@@ -136,12 +136,22 @@ final class Daemon: @unchecked Sendable {
         self.logger = logger
         let loaded = try options.modelOptions.load()
         let configuration = loaded.configuration
-        let threshold = options.threshold ?? configuration.threshold ?? loaded.model.threshold
+        let threshold = options.threshold ?? configuration.threshold ?? loaded.defaultThreshold
         self.threshold = LockedValue(threshold)
-        let modelDigest = try Self.sha256(of: loaded.url)
+        let files = try loaded.files()
+        for file in files {
+            logger.info(
+                "model loaded",
+                metadata: ["model.kind": "\(file.kind)", "model.path": "\(file.path)", "model.sha256": "\(file.sha256)"])
+        }
         logger.info(
-            "model loaded",
-            metadata: ["model.path": "\(loaded.url.path)", "model.sha256": "\(modelDigest)", "model.threshold": "\(threshold)"])
+            "deciding on \(loaded.kinds.count > 1 ? "the fused score" : "one opinion")",
+            metadata: [
+                "model.opinions": "\(loaded.kinds.map(\.rawValue).joined(separator: ","))", "decision.threshold": "\(threshold)",
+            ])
+        // `model_sha256` in status stays the ViT's (or the first file's) for clients of schema 1.
+        let modelDigest = files.first?.sha256 ?? ""
+        let modelFiles = files.map { EventProtocol.ModelFile(kind: $0.kind, path: $0.path, sha256: $0.sha256) }
 
         self.detectorSetup = try options.cropOptions.resolve(configuration: configuration) { warning in
             logger.warning("\(warning)")
@@ -210,7 +220,7 @@ final class Daemon: @unchecked Sendable {
                 }
                 return EventProtocol.StatusMessage(
                     version: LivenessdVersion.string, uptimeSeconds: Date().timeIntervalSince(started),
-                    modelSHA256: modelDigest, threshold: statusThreshold.value, sources: sourcesStatus)
+                    modelSHA256: modelDigest, models: modelFiles, threshold: statusThreshold.value, sources: sourcesStatus)
             },
             subscribed: { [subscribed = self.subscribed] in subscribed.signal() },
             reset: { sources in
@@ -223,7 +233,7 @@ final class Daemon: @unchecked Sendable {
         self.server = EventServer(configuration: serverConfiguration, threshold: threshold, hooks: hooks, logger: logger)
         let server = self.server
         self.pipeline = LivenessPipeline(
-            model: loaded.model,
+            opinions: loaded.opinions,
             configuration: .init(decisions: configuration.decisionConfiguration(threshold: threshold))
         ) { event in
             monitor.observe(event)

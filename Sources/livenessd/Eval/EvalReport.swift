@@ -1,4 +1,5 @@
 import Foundation
+import LivenessEngine
 
 /// report.json: everything an eval run measured, schema-versioned. Field names are snake_case;
 /// rates are fractions (0–1) with 95 % intervals; see docs/EVAL.md.
@@ -25,8 +26,15 @@ struct EvalReport: Codable {
         var livenessdVersion: String
         var commit: String
         var command: [String]
+        /// The ViT checkpoint when it judged, else the first model file (see `models`).
         var model: String
         var modelSHA256: String
+        /// The opinions that judged (`vit`, `minifasnet`); the decision ran on their fused score.
+        var opinions: [String]?
+        /// Every model file, with its kind and SHA-256.
+        var models: [ModelFile]?
+        /// Fusion weights of the opinions' logits.
+        var fusionWeights: [String: Double]?
         var detector: String?
         var detectorSHA256: String?
         var threshold: Double
@@ -76,7 +84,8 @@ struct EvalReport: Codable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case commit, command, model, detector, threshold, crop, decisions, every, jobs, machine
+            case commit, command, model, detector, threshold, crop, decisions, every, jobs, machine, opinions, models
+            case fusionWeights = "fusion_weights"
             case livenessdVersion = "livenessd_version"
             case modelSHA256 = "model_sha256"
             case detectorSHA256 = "detector_sha256"
@@ -128,11 +137,36 @@ struct EvalReport: Codable {
         }
     }
 
+    struct ModelFile: Codable, Equatable {
+        var kind: String
+        var path: String
+        var sha256: String
+    }
+
     struct Metrics: Codable {
         /// Which presentations the figures are over: `all`, or `eval` when the manifest had splits.
         var subset: String
+        /// The decision's score: the fused one when several opinions judged.
         var presentation: LevelMetrics
         var frame: LevelMetrics
+        /// Each opinion judged on its own (present when several judged), on the same presentations.
+        var opinions: [String: OpinionMetrics]?
+    }
+
+    /// One opinion's figures: threshold-free curves, and the operating point at its own threshold
+    /// calibrated by the same rule and target as the fused one (so the opinions compare at equal APCER).
+    struct OpinionMetrics: Codable {
+        var presentation: CurveMetrics
+        var frame: CurveMetrics
+        var calibratedThreshold: Double?
+        /// Presentation level, at `calibratedThreshold`.
+        var atCalibratedThreshold: OperatingPoint?
+
+        enum CodingKeys: String, CodingKey {
+            case presentation, frame
+            case calibratedThreshold = "calibrated_threshold"
+            case atCalibratedThreshold = "at_calibrated_threshold"
+        }
     }
 
     struct LevelMetrics: Codable {
@@ -256,7 +290,24 @@ struct EvalReport: Codable {
         let frameScores = acquired.flatMap(\.frameScores)
         let framesAttempted = acquired.reduce(0) { $0 + $1.result.frames.decoded }
         let frameLevel = level(scores: frameScores, attempted: framesAttempted, failures: framesAttempted - frameScores.count)
-        return (Metrics(subset: subsetName, presentation: presentationLevel, frame: frameLevel), calibration)
+        var opinions: [String: OpinionMetrics]?
+        let kinds = OpinionKind.allCases.filter { kind in counted.contains { $0.result.opinions?[kind] != nil } }
+        if kinds.count > 1 {
+            opinions = [:]
+            for kind in kinds {
+                let calibrationScores = calibrationSet.compactMap { $0.result.labelledScore(kind) }
+                let threshold = PADErrorRates.calibratedThreshold(
+                    forAPCER: targetAPCER, attacks: calibrationScores.filter { $0.label == .attack }, rule: rule)
+                let scores = subset.compactMap { $0.result.labelledScore(kind) }
+                opinions?[kind.rawValue] = OpinionMetrics(
+                    presentation: PADErrorRates.curve(scores),
+                    frame: PADErrorRates.curve(acquired.flatMap { $0.opinionFrameScores[kind] ?? [] }),
+                    calibratedThreshold: threshold, atCalibratedThreshold: threshold.map { OperatingPoint(scores: scores, threshold: $0) })
+            }
+        }
+        return (
+            Metrics(subset: subsetName, presentation: presentationLevel, frame: frameLevel, opinions: opinions), calibration
+        )
     }
 
     /// The threshold snippet for livenessd.yaml.

@@ -24,6 +24,8 @@ final class EvalRunner: @unchecked Sendable {
         var series: FrameSeries
         var frameScores: [LabelledScore]
         var telltaleCrop: [UInt8]?
+        /// Each opinion's frame-level scores (when several opinions judged).
+        var opinionFrameScores: [OpinionKind: [LabelledScore]] = [:]
     }
 
     private struct State {
@@ -37,6 +39,7 @@ final class EvalRunner: @unchecked Sendable {
 
     let dataset: EvalDataset
     let decisions: DecisionConfiguration
+    let opinionKinds: [OpinionKind]
     let options: Options
     private let pipeline: LivenessPipeline
     private let detector: DetectorSetup?
@@ -47,7 +50,7 @@ final class EvalRunner: @unchecked Sendable {
     private let progress: (_ completed: Int, _ total: Int, _ frames: Int) -> Void
 
     init(
-        dataset: EvalDataset, model: LivenessViT, detector: DetectorSetup?, decisions: DecisionConfiguration,
+        dataset: EvalDataset, opinions: Opinions, detector: DetectorSetup?, decisions: DecisionConfiguration,
         options: Options, frameLog: FrameLog?,
         progress: @escaping (_ completed: Int, _ total: Int, _ frames: Int) -> Void = { _, _, _ in }
     ) {
@@ -61,7 +64,8 @@ final class EvalRunner: @unchecked Sendable {
         configuration.publishCrops = options.keepCrops
         configuration.forgetEndedSources = true
         let box = RunnerBox()
-        self.pipeline = LivenessPipeline(model: model, configuration: configuration) { event in box.runner?.handle(event) }
+        self.opinionKinds = opinions.kinds
+        self.pipeline = LivenessPipeline(opinions: opinions, configuration: configuration) { event in box.runner?.handle(event) }
         box.runner = self
     }
 
@@ -100,7 +104,7 @@ final class EvalRunner: @unchecked Sendable {
             let index = state.next
             let presentation = self.dataset.presentations[index]
             state.active[Self.sourceID(index, presentation)] = (
-                index, PresentationAccumulator(presentation: presentation, decisions: self.decisions)
+                index, PresentationAccumulator(presentation: presentation, decisions: self.decisions, opinions: self.opinionKinds)
             )
             return index
         }
@@ -167,7 +171,10 @@ final class EvalRunner: @unchecked Sendable {
                 Finished(
                     index: entry.index, result: result, series: entry.accumulator.series,
                     frameScores: result.labelledScore == nil ? [] : entry.accumulator.frameScores(),
-                    telltaleCrop: entry.accumulator.telltaleCrop))
+                    telltaleCrop: entry.accumulator.telltaleCrop,
+                    opinionFrameScores: result.labelledScore == nil || self.opinionKinds.count < 2
+                        ? [:]
+                        : Dictionary(uniqueKeysWithValues: self.opinionKinds.map { ($0, entry.accumulator.frameScores($0)) })))
             state.completed += 1
             return (state.completed, state.frames)
         }
@@ -232,6 +239,8 @@ final class FrameLog: @unchecked Sendable {
         var state: String
         var raw: Double?
         var smoothed: Double?
+        /// Each opinion's spoof probability (raw and smoothed are the fused score's).
+        var scores: OpinionScores?
         var window: Int
         var reason: String?
         var box: [Int]?
@@ -242,7 +251,8 @@ final class FrameLog: @unchecked Sendable {
         let line = Line(
             path: presentation.path, label: presentation.label, species: presentation.species, sequence: frame.sequence,
             time: frame.presentationTimeSeconds, state: frame.decision.state.rawValue, raw: frame.decision.rawScore,
-            smoothed: frame.decision.smoothedScore, window: frame.decision.windowCount, reason: frame.decision.reason,
+            smoothed: frame.decision.smoothedScore,
+            scores: frame.decision.rawScore == nil ? nil : frame.scores.finite, window: frame.decision.windowCount, reason: frame.decision.reason,
             box: frame.box.map { [$0.x, $0.y, $0.width, $0.height] }, faces: frame.faceCount)
         guard var data = try? self.encoder.encode(line) else { return }
         data.append(0x0A)

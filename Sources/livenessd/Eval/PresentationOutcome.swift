@@ -25,6 +25,9 @@ struct PresentationResult: Codable, Sendable {
     /// The daemon's own states over the clip.
     var daemon: DaemonOutcome
     var medianFrameScore: Double?
+    /// Each opinion's presentation score, by the same rule as `score`, as if that opinion judged
+    /// alone (its own window over its own frame scores); present when several opinions judged.
+    var opinions: OpinionScores?
     /// Why this presentation could not be acquired (unreadable, truncated, no face …); it then
     /// counts as a non-response, not in APCER/BPCER.
     var failure: String?
@@ -67,7 +70,7 @@ struct PresentationResult: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case path, label, species, split, kind, frames, score, rule, decision, daemon, failure, interrupted, end
+        case path, label, species, split, kind, frames, score, rule, decision, daemon, failure, interrupted, end, opinions
         case medianFrameScore = "median_frame_score"
         case damagedPacketsSkipped = "damaged_packets_skipped"
     }
@@ -75,6 +78,12 @@ struct PresentationResult: Codable, Sendable {
     /// Labelled presentation score, when acquired.
     var labelledScore: LabelledScore? {
         guard self.failure == nil, !self.interrupted, let score else { return nil }
+        return LabelledScore(score: score, label: self.label, species: self.species)
+    }
+
+    /// One opinion's labelled presentation score, when acquired and that opinion judged.
+    func labelledScore(_ kind: OpinionKind) -> LabelledScore? {
+        guard self.labelledScore != nil, let score = self.opinions?[kind] else { return nil }
         return LabelledScore(score: score, label: self.label, species: self.species)
     }
 }
@@ -102,14 +111,37 @@ struct PresentationAccumulator {
     /// fide presentation): the report's thumbnail of a miss.
     private(set) var telltaleCrop: [UInt8]?
     private var telltaleScore: Double?
+    /// Per opinion: the daemon's decision machine run on that opinion's scores alone, the lowest
+    /// smoothed score with a full window, and the frame scores.
+    private var opinionMachines: [OpinionKind: DecisionMachine]
+    private var opinionLowest: [OpinionKind: Double] = [:]
+    private(set) var opinionFrames: [OpinionKind: [Double]] = [:]
 
-    init(presentation: Presentation, decisions: DecisionConfiguration) {
+    init(presentation: Presentation, decisions: DecisionConfiguration, opinions: [OpinionKind] = []) {
         self.presentation = presentation
         self.decisions = decisions
+        self.opinionMachines = opinions.count > 1
+            ? Dictionary(uniqueKeysWithValues: opinions.map { ($0, DecisionMachine(configuration: decisions)) }) : [:]
     }
 
     mutating func add(_ frame: FrameDecision) {
         let decision = frame.decision
+        for kind in Array(self.opinionMachines.keys) {
+            let time = frame.presentationTimeSeconds
+            let observation: Observation
+            if decision.rawScore != nil, let score = frame.scores[kind] {
+                observation = .scored(spoofProbability: score, timeSeconds: time)
+                self.opinionFrames[kind, default: []].append(score)
+            } else if decision.state == .noFace || decision.reason == "no face in view" {
+                observation = .noFace(timeSeconds: time)
+            } else {
+                observation = .unusable(reason: decision.reason ?? "", timeSeconds: time)
+            }
+            let opinion = self.opinionMachines[kind]!.observe(observation)
+            if opinion.rawScore != nil, opinion.windowCount >= self.decisions.minimumScoredFrames, let smoothed = opinion.smoothedScore {
+                self.opinionLowest[kind] = min(self.opinionLowest[kind] ?? smoothed, smoothed)
+            }
+        }
         self.counts.decoded += 1
         self.series.times.append(frame.presentationTimeSeconds)
         self.series.raw.append(decision.rawScore ?? .nan)
@@ -175,18 +207,39 @@ struct PresentationAccumulator {
             }
         }
         let acquired = failure == nil && !interrupted
+        var opinions: OpinionScores?
+        if acquired && !self.opinionMachines.isEmpty {
+            var values = OpinionScores()
+            for kind in self.opinionMachines.keys {
+                let frames = self.opinionFrames[kind] ?? []
+                if let lowest = self.opinionLowest[kind] {
+                    values[kind] = lowest + self.decisions.hysteresis
+                } else if !frames.isEmpty {
+                    values[kind] = frames.reduce(0, +) / Double(frames.count)
+                }
+            }
+            opinions = values
+        }
         return PresentationResult(
             path: self.presentation.path, label: self.presentation.label, species: self.presentation.species,
             split: self.presentation.split, kind: EvalDataset.isStill(self.presentation.path) ? "still" : "clip",
             frames: self.counts, score: acquired ? score : nil, rule: acquired ? rule : nil,
             decision: acquired ? score.map { $0 >= self.decisions.threshold ? .attack : .bonaFide } : nil,
-            daemon: self.daemon, medianFrameScore: median(scores), failure: failure, interrupted: interrupted,
+            daemon: self.daemon, medianFrameScore: median(scores), opinions: opinions, failure: failure,
+            interrupted: interrupted,
             end: end.map { "\($0)" } ?? "not opened", damagedPacketsSkipped: self.skipped)
     }
 
     /// Frame-level labelled scores (scored frames only) of an acquired presentation.
     func frameScores() -> [LabelledScore] {
         self.series.raw.filter { !$0.isNaN }.map {
+            LabelledScore(score: $0, label: self.presentation.label, species: self.presentation.species)
+        }
+    }
+
+    /// One opinion's frame-level labelled scores.
+    func frameScores(_ kind: OpinionKind) -> [LabelledScore] {
+        (self.opinionFrames[kind] ?? []).map {
             LabelledScore(score: $0, label: self.presentation.label, species: self.presentation.species)
         }
     }

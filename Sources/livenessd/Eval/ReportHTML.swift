@@ -146,6 +146,15 @@ struct ReportHTML {
         var curves: [(String, String, [DETPoint], Double?)] = []
         curves.append(("presentation", "#1f77b4", PADErrorRates.sweep(presentationScores), metrics.presentation.curve.eer.value))
         curves.append(("frame", "#ff7f0e", PADErrorRates.sweep(frameScores), metrics.frame.curve.eer.value))
+        // Each opinion alone, presentation level, on the same axes as the fused score.
+        let opinionColours: [OpinionKind: String] = [.vit: "#2ca02c", .minifasnet: "#9467bd"]
+        for kind in OpinionKind.allCases {
+            guard let figures = metrics.opinions?[kind.rawValue] else { continue }
+            let scores = self.finished.compactMap { $0.result.labelledScore(kind) }
+            curves.append(
+                ("\(kind.rawValue) alone (presentation)", opinionColours[kind] ?? "#777", PADErrorRates.sweep(scores),
+                    figures.presentation.eer.value))
+        }
         var markers: [(String, Double, Double)] = []
         for (name, level) in [("presentation", metrics.presentation), ("frame", metrics.frame)] {
             if let apcer = level.atConfiguredThreshold.apcerPooled.value, let bpcer = level.atConfiguredThreshold.bpcer.value {
@@ -153,7 +162,9 @@ struct ReportHTML {
             }
         }
         html += "<figure>\(SVGPlot.det(curves: curves, markers: markers))<figcaption>DET curve (normal-deviate axes, pooled attacks); "
-            + "dots: the configured threshold.</figcaption></figure>\n"
+            + "dots: the configured threshold"
+            + (metrics.opinions == nil ? "" : "; presentation and frame curves are the fused score's, the others each opinion's alone")
+            + ".</figcaption></figure>\n"
         let threshold = self.report.run.threshold
         html += "<figure>\(SVGPlot.histogram(scores: frameScores, threshold: threshold, title: "frame spoof probability"))"
             + "<figcaption>Frame scores per class (\(frameScores.count) scored frames); line: threshold.</figcaption></figure>\n"

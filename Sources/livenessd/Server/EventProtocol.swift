@@ -4,9 +4,14 @@ import Foundation
 import LivenessEngine
 
 /// The event socket's wire format: newline-delimited JSON, one object per line, every object with
-/// `"schema": 1` and a `"type"`. Documented with examples in docs/PROTOCOL.md.
+/// `"schema": 2` and a `"type"`. Documented with examples in docs/PROTOCOL.md.
+///
+/// Compatibility: within a schema version fields are only ever added; a new version changes the
+/// meaning of a field. Schema 2 (the MiniFASNet pair beside the ViT): `raw`, `smoothed` and
+/// `threshold` are the fused score's; `scores` gives each opinion's spoof probability; status
+/// lists every model file in `models`.
 enum EventProtocol {
-    static let schemaVersion = 1
+    static let schemaVersion = 2
 
     /// A request from a client: `{"op": "subscribe" | "status" | "snapshot" | "reset", …}`.
     struct Request: Decodable {
@@ -52,8 +57,11 @@ enum EventProtocol {
         var pts: Double
         var state: String
         var changed: Bool
+        /// Fused spoof probability: smoothed over the window, and this frame's.
         var smoothed: Double?
         var raw: Double?
+        /// Each opinion's spoof probability for this frame (absent when the frame was not scored).
+        var scores: OpinionScores?
         var window: Int
         var threshold: Double
         var box: Box?
@@ -63,8 +71,8 @@ enum EventProtocol {
         var time: Double
 
         enum CodingKeys: String, CodingKey {
-            case schema, type, event, source, seq, pts, state, changed, smoothed, raw, window, threshold, box, faces,
-                reason, time
+            case schema, type, event, source, seq, pts, state, changed, smoothed, raw, scores, window, threshold, box,
+                faces, reason, time
             case latencyMs = "latency_ms"
         }
     }
@@ -103,14 +111,22 @@ enum EventProtocol {
         var version: String
         var uptimeSeconds: Double
         var modelSHA256: String
+        /// Every model file in use, with its kind (`vit`, `minifasnet`) and SHA-256.
+        var models: [ModelFile]?
         var threshold: Double
         var sources: [String: SourceStatus]
 
         enum CodingKeys: String, CodingKey {
-            case schema, type, id, version, threshold, sources
+            case schema, type, id, version, threshold, sources, models
             case uptimeSeconds = "uptime_seconds"
             case modelSHA256 = "model_sha256"
         }
+    }
+
+    struct ModelFile: Codable, Equatable {
+        var kind: String
+        var path: String
+        var sha256: String
     }
 
     struct SourceStatus: Codable {

@@ -152,7 +152,7 @@ final class EventServer: @unchecked Sendable {
                     event: number, source: source, seq: decided.sequence, pts: decided.presentationTimeSeconds,
                     state: decided.decision.state.rawValue, changed: decided.decision.changed,
                     smoothed: decided.decision.smoothedScore, raw: decided.decision.rawScore,
-                    window: decided.decision.windowCount, threshold: self.threshold.withLock { $0 },
+                    scores: decided.decision.rawScore == nil ? nil : decided.scores.finite, window: decided.decision.windowCount, threshold: self.threshold.withLock { $0 },
                     box: decided.box.map(EventProtocol.Box.init), faces: decided.faceCount, reason: decided.decision.reason,
                     latencyMs: Double(decided.decidedTimeNanoseconds &- decided.captureTimeNanoseconds) / 1e6, time: now))
         case .source(let id, let sourceEvent):

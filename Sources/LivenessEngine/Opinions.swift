@@ -1,0 +1,146 @@
+import Foundation
+
+/// The opinions in use and their fusion: what turns a located face into scores.
+///
+/// `prepare` is pure (any thread: the pipeline runs it on each source's lane, beside detection);
+/// `score` runs the models and is not thread-safe (each model owns its scratch): one queue only.
+public final class Opinions {
+    public let vit: LivenessViT?
+    public let pair: MiniFASNetPair?
+    public let fusion: ScoreFusion
+    public let preprocessor = Preprocessor()
+
+    /// The kinds in use, in `OpinionKind` order.
+    public var kinds: [OpinionKind] {
+        OpinionKind.allCases.filter { $0 == .vit ? self.vit != nil : self.pair != nil }
+    }
+
+    /// Spoof iff the fused probability ≥ this, when both opinions judge with equal weights: chosen
+    /// with `livenessd calibrate` on the shared material (docs/ARCHITECTURE.md has the figures).
+    public static let fusedThreshold = 0.5
+
+    public init(vit: LivenessViT?, pair: MiniFASNetPair?, fusion: ScoreFusion = ScoreFusion()) {
+        precondition(vit != nil || pair != nil, "at least one opinion")
+        self.vit = vit
+        self.pair = pair
+        self.fusion = fusion
+    }
+
+    /// What every model in use needs of one face, made from the frame the detector saw.
+    public struct FaceInput: Sendable {
+        /// The ViT's 224² grey crop (empty without the ViT).
+        public var luma: [UInt8]
+        /// The pair's two 80×80×3 BGR crops back to back, V2 (2.7×) then V1SE (4.0×) (empty without the pair).
+        public var pair: [UInt8]
+        /// The pair's crop rectangles in frame pixels (inclusive corners), for reports.
+        public var pairRects: [MiniFASNetCrop.Rect]
+
+        public init(luma: [UInt8] = [], pair: [UInt8] = [], pairRects: [MiniFASNetCrop.Rect] = []) {
+            self.luma = luma
+            self.pair = pair
+            self.pairRects = pairRects
+        }
+    }
+
+    /// Bytes of one face's pair input.
+    public static let pairInputLength = 2 * MiniFASNetCrop.side * MiniFASNetCrop.side * 3
+
+    /// The inputs for a face. `image` is the frame as RGB24; `region` is what the ViT judges (the crop
+    /// policy's square, or the whole frame); `box` is the pair's face box as the reference gives it
+    /// (nil: the whole frame, as `--crop full` judges it).
+    public func prepare(image: PixelSource, region: PixelRect, box: MiniFASNetCrop.Box?) throws -> FaceInput {
+        var input = FaceInput()
+        if self.vit != nil {
+            input.luma = self.preprocessor.lumaCrop(image.cropped(to: region))
+        }
+        if self.pair != nil {
+            let box = box ?? MiniFASNetCrop.Box(x: 0, y: 0, width: image.width, height: image.height)
+            input.pair.reserveCapacity(Self.pairInputLength)
+            for scale in MiniFASNetPair.scales {
+                let crop = try MiniFASNetCrop(image: image, box: box, scale: scale)
+                input.pair += crop.bgr
+                input.pairRects.append(crop.rect)
+            }
+        }
+        return input
+    }
+
+    /// Scratch for batched scoring (grows to the largest batch seen).
+    private var lumaBatch: [UInt8] = []
+    private var v2Batch: [UInt8] = []
+    private var v1seBatch: [UInt8] = []
+    private var logits: [Float] = []
+
+    /// Scores faces in batches of at most `maximumBatch`: per opinion, then fused.
+    public func score(_ inputs: [FaceInput], maximumBatch: Int = 8) -> [OpinionScores] {
+        var scores = [OpinionScores](repeating: OpinionScores(), count: inputs.count)
+        var start = 0
+        while start < inputs.count {
+            let end = min(start + max(1, maximumBatch), inputs.count)
+            self.scoreChunk(inputs[start..<end], into: &scores, offset: start)
+            start = end
+        }
+        return scores
+    }
+
+    public func score(_ input: FaceInput) -> OpinionScores { self.score([input])[0] }
+
+    /// The fused spoof probability of `scores` (nil: no finite opinion).
+    public func fused(_ scores: OpinionScores) -> Double? { self.fusion.fuse(scores) }
+
+    private func scoreChunk(_ chunk: ArraySlice<FaceInput>, into scores: inout [OpinionScores], offset: Int) {
+        let batch = chunk.count
+        if self.logits.count < batch * 3 { self.logits = [Float](repeating: 0, count: batch * 3) }
+        if let vit = self.vit {
+            let side = self.preprocessor.outputSide * self.preprocessor.outputSide
+            Self.gather(chunk.map(\.luma), length: side, into: &self.lumaBatch)
+            self.lumaBatch.withUnsafeBufferPointer { crops in
+                self.logits.withUnsafeMutableBufferPointer { logits in
+                    vit.logits(lumaCrops: crops.baseAddress!, batch: batch, into: logits.baseAddress!)
+                    for slot in 0..<batch {
+                        scores[offset + slot].vit = LivenessViT.spoofProbability(logits: logits.baseAddress! + 2 * slot)
+                    }
+                }
+            }
+        }
+        if let pair = self.pair {
+            let one = Self.pairInputLength / 2
+            Self.gather(chunk.map { $0.pair.prefix(one) }, length: one, into: &self.v2Batch)
+            Self.gather(chunk.map { $0.pair.suffix(one) }, length: one, into: &self.v1seBatch)
+            var v2Logits = [Float](repeating: 0, count: batch * 3)
+            self.v2Batch.withUnsafeBufferPointer { crops in
+                v2Logits.withUnsafeMutableBufferPointer {
+                    pair.v2.logits(bgrCrops: crops.baseAddress!, batch: batch, into: $0.baseAddress!)
+                }
+            }
+            self.v1seBatch.withUnsafeBufferPointer { crops in
+                self.logits.withUnsafeMutableBufferPointer { logits in
+                    pair.v1se.logits(bgrCrops: crops.baseAddress!, batch: batch, into: logits.baseAddress!)
+                    v2Logits.withUnsafeBufferPointer { v2 in
+                        for slot in 0..<batch {
+                            scores[offset + slot].minifasnet = MiniFASNetPair.spoofProbability(
+                                v2Logits: v2.baseAddress! + 3 * slot, v1seLogits: logits.baseAddress! + 3 * slot)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies equally long inputs back to back into `buffer` (grown when needed).
+    private static func gather<Bytes: Collection>(_ items: [Bytes], length: Int, into buffer: inout [UInt8])
+    where Bytes.Element == UInt8 {
+        if buffer.count < items.count * length { buffer = [UInt8](repeating: 0, count: items.count * length) }
+        buffer.withUnsafeMutableBufferPointer { target in
+            for (slot, item) in items.enumerated() {
+                precondition(item.count == length, "an opinion's input has \(item.count) bytes, expected \(length)")
+                _ = UnsafeMutableBufferPointer(rebasing: target[(slot * length)..<((slot + 1) * length)]).initialize(from: item)
+            }
+        }
+    }
+}
+
+extension MiniFASNetPair {
+    /// The published file names, V2 then V1SE.
+    public static var fileNames: [String] { [Self.v2FileName, Self.v1seFileName] }
+}
