@@ -261,7 +261,8 @@ enum PairModelLocator {
         guard Self.holdsPair(path) else {
             throw CommandError(
                 "MiniFASNet folder \(path) (from \(origin)) does not hold "
-                    + MiniFASNetPair.fileNames.joined(separator: " and "))
+                    + MiniFASNetPair.fileNames.joined(separator: " and ")
+                    + "; run scripts/setup.sh, or judge with the ViT alone (--models vit)")
         }
         return URL(fileURLWithPath: path)
     }

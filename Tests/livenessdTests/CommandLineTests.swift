@@ -1,4 +1,5 @@
 import Foundation
+import LivenessEngine
 import TestSupport
 import Testing
 
@@ -14,6 +15,10 @@ enum Binary {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
+    /// The shared MiniFASNet pair, found by the binary through $LIVENESSD_MINIFASNET (as a user's
+    /// environment or setup.sh's models/silent-face would provide it).
+    static var pairFolder: String? { try? TestAssets.file("models/silent-face").path }
+
     struct Output {
         var status: Int32
         var standardOutput: String
@@ -26,6 +31,7 @@ enum Binary {
         process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment
         merged["LIVENESSD_MODEL"] = nil
+        merged["LIVENESSD_MINIFASNET"] = Self.pairFolder
         for (key, value) in environment { merged[key] = value }
         process.environment = merged
         process.currentDirectoryURL = TestAssets.packageRoot
@@ -52,8 +58,8 @@ enum Binary {
         let bad = directory.appendingPathComponent("broken.jpg")
         try "not a jpeg".write(to: bad, atomically: true, encoding: .utf8)
 
-        // Whole pictures, as the reference probabilities were computed.
-        let json = try Binary.run(["classify", "--json", "--crop", "full", "--model", model, good, bad.path, exif])
+        // Whole pictures, as the reference probabilities were computed; the ViT alone, as the reference.
+        let json = try Binary.run(["classify", "--json", "--crop", "full", "--models", "vit", "--model", model, good, bad.path, exif])
         #expect(json.status == 1, "stderr: \(json.standardError)")
         let lines = json.standardOutput.split(separator: "\n").map {
             (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] ?? [:]
@@ -65,7 +71,7 @@ enum Binary {
         #expect(lines[1]["spoof_probability"] == nil)
         #expect(lines[2]["exif_orientation"] as? Int == 6 && lines[2]["decision"] as? String == "SPOOF")
 
-        let text = try Binary.run(["classify", "--crop", "full", "--model", model, "--threshold", "0.99", good])
+        let text = try Binary.run(["classify", "--crop", "full", "--models", "vit", "--model", model, "--threshold", "0.99", good])
         #expect(text.status == 0)
         #expect(text.standardOutput.hasPrefix("\(good)\t0.979"))
         #expect(text.standardOutput.contains("LIVE"))  // 0.979 < 0.99
@@ -102,6 +108,45 @@ enum Binary {
         #expect(try Configuration.load(path: file.path) == Configuration(model: c.path, threshold: 0.3))
         try "threshold: [oops".write(to: file, atomically: true, encoding: .utf8)
         #expect(throws: CommandError.self) { try Configuration.load(path: file.path) }
+    }
+
+    /// `models:` takes a name, a list or `both`; unknown names and bad fusion weights are refused.
+    @Test func modelSelectionAndFusionWeightsInTheConfig() throws {
+        let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        func load(_ text: String) throws -> Configuration {
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            return try Configuration.load(path: file.path)
+        }
+        #expect(try load("models: vit\n").models?.kinds == [.vit])
+        #expect(try load("models: [minifasnet, vit]\n").models?.kinds == [.minifasnet, .vit])
+        #expect(try load("models: both\n").models?.kinds == [.vit, .minifasnet])
+        #expect(try load("threshold: 0.4\n").models == nil)
+        #expect(throws: CommandError.self) { try load("models: [vit, resnet]\n") }
+        let weighted = try load("fusion: {vit: 0.5, minifasnet: 2}\n")
+        #expect(weighted.scoreFusion.weight(.vit) == 0.5 && weighted.scoreFusion.weight(.minifasnet) == 2)
+        #expect(throws: CommandError.self) { try load("fusion: {vit: -1}\n") }
+        #expect(throws: CommandError.self) { try load("fusion: {minifasnet: .nan}\n") }
+    }
+
+    /// Both opinions on still pictures: text and JSON show each opinion and the fused score.
+    @Test func classifyShowsEveryOpinionAndTheFusedScore() throws {
+        let image = try TestAssets.file("golden/images/live_astronaut.png").path
+        let json = try Binary.run(["classify", "--json", "--model", try TestAssets.modelURL.path, image])
+        #expect(json.status == 0, "stderr: \(json.standardError)")
+        let line = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        let scores = try #require(line["scores"] as? [String: Double])
+        let vit = try #require(scores["vit"])
+        let pair = try #require(scores["minifasnet"])
+        let fused = try #require(line["spoof_probability"] as? Double)
+        #expect(abs(fused - ScoreFusion().fuse(OpinionScores(vit: vit, minifasnet: pair))!) < 1e-12)
+        #expect(vit < 0.05 && pair < 0.2, "\(scores)")  // a live portrait to both models
+        let text = try Binary.run(["classify", "--model", try TestAssets.modelURL.path, image])
+        #expect(text.status == 0)
+        #expect(text.standardOutput.contains("vit ") && text.standardOutput.contains("minifasnet "), "\(text.standardOutput)")
+        // Without the pair's files, the error says where it looked and how to do without.
+        let missing = try Binary.run(
+            ["classify", "--model", try TestAssets.modelURL.path, image], environment: ["LIVENESSD_MINIFASNET": "/nonexistent"])
+        #expect(missing.status == 2 && missing.standardError.contains("--models vit"), "\(missing.standardError)")
     }
 
     @Test func blasCoreChoice() {

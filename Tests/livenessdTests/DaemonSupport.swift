@@ -28,6 +28,7 @@ final class DaemonProcess {
         }
         var merged = ProcessInfo.processInfo.environment
         merged["LIVENESSD_LOG_LEVEL"] = "info"
+        merged["LIVENESSD_MINIFASNET"] = Binary.pairFolder
         for (key, value) in environment { merged[key] = value }
         self.process.environment = merged
         let log = try FileHandle(forWritingTo: self.logURL)

@@ -19,14 +19,16 @@ import Testing
     /// verdicts; the final verdicts equal the PyTorch reference's (Tests/Fixtures/daemon_expected.json,
     /// made by scripts/make_daemon_fixture.py with the same whole-frame crop and window).
     @Test func eventStreamMatchesTheReference() throws {
-        // The fixture judges whole frames, so this run does too (the default is face detection).
-        let daemon = try DaemonProcess(["--pacing", "fast", "--hold-until-subscribed", "--crop", "full"] + Self.clipArguments())
+        // The fixture judges whole frames with the ViT, so this run does too (the default is face
+        // detection and both opinions).
+        let daemon = try DaemonProcess(
+            ["--pacing", "fast", "--hold-until-subscribed", "--crop", "full", "--models", "vit"] + Self.clipArguments())
         let client = try EventClient(path: daemon.socketPath)
         try client.send(["op": "subscribe", "mode": "frames", "id": "s"])
         let messages = try client.readToEnd(seconds: 120)
         #expect(daemon.waitForExit(seconds: 10) == 0, "\(daemon.log.suffix(2000))")
 
-        #expect(messages.allSatisfy { $0["schema"] as? Int == 1 && $0["type"] is String })
+        #expect(messages.allSatisfy { $0["schema"] as? Int == 2 && $0["type"] is String })
         #expect(messages.first?["type"] as? String == "ok" && messages.first?["id"] as? String == "s")
         #expect(messages.last?["type"] as? String == "bye")
         let events = messages.compactMap { $0["event"] as? Int }
@@ -49,6 +51,34 @@ import Testing
             let ended = messages.first { $0["type"] as? String == "source" && $0["source"] as? String == path }
             #expect(ended?["kind"] as? String == "ended" && ended?["reason"] as? String == "end of file")
         }
+    }
+
+    /// Both opinions (the default): every scored frame carries each opinion's probability, and the
+    /// decision's `raw` is their fusion (mean of the logits, recomputed here); `status` lists the
+    /// three model files with their published SHA-256.
+    @Test func decisionsCarryEveryOpinionAndTheFusedScore() throws {
+        let daemon = try DaemonProcess(["--pacing", "fast", "--hold-until-subscribed", "--source", try TestAssets.file(Self.live).path])
+        let client = try EventClient(path: daemon.socketPath)
+        try client.send(["op": "status", "id": "st"])
+        try client.send(["op": "subscribe", "mode": "frames", "id": "s"])
+        let messages = try client.readToEnd(seconds: 300)
+        #expect(daemon.waitForExit(seconds: 10) == 0, "\(daemon.log.suffix(2000))")
+        let status = try #require(messages.first { $0["type"] as? String == "status" })
+        let models = try #require(status["models"] as? [[String: Any]])
+        #expect(models.compactMap { $0["kind"] as? String } == ["vit", "minifasnet", "minifasnet"])
+        #expect(models.last?["sha256"] as? String == "84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990")
+        let scored = messages.filter { $0["type"] as? String == "decision" && $0["raw"] != nil }
+        #expect(scored.count > 200)
+        func logit(_ p: Double) -> Double { min(16, max(-16, log(p) - log1p(-p))) }
+        for message in scored {
+            let scores = try #require(message["scores"] as? [String: Double], "\(message)")
+            let vit = try #require(scores["vit"])
+            let pair = try #require(scores["minifasnet"])
+            let fused = 1 / (1 + exp(-(logit(vit) + logit(pair)) / 2))
+            #expect(abs((message["raw"] as? Double ?? -1) - fused) < 1e-9)
+        }
+        // Frames without a face carry no scores.
+        #expect(messages.filter { $0["type"] as? String == "decision" && $0["raw"] == nil }.allSatisfy { $0["scores"] == nil })
     }
 
     /// One client stops reading: it is dropped with a reason, the other gets every frame, and the
