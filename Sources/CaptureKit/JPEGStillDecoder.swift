@@ -51,7 +51,8 @@ final class TurboJPEGDecompressor {
 
     init(path: String) throws {
         guard let handle = tjInitDecompress() else {
-            throw CaptureError(code: .decodeFailed, source: path, message: "cannot set up the JPEG decoder (out of memory?)")
+            throw CaptureError(
+                code: .decodeFailed, source: path, message: "cannot set up the JPEG decoder (out of memory?)")
         }
         self.handle = handle
         self.path = path

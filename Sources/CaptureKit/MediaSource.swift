@@ -186,7 +186,8 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             let plane = layout.first
         else { return .error("cannot lay out a \(image.width)x\(image.height) RGB frame") }
         self.planeLayout = layout
-        self.pool = FramePool(bufferSize: plane.offset + plane.rowStride * plane.rows, capacity: self.options.poolCapacity)
+        let byteCount = plane.offset + plane.rowStride * plane.rows
+        self.pool = FramePool(bufferSize: byteCount, capacity: self.options.poolCapacity)
         self.poolLayout = (.rgb24, image.width, image.height)
         if self.stopping { self.pool?.close() }
         guard let pool = self.pool, let buffer = pool.acquire(waiting: self.kind == .replay) else {
