@@ -33,6 +33,13 @@ let package = Package(
             pkgConfig: "libavformat libavcodec libavutil libswscale",
             providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev", "libswscale-dev"])]
         ),
+        // Still JPEG files are decoded as the reference (PIL → libjpeg-turbo) decodes them.
+        .systemLibrary(
+            name: "CTurboJPEG",
+            path: "Sources/CaptureKit/CTurboJPEG",
+            pkgConfig: "libturbojpeg",
+            providers: [.apt(["libturbojpeg0-dev"])]
+        ),
         // Linux only: the V4L2 kernel headers (linux-libc-dev); raw ioctls, no library to link.
         .systemLibrary(
             name: "CV4L2",
@@ -58,10 +65,11 @@ let package = Package(
             name: "CaptureKit",
             dependencies: [
                 "CFFmpeg",
+                "CTurboJPEG",
                 "CV4L2",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["CFFmpeg", "CV4L2"]
+            exclude: ["CFFmpeg", "CTurboJPEG", "CV4L2"]
         ),
         .target(
             name: "FramePipeline",

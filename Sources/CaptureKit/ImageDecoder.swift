@@ -72,11 +72,16 @@ public enum Orientation: Int, Sendable, Equatable {
     }
 }
 
-/// Decodes still pictures (JPEG, PNG, WebP, BMP, and anything else FFmpeg reads) to upright RGB.
+/// Decodes still pictures (JPEG with libjpeg-turbo; PNG, WebP, BMP, and anything else FFmpeg reads) to upright RGB.
 public enum ImageDecoder {
     /// The first picture of `path`, converted to RGB24 and turned upright by its EXIF orientation
     /// (or display-matrix rotation). Returns the orientation that was applied.
     public static func decode(path: String) throws -> (image: RGBImage, orientation: Orientation) {
+        // JPEG files go through libjpeg-turbo, as the reference (PIL) decodes them (JPEGStillDecoder).
+        if JPEGStillDecoder.isJPEGFile(path) {
+            let (rgb, orientation) = try JPEGStillDecoder.decode(path: path)
+            return (orientation.apply(to: rgb), orientation)
+        }
         let input = try MediaInput(location: path, timeoutSeconds: nil, decoderThreads: 1, interrupt: InterruptFlag())
         var decoded: Result<(RGBImage, Orientation), Error>?
         var lastProblem = "no picture data"

@@ -58,6 +58,8 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
 
     // Decode-thread state.
     private var input: MediaInput?
+    /// A still JPEG file, already decoded (upright) by `start`: delivered as one RGB24 frame.
+    private var still: RGBImage?
     private var pool: FramePool?
     private var poolLayout: (format: PixelFormat, width: Int, height: Int)?
     private var planeLayout: [Frame.Plane] = []
@@ -90,16 +92,24 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
         }
         precondition(!alreadyRunning, "MediaSource.start called twice")
         do {
-            self.input = try MediaInput(
-                location: self.location, timeoutSeconds: self.isNetwork ? self.options.networkTimeoutSeconds : nil,
-                decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
+            if !self.isNetwork && JPEGStillDecoder.isJPEGFile(self.location) {
+                // A still JPEG file is decoded as the reference (PIL → libjpeg-turbo) decodes it, not by
+                // FFmpeg, so eval's stills get the pixels `classify` gets. A damaged one fails here, clearly.
+                let (rgb, orientation) = try JPEGStillDecoder.decode(path: self.location)
+                self.still = orientation.apply(to: rgb)
+            } else {
+                self.input = try MediaInput(
+                    location: self.location, timeoutSeconds: self.isNetwork ? self.options.networkTimeoutSeconds : nil,
+                    decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
+            }
         } catch {
             self.control.withLock { $0.running = false }
             throw error
         }
         let thread = Thread { [self] in
-            let end = self.run(handler: handler)
+            let end = self.still.map { self.deliver(still: $0, handler: handler) } ?? self.run(handler: handler)
             self.input = nil
+            self.still = nil
             handler(.ended(end))
             self.finished.signal()
         }
@@ -168,6 +178,36 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
                 wallStart = nil
             }
         }
+    }
+
+    /// Delivers a decoded still as one upright RGB24 frame, then ends as a one-frame file does.
+    private func deliver(still image: RGBImage, handler: @Sendable (SourceEvent) -> Void) -> SourceEnd {
+        guard let layout = PixelFormat.rgb24.planeLayout(width: image.width, height: image.height),
+            let plane = layout.first
+        else { return .error("cannot lay out a \(image.width)x\(image.height) RGB frame") }
+        self.planeLayout = layout
+        let byteCount = plane.offset + plane.rowStride * plane.rows
+        self.pool = FramePool(bufferSize: byteCount, capacity: self.options.poolCapacity)
+        self.poolLayout = (.rgb24, image.width, image.height)
+        if self.stopping { self.pool?.close() }
+        guard let pool = self.pool, let buffer = pool.acquire(waiting: self.kind == .replay) else {
+            if self.stopping { return .stopped }
+            return .error("no frame buffer free for the picture")
+        }
+        let destination = buffer.pointer.assumingMemoryBound(to: UInt8.self) + plane.offset
+        image.pixels.withUnsafeBufferPointer { source in
+            guard let base = source.baseAddress else { return }
+            for row in 0..<image.height {
+                (destination + row * plane.rowStride).update(from: base + row * image.rowStride, count: image.rowStride)
+            }
+        }
+        let frame = Frame(
+            buffer: buffer, pixelFormat: .rgb24, width: image.width, height: image.height, planes: layout,
+            colour: ColourDescription(range: .full, matrix: .bt601), presentationTimeSeconds: 0,
+            captureTimeNanoseconds: monotonicNanoseconds(), sequence: self.sequence, sourceID: self.id)
+        self.sequence += 1
+        handler(.frame(frame))
+        return self.stopping ? .stopped : .endOfFile
     }
 
     /// Reports `.disconnected`, reopens the input with backoff until it succeeds (then reports
