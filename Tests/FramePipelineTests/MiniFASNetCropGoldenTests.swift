@@ -28,8 +28,9 @@ import Testing
     static func cases() throws -> [(name: String, golden: Case)] {
         try TestAssets.files(in: "golden/silentface", suffix: ".json")
             .filter { !$0.lastPathComponent.hasPrefix("random") }
-            .map { url in
-                (url.deletingPathExtension().lastPathComponent, try JSONDecoder().decode(Case.self, from: Data(contentsOf: url)))
+            .map { url -> (name: String, golden: Case) in
+                let golden = try JSONDecoder().decode(Case.self, from: Data(contentsOf: url))
+                return (url.deletingPathExtension().lastPathComponent, golden)
             }
     }
 
@@ -40,7 +41,8 @@ import Testing
             let image = try ImageDecoder.decode(path: try TestAssets.file(golden.source).path).image
             #expect([image.width, image.height] == golden.frame_size, "\(name)")
             guard [image.width, image.height] == golden.frame_size else { continue }
-            let box = MiniFASNetCrop.Box(x: golden.box[0], y: golden.box[1], width: golden.box[2], height: golden.box[3])
+            let box = MiniFASNetCrop.Box(
+                x: golden.box[0], y: golden.box[1], width: golden.box[2], height: golden.box[3])
             for model in golden.models {
                 let crop = try image.pixels.withUnsafeBufferPointer { pixels in
                     let source = PixelSource(
@@ -70,7 +72,8 @@ import Testing
                     #expect(largest <= bound, "\(name) \(model.name): \(count) bytes differ, by up to \(largest)")
                     #expect(mean < 1, "\(name) \(model.name): mean difference \(mean)")
                 }
-                print("MiniFASNetCrop \(name) \(model.name): rect \(rect), \(count) of \(expected.count) bytes differ, max \(largest), mean \(mean)")
+                print("MiniFASNetCrop \(name) \(model.name): rect \(rect), \(count) of \(expected.count) bytes differ,"
+                    + " max \(largest), mean \(mean)")
             }
         }
     }

@@ -106,14 +106,17 @@ struct SilentFaceCase: Sendable, CustomStringConvertible {
             try MiniFASNetCrop.cropRect(frameWidth: 0, frameHeight: 480, box: box, scale: 2.7)
         }
         #expect(throws: MiniFASNetCrop.Failure.self) {
-            try MiniFASNetCrop.cropRect(frameWidth: 640, frameHeight: 480, box: .init(x: 1, y: 1, width: 0, height: 9), scale: 2.7)
+            let empty = MiniFASNetCrop.Box(x: 1, y: 1, width: 0, height: 9)
+            return try MiniFASNetCrop.cropRect(frameWidth: 640, frameHeight: 480, box: empty, scale: 2.7)
         }
         for scale: Double in [0, -1, .nan, .infinity] {
             #expect(throws: MiniFASNetCrop.Failure.self) {
                 try MiniFASNetCrop.cropRect(frameWidth: 640, frameHeight: 480, box: box, scale: scale)
             }
         }
-        #expect(throws: MiniFASNetCrop.Failure.self) { try MiniFASNetCrop.referenceBox(x: .nan, y: 0, width: 1, height: 1) }
+        #expect(throws: MiniFASNetCrop.Failure.self) {
+            try MiniFASNetCrop.referenceBox(x: .nan, y: 0, width: 1, height: 1)
+        }
         var pixels = [UInt8](repeating: 0, count: 4 * 4 * 3)
         var output = [UInt8](repeating: 0, count: 80 * 80 * 3)
         pixels.withUnsafeBufferPointer { pixels in
@@ -221,7 +224,8 @@ struct SilentFaceCase: Sendable, CustomStringConvertible {
         }
         var output = [UInt8](repeating: 0, count: 80 * 80 * 3)
         try frame.withUnsafeBufferPointer { frame in
-            let source = PixelSource(base: frame.baseAddress!, width: width, height: height, rowStride: stride, layout: .rgb24)
+            let source = PixelSource(
+                base: frame.baseAddress!, width: width, height: height, rowStride: stride, layout: .rgb24)
             let rect = MiniFASNetCrop.Rect(left: 2, top: 1, right: 4, bottom: 3)
             try MiniFASNetCrop.resizeLinear(source: source, rect: rect, swapRB: true, into: &output)
         }
@@ -235,7 +239,8 @@ struct SilentFaceCase: Sendable, CustomStringConvertible {
     static func resize(_ pixels: [UInt8], width: Int, height: Int, side: Int, swapRB: Bool) throws -> [UInt8] {
         var output = [UInt8](repeating: 0, count: side * side * 3)
         try pixels.withUnsafeBufferPointer { pixels in
-            let source = PixelSource(base: pixels.baseAddress!, width: width, height: height, rowStride: width * 3, layout: .rgb24)
+            let source = PixelSource(
+                base: pixels.baseAddress!, width: width, height: height, rowStride: width * 3, layout: .rgb24)
             let rect = MiniFASNetCrop.Rect(left: 0, top: 0, right: width - 1, bottom: height - 1)
             try MiniFASNetCrop.resizeLinear(source: source, rect: rect, outputSide: side, swapRB: swapRB, into: &output)
         }
