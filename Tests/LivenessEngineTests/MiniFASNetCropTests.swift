@@ -106,14 +106,17 @@ struct SilentFaceCase: Sendable, CustomStringConvertible {
             try MiniFASNetCrop.cropRect(frameWidth: 0, frameHeight: 480, box: box, scale: 2.7)
         }
         #expect(throws: MiniFASNetCrop.Failure.self) {
-            try MiniFASNetCrop.cropRect(frameWidth: 640, frameHeight: 480, box: .init(x: 1, y: 1, width: 0, height: 9), scale: 2.7)
+            let empty = MiniFASNetCrop.Box(x: 1, y: 1, width: 0, height: 9)
+            return try MiniFASNetCrop.cropRect(frameWidth: 640, frameHeight: 480, box: empty, scale: 2.7)
         }
-        for scale in [0, -1, .nan, .infinity] {
+        for scale: Double in [0, -1, .nan, .infinity] {
             #expect(throws: MiniFASNetCrop.Failure.self) {
                 try MiniFASNetCrop.cropRect(frameWidth: 640, frameHeight: 480, box: box, scale: scale)
             }
         }
-        #expect(throws: MiniFASNetCrop.Failure.self) { try MiniFASNetCrop.referenceBox(x: .nan, y: 0, width: 1, height: 1) }
+        #expect(throws: MiniFASNetCrop.Failure.self) {
+            try MiniFASNetCrop.referenceBox(x: .nan, y: 0, width: 1, height: 1)
+        }
         var pixels = [UInt8](repeating: 0, count: 4 * 4 * 3)
         var output = [UInt8](repeating: 0, count: 80 * 80 * 3)
         pixels.withUnsafeBufferPointer { pixels in
@@ -123,13 +126,17 @@ struct SilentFaceCase: Sendable, CustomStringConvertible {
                 MiniFASNetCrop.Rect(left: 0, top: 0, right: 4, bottom: 3),  // past the right edge
                 MiniFASNetCrop.Rect(left: -1, top: 0, right: 3, bottom: 3),
             ] {
-                #expect(throws: MiniFASNetCrop.Failure.self) {
+                var failure: MiniFASNetCrop.Failure?
+                do {
                     try MiniFASNetCrop.resizeLinear(source: source, rect: rect, swapRB: true, into: &output)
+                } catch {
+                    failure = error as? MiniFASNetCrop.Failure
                 }
+                #expect(failure != nil, "\(rect)")
             }
             let luma = PixelSource(base: pixels.baseAddress!, width: 4, height: 4, rowStride: 4, layout: .luma8)
             #expect(throws: MiniFASNetCrop.Failure.self) {
-                try MiniFASNetCrop(image: luma, box: .init(x: 0, y: 0, width: 2, height: 2), scale: 2.7)
+                _ = try MiniFASNetCrop(image: luma, box: .init(x: 0, y: 0, width: 2, height: 2), scale: 2.7)
             }
         }
     }
@@ -157,7 +164,7 @@ struct SilentFaceCase: Sendable, CustomStringConvertible {
     /// ((51200 >> 4)·1536 >> 16) + ((327680 >> 4)·512 >> 16) = 75 + 160, (235 + 2) >> 2 = 59.
     @Test func twoByTwoToFourByFour() throws {
         let red: [UInt8] = [0, 100, 200, 40]
-        let pixels = (0..<4).flatMap { [red[$0], 7, 255 - red[$0]] }
+        let pixels: [UInt8] = [0, 1, 2, 3].flatMap { (i: Int) -> [UInt8] in [red[i], 7, 255 - red[i]] }
         let expectedRed: [UInt8] = [0, 25, 75, 100, 50, 59, 76, 85, 150, 126, 79, 55, 200, 160, 80, 40]
         let expectedBlue: [UInt8] = [255, 230, 180, 155, 205, 196, 179, 170, 105, 129, 176, 200, 55, 95, 175, 215]
         for swap in [false, true] {
@@ -173,24 +180,28 @@ struct SilentFaceCase: Sendable, CustomStringConvertible {
 
     @Test func constantImageStaysConstant() throws {
         for (width, height) in [(5, 3), (1, 1), (1, 80), (300, 7), (161, 160)] {
-            let pixels = (0..<(width * height)).flatMap { _ in [UInt8(10), 173, 255] }
+            let pixels = Self.repeated([10, 173, 255], count: width * height)
             let output = try Self.resize(pixels, width: width, height: height, side: 80, swapRB: true)
-            #expect(output == (0..<6400).flatMap { _ in [UInt8(255), 173, 10] }, "\(width)×\(height)")
+            #expect(output == Self.repeated([255, 173, 10], count: 6400), "\(width)×\(height)")
         }
     }
 
     @Test func sameSizeIsACopy() throws {
         var generator = DepthwiseKernelTests.SeededGenerator(state: 7)
-        let pixels = (0..<(80 * 80 * 3)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        let pixels: [UInt8] = (0..<(80 * 80 * 3)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
         #expect(try Self.resize(pixels, width: 80, height: 80, side: 80, swapRB: false) == pixels)
         let swapped = try Self.resize(pixels, width: 80, height: 80, side: 80, swapRB: true)
-        #expect(swapped == (0..<6400).flatMap { [pixels[3 * $0 + 2], pixels[3 * $0 + 1], pixels[3 * $0]] })
+        var expected = pixels
+        for i in 0..<6400 {
+            expected.swapAt(3 * i, 3 * i + 2)
+        }
+        #expect(swapped == expected)
     }
 
     /// Exactly 2× down: OpenCV takes INTER_AREA's fast path, the rounded mean of each 2 × 2 block.
     @Test func twiceTheSizeIsTheRoundedMeanOfEachBlock() throws {
         var generator = DepthwiseKernelTests.SeededGenerator(state: 11)
-        let pixels = (0..<(160 * 160 * 3)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        let pixels: [UInt8] = (0..<(160 * 160 * 3)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
         let output = try Self.resize(pixels, width: 160, height: 160, side: 80, swapRB: false)
         for (y, x, c) in [(0, 0, 0), (5, 79, 2), (79, 40, 1)] {
             let i = (2 * y * 160 + 2 * x) * 3 + c
@@ -213,17 +224,23 @@ struct SilentFaceCase: Sendable, CustomStringConvertible {
         }
         var output = [UInt8](repeating: 0, count: 80 * 80 * 3)
         try frame.withUnsafeBufferPointer { frame in
-            let source = PixelSource(base: frame.baseAddress!, width: width, height: height, rowStride: stride, layout: .rgb24)
+            let source = PixelSource(
+                base: frame.baseAddress!, width: width, height: height, rowStride: stride, layout: .rgb24)
             let rect = MiniFASNetCrop.Rect(left: 2, top: 1, right: 4, bottom: 3)
             try MiniFASNetCrop.resizeLinear(source: source, rect: rect, swapRB: true, into: &output)
         }
-        #expect(output == (0..<6400).flatMap { _ in [UInt8(30), 60, 90] })
+        #expect(output == Self.repeated([30, 60, 90], count: 6400))
+    }
+
+    static func repeated(_ pixel: [UInt8], count: Int) -> [UInt8] {
+        [[UInt8]](repeating: pixel, count: count).flatMap { $0 }
     }
 
     static func resize(_ pixels: [UInt8], width: Int, height: Int, side: Int, swapRB: Bool) throws -> [UInt8] {
         var output = [UInt8](repeating: 0, count: side * side * 3)
         try pixels.withUnsafeBufferPointer { pixels in
-            let source = PixelSource(base: pixels.baseAddress!, width: width, height: height, rowStride: width * 3, layout: .rgb24)
+            let source = PixelSource(
+                base: pixels.baseAddress!, width: width, height: height, rowStride: width * 3, layout: .rgb24)
             let rect = MiniFASNetCrop.Rect(left: 0, top: 0, right: width - 1, bottom: height - 1)
             try MiniFASNetCrop.resizeLinear(source: source, rect: rect, outputSide: side, swapRB: swapRB, into: &output)
         }
