@@ -88,6 +88,13 @@ final class TurboJPEGDecompressor {
             }
             let columns = Int(width)
             let rows = Int(height)
+            // libjpeg-turbo 2.1 can report success with a 0x0 size when the data ends before a frame header.
+            guard columns != 0 || rows != 0 else {
+                throw CaptureError(
+                    code: .decodeFailed, source: self.path,
+                    message: "not a JPEG libjpeg-turbo can read: the header is damaged or cut off before the frame "
+                        + "header (SOF)")
+            }
             guard columns > 0, rows > 0, columns <= JPEGStillDecoder.maximumSide, rows <= JPEGStillDecoder.maximumSide
             else {
                 throw CaptureError(

@@ -13,7 +13,8 @@ import Testing
         #expect(JPEGStillDecoder.isJPEGFile(jpeg))
         let (image, orientation) = try ImageDecoder.decode(path: jpeg)
         #expect(orientation == .right)
-        let (upright, _) = try ImageDecoder.decode(path: try TestAssets.file("golden/exif/spoof_print_exif6.upright.png").path)
+        let png = try TestAssets.file("golden/exif/spoof_print_exif6.upright.png").path
+        let (upright, _) = try ImageDecoder.decode(path: png)
         #expect(image.width == 480 && image.height == 640)
         #expect(image == upright, "differs from PIL's decode")
     }

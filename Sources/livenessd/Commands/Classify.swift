@@ -179,8 +179,8 @@ struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the spoof probability and LIVE/SPOOF verdict of still images.",
         discussion: """
-            Each image (JPEG, PNG, WebP, BMP, … decoded by FFmpeg, EXIF orientation applied) is searched for \
-            faces (YuNet); the largest is checked by the quality gates and cropped by the crop policy \
+            Each image (JPEG decoded by libjpeg-turbo as PIL does; PNG, WebP, BMP, … by FFmpeg; EXIF \
+            orientation applied) is searched for faces (YuNet); the largest is checked by the quality gates and cropped by the crop policy \
             (docs/CROP_POLICY.md), then goes through the model's training-time preprocessing: short side to \
             255, centre crop 224, grayscale. --crop full judges the whole picture instead, as the reference \
             does. An image with no face or an unusable face (too small, dark, bright, blurred, cut by the \
