@@ -172,9 +172,16 @@ public enum RestrictedUnpickler {
 
     /// Decodes a pickle. Throws `PickleError` for anything outside the supported subset.
     public static func load(_ bytes: [UInt8]) throws -> PickleValue {
-        var machine = Machine(bytes: bytes)
+        try Self.load(bytes, from: 0, legacy: false).value
+    }
+
+    /// Decodes the pickle that starts at `start` and returns it with the offset just past its STOP.
+    /// Legacy torch.save files hold several pickles back to back; their persistent ids carry a sixth
+    /// field (`view_metadata`), accepted only when `legacy` is set and only as None.
+    static func load(_ bytes: [UInt8], from start: Int, legacy: Bool) throws -> (value: PickleValue, end: Int) {
+        var machine = Machine(bytes: bytes, start: start, legacy: legacy)
         let result = try machine.run()
-        return try Self.freeze(result, depth: 0, offset: bytes.count)
+        return (try Self.freeze(result, depth: 0, offset: machine.position), machine.position)
     }
 
     static func freeze(_ item: StackItem, depth: Int, offset: Int) throws -> PickleValue {
@@ -204,8 +211,13 @@ public enum RestrictedUnpickler {
         var position = 0
         var stack: [StackItem] = []
         var memo: [Int: StackItem] = [:]
+        let legacy: Bool
 
-        init(bytes: [UInt8]) { self.bytes = bytes }
+        init(bytes: [UInt8], start: Int = 0, legacy: Bool = false) {
+            self.bytes = bytes
+            self.position = start
+            self.legacy = legacy
+        }
 
         func fail(_ code: PickleError.Code, _ detail: String) -> PickleError {
             PickleError(code: code, offset: self.position, detail: detail)
@@ -410,14 +422,22 @@ public enum RestrictedUnpickler {
         }
 
         mutating func persistentLoad(_ pid: StackItem) throws {
-            guard case .tuple(let fields) = pid, fields.count == 5,
+            // Zip: ('storage', type, key, location, numel). Legacy: the same plus view_metadata, which
+            // only pre-1.0 storage views set; a view would alias another storage's bytes, so it is refused.
+            let expected = self.legacy ? 6 : 5
+            guard case .tuple(let fields) = pid, fields.count == expected,
+                !self.legacy || { if case .value(.none) = fields[5] { true } else { false } }(),
                 case .value(.string("storage")) = fields[0],
                 case .storageType(let dtype) = fields[1],
                 case .value(.string(let key)) = fields[2],
                 case .value(.string(let location)) = fields[3],
                 case .value(.int(let count)) = fields[4], count >= 0
             else {
-                throw self.fail(.malformed, "persistent id is not ('storage', <type>, key, location, numel)")
+                throw self.fail(
+                    .malformed,
+                    self.legacy
+                        ? "persistent id is not ('storage', <type>, key, location, numel, None)"
+                        : "persistent id is not ('storage', <type>, key, location, numel)")
             }
             self.stack.append(.storage(StorageReference(dtype: dtype, key: key, location: location, elementCount: count)))
         }

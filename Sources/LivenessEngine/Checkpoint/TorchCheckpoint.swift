@@ -13,6 +13,8 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
         case badTensor
         case architectureMismatch
         case badConfig
+        /// A legacy file's raw storages do not match their headers or persistent ids (truncated or damaged).
+        case badStorage
     }
 
     public var code: Code
@@ -36,9 +38,10 @@ public struct Tensor: Sendable, Equatable {
     public var elementCount: Int { self.values.count }
 }
 
-/// A `torch.save` checkpoint (zip container + `data.pkl` + `data/N` storages), read without Python.
+/// A `torch.save` checkpoint (zip container + `data.pkl` + `data/N` storages, or the legacy pre-zip
+/// layout described in `LegacyTorchFile`), read without Python.
 ///
-/// Layout written by torch.save (format version 3): `<name>/data.pkl`, `<name>/byteorder`
+/// Zip layout written by torch.save (format version 3): `<name>/data.pkl`, `<name>/byteorder`
 /// (`little` or `big`; absent in old files, meaning little), `<name>/data/<key>` (raw storage bytes,
 /// 64-byte aligned, stored uncompressed), `<name>/version`.
 public struct TorchCheckpoint: Sendable {
@@ -46,8 +49,11 @@ public struct TorchCheckpoint: Sendable {
     public var root: PickleValue
     /// Every tensor of the `model` state dict, by key, materialised as contiguous float32.
     public var stateDict: [String: Tensor]
-    /// State-dict keys in file order.
+    /// State-dict keys in file order (float32 tensors only, the keys of `stateDict`).
     public var stateDictKeys: [String]
+    /// int64 tensors of a legacy checkpoint's state dict (batch norm's `num_batches_tracked`), by key,
+    /// contiguous in row-major order. They are bookkeeping, not weights, so they stay out of `stateDict`.
+    public var integerTensors: [String: [Int64]]
 
     /// `cfg` from the checkpoint (the training configuration), if present.
     public var config: PickleValue? { self.root["cfg"] }
@@ -70,16 +76,97 @@ public struct TorchCheckpoint: Sendable {
         try self.init(data: data, path: path, stateDictKey: stateDictKey)
     }
 
+    /// Decodes a checkpoint held in memory: a torch.save zip (recognised by its `PK\u{3}\u{4}` signature)
+    /// or a legacy (pre-zip) torch.save file. `path` only names the file in error messages.
     public init(data: Data, path: String, stateDictKey: String = "model") throws {
-        let archive: Archive
-        do {
-            archive = try Archive(data: data, accessMode: .read)
-        } catch {
-            throw CheckpointError(
-                code: .notZip, path: path,
-                message: "not a torch.save checkpoint: the file is not a complete zip archive (\(data.count) bytes; "
-                    + "truncated download or wrong file?). Re-download it and compare its SHA-256.")
+        let root: PickleValue
+        let littleEndian: Bool
+        // Legacy files must not pass int64 tensors off as an error: their batch-norm
+        // `num_batches_tracked` counters are int64 in every published legacy checkpoint.
+        let acceptsInt64: Bool
+        let storageBytes: (_ storage: StorageReference, _ tensorKey: String) throws -> [UInt8]
+        if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
+            let archive: Archive
+            do {
+                archive = try Archive(data: data, accessMode: .read)
+            } catch {
+                throw CheckpointError(
+                    code: .notZip, path: path,
+                    message: "not a torch.save checkpoint: the file is not a complete zip archive (\(data.count) bytes; "
+                        + "truncated download or wrong file?). Re-download it and compare its SHA-256.")
+            }
+            let zip = try Self.openZip(archive, path: path)
+            root = zip.root
+            littleEndian = zip.littleEndian
+            acceptsInt64 = false
+            storageBytes = { storage, tensorKey in
+                guard let storageEntry = archive[zip.prefix + "data/" + storage.key] else {
+                    throw CheckpointError(
+                        code: .missingEntry, path: path,
+                        message: "storage data/\(storage.key) for tensor '\(tensorKey)' is missing from the zip")
+                }
+                return try Self.read(storageEntry, from: archive, path: path)
+            }
+        } else {
+            let legacy = try LegacyTorchFile(bytes: [UInt8](data), path: path)
+            root = legacy.root
+            littleEndian = legacy.littleEndian
+            acceptsInt64 = true
+            // Every referenced storage was read and checked against its persistent id already.
+            storageBytes = { storage, _ in legacy.storages[storage.key] ?? [] }
         }
+
+        let stateValue: PickleValue
+        if let nested = root[stateDictKey] {
+            stateValue = nested
+        } else if case .dict(let entries) = root, entries.contains(where: { if case .tensor = $0.value { true } else { false } }) {
+            stateValue = root
+        } else {
+            throw CheckpointError(
+                code: .missingEntry, path: path,
+                message: "the checkpoint has no '\(stateDictKey)' state dict")
+        }
+        guard case .dict(let entries) = stateValue else {
+            throw CheckpointError(code: .missingEntry, path: path, message: "'\(stateDictKey)' is not a state dict")
+        }
+
+        var storages: [String: [UInt8]] = [:]
+        var tensors: [String: Tensor] = [:]
+        var integers: [String: [Int64]] = [:]
+        var keys: [String] = []
+        for entry in entries {
+            guard case .string(let key) = entry.key, case .tensor(let reference) = entry.value else {
+                throw CheckpointError(
+                    code: .badTensor, path: path, message: "state dict entry \(entry.key) is not a named tensor")
+            }
+            let dtype = reference.storage.dtype
+            guard dtype == .float32 || (dtype == .int64 && acceptsInt64) else {
+                throw CheckpointError(
+                    code: .unsupportedDType, path: path,
+                    message: "tensor '\(key)' has dtype \(dtype.rawValue); only float32 checkpoints "
+                        + "are supported (convert with model.float() before torch.save)")
+            }
+            let storageKey = reference.storage.key
+            if storages[storageKey] == nil {
+                storages[storageKey] = try storageBytes(reference.storage, key)
+            }
+            if dtype == .int64 {
+                integers[key] = try Self.materialiseInt64(
+                    reference, bytes: storages[storageKey]!, littleEndian: littleEndian, key: key, path: path)
+                continue
+            }
+            tensors[key] = try Self.materialise(
+                reference, bytes: storages[storageKey]!, littleEndian: littleEndian, key: key, path: path)
+            keys.append(key)
+        }
+        self.root = root
+        self.stateDict = tensors
+        self.stateDictKeys = keys
+        self.integerTensors = integers
+    }
+
+    /// Reads `data.pkl` and the byte order of a torch.save zip.
+    static func openZip(_ archive: Archive, path: String) throws -> (root: PickleValue, littleEndian: Bool, prefix: String) {
         guard let pickleEntry = archive.first(where: { $0.path.hasSuffix("data.pkl") && $0.type == .file }) else {
             throw CheckpointError(
                 code: .missingEntry, path: path,
@@ -99,60 +186,14 @@ public struct TorchCheckpoint: Sendable {
             }
         }
 
-        let root: PickleValue
         do {
-            root = try RestrictedUnpickler.load(pickleBytes)
+            return (try RestrictedUnpickler.load(pickleBytes), littleEndian, prefix)
         } catch let error as PickleError {
             if case .forbiddenGlobal = error.code {
                 throw CheckpointError(code: .forbiddenGlobal, path: path, message: error.description)
             }
             throw CheckpointError(code: .pickle, path: path, message: error.description)
         }
-
-        let stateValue: PickleValue
-        if let nested = root[stateDictKey] {
-            stateValue = nested
-        } else if case .dict(let entries) = root, entries.contains(where: { if case .tensor = $0.value { true } else { false } }) {
-            stateValue = root
-        } else {
-            throw CheckpointError(
-                code: .missingEntry, path: path,
-                message: "the checkpoint has no '\(stateDictKey)' state dict")
-        }
-        guard case .dict(let entries) = stateValue else {
-            throw CheckpointError(code: .missingEntry, path: path, message: "'\(stateDictKey)' is not a state dict")
-        }
-
-        var storages: [String: [UInt8]] = [:]
-        var tensors: [String: Tensor] = [:]
-        var keys: [String] = []
-        for entry in entries {
-            guard case .string(let key) = entry.key, case .tensor(let reference) = entry.value else {
-                throw CheckpointError(
-                    code: .badTensor, path: path, message: "state dict entry \(entry.key) is not a named tensor")
-            }
-            guard reference.storage.dtype == .float32 else {
-                throw CheckpointError(
-                    code: .unsupportedDType, path: path,
-                    message: "tensor '\(key)' has dtype \(reference.storage.dtype.rawValue); only float32 checkpoints "
-                        + "are supported (convert with model.float() before torch.save)")
-            }
-            let storageKey = reference.storage.key
-            if storages[storageKey] == nil {
-                guard let storageEntry = archive[prefix + "data/" + storageKey] else {
-                    throw CheckpointError(
-                        code: .missingEntry, path: path,
-                        message: "storage data/\(storageKey) for tensor '\(key)' is missing from the zip")
-                }
-                storages[storageKey] = try Self.read(storageEntry, from: archive, path: path)
-            }
-            tensors[key] = try Self.materialise(
-                reference, bytes: storages[storageKey]!, littleEndian: littleEndian, key: key, path: path)
-            keys.append(key)
-        }
-        self.root = root
-        self.stateDict = tensors
-        self.stateDictKeys = keys
     }
 
     static func read(_ entry: Entry, from archive: Archive, path: String) throws -> [UInt8] {
@@ -168,12 +209,9 @@ public struct TorchCheckpoint: Sendable {
         return bytes
     }
 
-    /// Gathers a strided view of a float32 storage into a contiguous tensor.
-    static func materialise(
-        _ reference: TensorReference, bytes: [UInt8], littleEndian: Bool, key: String, path: String
-    ) throws -> Tensor {
-        let available = bytes.count / 4
-        // Sizes come from the file: compute the extent with overflow checks before trusting it.
+    /// Checks that a strided view fits in a storage of `available` elements (sizes and strides come
+    /// from the file, so every step is overflow-checked) and returns its element count.
+    static func checkExtent(_ reference: TensorReference, available: Int, key: String, path: String) throws -> Int {
         var count = 1
         var lastIndex = reference.storageOffset
         var overflow = false
@@ -193,25 +231,55 @@ public struct TorchCheckpoint: Sendable {
                 message: "tensor '\(key)' (shape \(reference.shape), stride \(reference.stride), offset "
                     + "\(reference.storageOffset)) reaches past its storage of \(available) elements")
         }
-        var values = [Float](repeating: 0, count: count)
+        return count
+    }
+
+    /// Visits the storage element index of every tensor element, in row-major order.
+    static func forEachElement(of reference: TensorReference, count: Int, _ body: (_ flat: Int, _ element: Int) -> Void) {
         let rank = reference.shape.count
         var index = [Int](repeating: 0, count: rank)
+        for flat in 0..<count {
+            var element = reference.storageOffset
+            for axis in 0..<rank { element += index[axis] * reference.stride[axis] }
+            body(flat, element)
+            var axis = rank - 1
+            while axis >= 0 {
+                index[axis] += 1
+                if index[axis] < reference.shape[axis] { break }
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+    }
+
+    /// Gathers a strided view of a float32 storage into a contiguous tensor.
+    static func materialise(
+        _ reference: TensorReference, bytes: [UInt8], littleEndian: Bool, key: String, path: String
+    ) throws -> Tensor {
+        let count = try Self.checkExtent(reference, available: bytes.count / 4, key: key, path: path)
+        var values = [Float](repeating: 0, count: count)
         bytes.withUnsafeBytes { raw in
-            for flat in 0..<count {
-                var element = reference.storageOffset
-                for axis in 0..<rank { element += index[axis] * reference.stride[axis] }
+            Self.forEachElement(of: reference, count: count) { flat, element in
                 let bits = raw.loadUnaligned(fromByteOffset: element * 4, as: UInt32.self)
                 values[flat] = Float(bitPattern: littleEndian ? UInt32(littleEndian: bits) : UInt32(bigEndian: bits))
-                var axis = rank - 1
-                while axis >= 0 {
-                    index[axis] += 1
-                    if index[axis] < reference.shape[axis] { break }
-                    index[axis] = 0
-                    axis -= 1
-                }
             }
         }
         return Tensor(shape: reference.shape, values: values)
+    }
+
+    /// Gathers a strided view of an int64 storage, contiguous in row-major order.
+    static func materialiseInt64(
+        _ reference: TensorReference, bytes: [UInt8], littleEndian: Bool, key: String, path: String
+    ) throws -> [Int64] {
+        let count = try Self.checkExtent(reference, available: bytes.count / 8, key: key, path: path)
+        var values = [Int64](repeating: 0, count: count)
+        bytes.withUnsafeBytes { raw in
+            Self.forEachElement(of: reference, count: count) { flat, element in
+                let bits = raw.loadUnaligned(fromByteOffset: element * 8, as: UInt64.self)
+                values[flat] = Int64(bitPattern: littleEndian ? UInt64(littleEndian: bits) : UInt64(bigEndian: bits))
+            }
+        }
+        return values
     }
 
     static func reason(_ error: Error) -> String {
