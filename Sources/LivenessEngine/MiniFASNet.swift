@@ -192,7 +192,7 @@ public final class MiniFASNet {
         precondition(batch >= 1, "batch must be at least 1")
         self.reserve(batch: batch)
         for index in 0..<batch {
-            self.features(image: input + index * Self.inputLength, into: self.features.pointer + index * self.featureCount)
+            self.extractFeatures(image: input + index * Self.inputLength, into: self.features.pointer + index * self.featureCount)
         }
         self.head(batch: batch, into: logits)
     }
@@ -203,7 +203,7 @@ public final class MiniFASNet {
         self.reserve(batch: batch)
         for index in 0..<batch {
             Self.planar(bgr: bgrCrops + index * Self.inputLength, into: self.image.pointer)
-            self.features(image: self.image.pointer, into: self.features.pointer + index * self.featureCount)
+            self.extractFeatures(image: self.image.pointer, into: self.features.pointer + index * self.featureCount)
         }
         self.head(batch: batch, into: logits)
     }
@@ -237,7 +237,7 @@ public final class MiniFASNet {
         self.reserve(batch: 1)
         var blocks: [String: [Float]] = [:]
         input.withUnsafeBufferPointer { image in
-            self.features(image: image.baseAddress!, into: self.features.pointer) { name, data, count in
+            self.extractFeatures(image: image.baseAddress!, into: self.features.pointer) { name, data, count in
                 blocks[name] = Array(UnsafeBufferPointer(start: data, count: count))
             }
         }
@@ -263,7 +263,7 @@ public final class MiniFASNet {
     }
 
     /// conv1 … conv_6_dw for one image: `featureCount` values into `output`.
-    private func features(
+    private func extractFeatures(
         image: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>,
         record: ((String, UnsafePointer<Float>, Int) -> Void)? = nil
     ) {

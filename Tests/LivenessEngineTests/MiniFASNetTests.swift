@@ -10,21 +10,7 @@ import Testing
     static let modelNames = ["2.7_80x80_MiniFASNetV2", "4_0_0_80x80_MiniFASNetV1SE"]
 
     static func stateDict(_ name: String) throws -> [String: Tensor] {
-        // DEV ONLY (remove once legacy-loader is merged): tensors dumped by /tmp/sfdump/dump.py.
-        if let dump = ProcessInfo.processInfo.environment["MINIFASNET_DUMP"] {
-            let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(dump)/\(name).json"))) as? [[Any]] ?? []
-            let values = try TestAssets.float32(URL(fileURLWithPath: "\(dump)/\(name).bin"))
-            var offset = 0
-            var result: [String: Tensor] = [:]
-            for entry in meta {
-                let shape = entry[1] as? [Int] ?? []
-                let count = shape.reduce(1, *)
-                result[entry[0] as? String ?? ""] = Tensor(shape: shape, values: Array(values[offset..<offset + count]))
-                offset += count
-            }
-            return result
-        }
-        return try TorchCheckpoint(contentsOf: try TestAssets.file("models/silent-face/\(name).pth")).stateDict
+        try TorchCheckpoint(contentsOf: try TestAssets.file("models/silent-face/\(name).pth")).stateDict
     }
 
     static func model(_ name: String) throws -> MiniFASNet {
