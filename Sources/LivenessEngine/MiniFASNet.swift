@@ -165,7 +165,7 @@ public final class MiniFASNet {
         try reader.checkNothingLeft()
 
         self.columns = FloatBuffer(capacity: 27 * (side / 2) * (side / 2))
-        self.phases = FloatBuffer(capacity: side * (side + 2))
+        self.phases = FloatBuffer(capacity: side * (side + 2))  // im2col's and the depthwise kernel's
         self.zeroRow = FloatBuffer(capacity: maxWidth)
         self.spareRow = FloatBuffer(capacity: maxWidth)
         self.current = FloatBuffer(capacity: maxActivation)

@@ -170,8 +170,12 @@ import Testing
     }
 
     /// Forward-pass time of each model, one BLAS thread as the pipeline runs; prints, asserts nothing.
+    /// Meaningful only in a release build (`swift test -c release`) and with OpenBLAS on its AVX2
+    /// kernels: the daemon restarts itself with OPENBLAS_CORETYPE=Haswell when OpenBLAS fell back to
+    /// Prescott (BLASRuntime); a test run does not, so set it in the environment.
     @Test func timing() throws {
         BLAS.setThreadCount(1)
+        print("MiniFASNet timing: OpenBLAS core \(BLAS.coreName)")
         for name in Self.modelNames {
             let net = try Self.model(name)
             let crop = try Self.crop(try Self.cases()[0], name)
@@ -181,7 +185,7 @@ import Testing
                 net.logits(bgrCrops: crops, batch: batch, into: &logits)
                 var best = Double.infinity
                 var total = 0.0
-                let runs = batch == 1 ? 200 : 30
+                let runs = batch == 1 ? 40 : 8
                 for _ in 0..<runs {
                     let start = DispatchTime.now().uptimeNanoseconds
                     net.logits(bgrCrops: crops, batch: batch, into: &logits)
