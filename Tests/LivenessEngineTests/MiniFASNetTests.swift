@@ -32,7 +32,10 @@ import Testing
         #expect(v2.variant == .v2)
         #expect(v1se.variant == .v1se)
         #expect(v2.blocks.allSatisfy { $0.squeeze == nil })
-        #expect(v1se.blocks.filter { $0.squeeze != nil }.map(\.name) == ["conv_3.model.3", "conv_4.model.5", "conv_5.model.1"])
+        #expect(
+            v1se.blocks.filter { $0.squeeze != nil }.map(\.name) == [
+                "conv_3.model.3", "conv_4.model.5", "conv_5.model.1",
+            ])
         #expect(v2.featureCount == 512 && v2.hiddenCount == 128)
     }
 
@@ -87,7 +90,8 @@ import Testing
             let expected = metadata["spoof_probability"] as? Double ?? .nan
             #expect(abs(probability - expected) <= 0.002, "\(caseName): spoof \(probability) vs \(expected)")
             let direct = pair.spoofProbability(
-                v2Crop: try Self.crop(caseName, Self.modelNames[0]), v1seCrop: try Self.crop(caseName, Self.modelNames[1]))
+                v2Crop: try Self.crop(caseName, Self.modelNames[0]),
+                v1seCrop: try Self.crop(caseName, Self.modelNames[1]))
             #expect(abs(direct - probability) <= 1e-12)
         }
         print("MiniFASNet image cases: worst logit error \(worst)")
@@ -136,21 +140,28 @@ import Testing
         dropped["module.conv_4.model.2.conv_dw.bn.running_var"] = nil
         let missing = refusal(dropped)
         #expect(missing?.code == .architectureMismatch)
-        #expect(missing?.message.contains("module.conv_4.model.2.conv_dw.bn.running_var") == true, "\(String(describing: missing))")
+        #expect(
+            missing?.message.contains("module.conv_4.model.2.conv_dw.bn.running_var") == true,
+            "\(String(describing: missing))")
 
         var resized = original
-        resized["module.conv_34.project.conv.weight"] = Tensor(shape: [128, 230, 1, 1], values: .init(repeating: 0, count: 128 * 230))
+        resized["module.conv_34.project.conv.weight"] = Tensor(
+            shape: [128, 230, 1, 1], values: .init(repeating: 0, count: 128 * 230))
         let misshapen = refusal(resized)
         #expect(misshapen?.code == .architectureMismatch)
-        #expect(misshapen?.message.contains("module.conv_34.project.conv.weight") == true, "\(String(describing: misshapen))")
+        #expect(
+            misshapen?.message.contains("module.conv_34.project.conv.weight") == true,
+            "\(String(describing: misshapen))")
 
         // A residual block whose project does not give back its input channels cannot add them.
         var narrowed = original
-        narrowed["module.conv_5.model.0.project.conv.weight"] = Tensor(shape: [127, 26, 1, 1], values: .init(repeating: 0, count: 127 * 26))
+        narrowed["module.conv_5.model.0.project.conv.weight"] = Tensor(
+            shape: [127, 26, 1, 1], values: .init(repeating: 0, count: 127 * 26))
         #expect(refusal(narrowed)?.message.contains("module.conv_5.model.0.project.conv.weight") == true)
 
         var extra = original
-        extra["module.conv_3.model.1.se_module.fc1.weight"] = Tensor(shape: [16, 64, 1, 1], values: .init(repeating: 0, count: 16 * 64))
+        extra["module.conv_3.model.1.se_module.fc1.weight"] = Tensor(
+            shape: [16, 64, 1, 1], values: .init(repeating: 0, count: 16 * 64))
         #expect(refusal(extra)?.message.contains("module.conv_3.model.1.se_module.fc1.weight") == true)
 
         let prob = refusal(original.filter { !$0.key.hasPrefix("module.prob") })
@@ -166,7 +177,9 @@ import Testing
         let certain: [Float] = [0, 100, 0]
         let unsure: [Float] = [0, 0, 0]
         #expect(abs(MiniFASNet.realProbability(logits: certain) - 1) < 1e-12)
-        #expect(abs(MiniFASNetPair.spoofProbability(v2Logits: certain, v1seLogits: unsure) - (1 - (1 + 1.0 / 3) / 2)) < 1e-12)
+        #expect(
+            abs(MiniFASNetPair.spoofProbability(v2Logits: certain, v1seLogits: unsure) - (1 - (1 + 1.0 / 3) / 2))
+                < 1e-12)
     }
 
     /// Forward-pass time of each model, one BLAS thread as the pipeline runs; prints, asserts nothing.
@@ -193,7 +206,10 @@ import Testing
                     best = min(best, elapsed)
                     total += elapsed
                 }
-                print(String(format: "MiniFASNet timing %@ batch %d: best %.3f ms, mean %.3f ms", name, batch, best, total / Double(runs)))
+                print(
+                    String(
+                        format: "MiniFASNet timing %@ batch %d: best %.3f ms, mean %.3f ms", name, batch, best,
+                        total / Double(runs)))
             }
         }
     }
