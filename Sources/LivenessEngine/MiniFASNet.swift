@@ -108,7 +108,8 @@ public final class MiniFASNet {
         var stageEnds: [Int: String] = [:]
         var channels = stem
         func block(_ name: String, stride: Int, residual: Bool, squeeze: Bool) throws {
-            let expand = try reader.convolution(name + ".conv", inputs: channels, kernel: 1, depthwise: false, prelu: true)
+            let expand = try reader.convolution(
+                name + ".conv", inputs: channels, kernel: 1, depthwise: false, prelu: true)
             let depthwise = try reader.convolution(
                 name + ".conv_dw", inputs: expand.outputs, kernel: 3, depthwise: true, prelu: true)
             let project = try reader.convolution(
@@ -165,7 +166,7 @@ public final class MiniFASNet {
         try reader.checkNothingLeft()
 
         self.columns = FloatBuffer(capacity: 27 * (side / 2) * (side / 2))
-        self.phases = FloatBuffer(capacity: side * (side + 2))
+        self.phases = FloatBuffer(capacity: side * (side + 2))  // im2col's and the depthwise kernel's
         self.zeroRow = FloatBuffer(capacity: maxWidth)
         self.spareRow = FloatBuffer(capacity: maxWidth)
         self.current = FloatBuffer(capacity: maxActivation)
@@ -192,7 +193,8 @@ public final class MiniFASNet {
         precondition(batch >= 1, "batch must be at least 1")
         self.reserve(batch: batch)
         for index in 0..<batch {
-            self.features(image: input + index * Self.inputLength, into: self.features.pointer + index * self.featureCount)
+            self.extractFeatures(
+                image: input + index * Self.inputLength, into: self.features.pointer + index * self.featureCount)
         }
         self.head(batch: batch, into: logits)
     }
@@ -203,7 +205,7 @@ public final class MiniFASNet {
         self.reserve(batch: batch)
         for index in 0..<batch {
             Self.planar(bgr: bgrCrops + index * Self.inputLength, into: self.image.pointer)
-            self.features(image: self.image.pointer, into: self.features.pointer + index * self.featureCount)
+            self.extractFeatures(image: self.image.pointer, into: self.features.pointer + index * self.featureCount)
         }
         self.head(batch: batch, into: logits)
     }
@@ -213,7 +215,9 @@ public final class MiniFASNet {
         precondition(bgrCrop.count == Self.inputLength, "a crop holds \(Self.inputLength) bytes, got \(bgrCrop.count)")
         var result = [Float](repeating: 0, count: Self.classCount)
         bgrCrop.withUnsafeBufferPointer { crop in
-            result.withUnsafeMutableBufferPointer { self.logits(bgrCrops: crop.baseAddress!, batch: 1, into: $0.baseAddress!) }
+            result.withUnsafeMutableBufferPointer {
+                self.logits(bgrCrops: crop.baseAddress!, batch: 1, into: $0.baseAddress!)
+            }
         }
         return result
     }
@@ -237,7 +241,7 @@ public final class MiniFASNet {
         self.reserve(batch: 1)
         var blocks: [String: [Float]] = [:]
         input.withUnsafeBufferPointer { image in
-            self.features(image: image.baseAddress!, into: self.features.pointer) { name, data, count in
+            self.extractFeatures(image: image.baseAddress!, into: self.features.pointer) { name, data, count in
                 blocks[name] = Array(UnsafeBufferPointer(start: data, count: count))
             }
         }
@@ -263,7 +267,7 @@ public final class MiniFASNet {
     }
 
     /// conv1 … conv_6_dw for one image: `featureCount` values into `output`.
-    private func features(
+    private func extractFeatures(
         image: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>,
         record: ((String, UnsafePointer<Float>, Int) -> Void)? = nil
     ) {
@@ -336,7 +340,8 @@ public final class MiniFASNet {
             if block.residual { MobileKernels.add(output, input, count: project.outputs * outputArea) }
         } else if block.residual {
             // The GEMM accumulates onto input + bias: the residual add costs no extra pass.
-            MobileKernels.addBias(input, channels: project.outputs, area: outputArea, bias: project.bias.pointer, into: output)
+            MobileKernels.addBias(
+                input, channels: project.outputs, area: outputArea, bias: project.bias.pointer, into: output)
             self.gemm(project, input: filtered, area: outputArea, into: output)
         } else {
             self.pointwise(project, input: filtered, area: outputArea, into: output)
@@ -471,13 +476,16 @@ private struct WeightReader {
         let width = values.count / max(scale.count, 1)
         var result = values
         for row in 0..<scale.count {
-            for column in 0..<width { result[row * width + column] = Float(Double(values[row * width + column]) * Double(scale[row])) }
+            for column in 0..<width {
+                result[row * width + column] = Float(Double(values[row * width + column]) * Double(scale[row]))
+            }
         }
         return result
     }
 
     func checkNothingLeft() throws {
-        let left = self.stateDict.keys.filter { !self.used.contains($0) && !$0.hasSuffix("num_batches_tracked") }.sorted()
+        let left = self.stateDict.keys.filter { !self.used.contains($0) && !$0.hasSuffix("num_batches_tracked") }
+            .sorted()
         if let first = left.first {
             throw self.mismatch("unexpected tensor '\(first)'\(left.count > 1 ? " (and \(left.count - 1) more)" : "")")
         }

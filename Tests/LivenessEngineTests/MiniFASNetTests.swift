@@ -10,21 +10,7 @@ import Testing
     static let modelNames = ["2.7_80x80_MiniFASNetV2", "4_0_0_80x80_MiniFASNetV1SE"]
 
     static func stateDict(_ name: String) throws -> [String: Tensor] {
-        // DEV ONLY (remove once legacy-loader is merged): tensors dumped by /tmp/sfdump/dump.py.
-        if let dump = ProcessInfo.processInfo.environment["MINIFASNET_DUMP"] {
-            let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(dump)/\(name).json"))) as? [[Any]] ?? []
-            let values = try TestAssets.float32(URL(fileURLWithPath: "\(dump)/\(name).bin"))
-            var offset = 0
-            var result: [String: Tensor] = [:]
-            for entry in meta {
-                let shape = entry[1] as? [Int] ?? []
-                let count = shape.reduce(1, *)
-                result[entry[0] as? String ?? ""] = Tensor(shape: shape, values: Array(values[offset..<offset + count]))
-                offset += count
-            }
-            return result
-        }
-        return try TorchCheckpoint(contentsOf: try TestAssets.file("models/silent-face/\(name).pth")).stateDict
+        try TorchCheckpoint(contentsOf: try TestAssets.file("models/silent-face/\(name).pth")).stateDict
     }
 
     static func model(_ name: String) throws -> MiniFASNet {
@@ -46,7 +32,10 @@ import Testing
         #expect(v2.variant == .v2)
         #expect(v1se.variant == .v1se)
         #expect(v2.blocks.allSatisfy { $0.squeeze == nil })
-        #expect(v1se.blocks.filter { $0.squeeze != nil }.map(\.name) == ["conv_3.model.3", "conv_4.model.5", "conv_5.model.1"])
+        #expect(
+            v1se.blocks.filter { $0.squeeze != nil }.map(\.name) == [
+                "conv_3.model.3", "conv_4.model.5", "conv_5.model.1",
+            ])
         #expect(v2.featureCount == 512 && v2.hiddenCount == 128)
     }
 
@@ -101,7 +90,8 @@ import Testing
             let expected = metadata["spoof_probability"] as? Double ?? .nan
             #expect(abs(probability - expected) <= 0.002, "\(caseName): spoof \(probability) vs \(expected)")
             let direct = pair.spoofProbability(
-                v2Crop: try Self.crop(caseName, Self.modelNames[0]), v1seCrop: try Self.crop(caseName, Self.modelNames[1]))
+                v2Crop: try Self.crop(caseName, Self.modelNames[0]),
+                v1seCrop: try Self.crop(caseName, Self.modelNames[1]))
             #expect(abs(direct - probability) <= 1e-12)
         }
         print("MiniFASNet image cases: worst logit error \(worst)")
@@ -150,21 +140,28 @@ import Testing
         dropped["module.conv_4.model.2.conv_dw.bn.running_var"] = nil
         let missing = refusal(dropped)
         #expect(missing?.code == .architectureMismatch)
-        #expect(missing?.message.contains("module.conv_4.model.2.conv_dw.bn.running_var") == true, "\(String(describing: missing))")
+        #expect(
+            missing?.message.contains("module.conv_4.model.2.conv_dw.bn.running_var") == true,
+            "\(String(describing: missing))")
 
         var resized = original
-        resized["module.conv_34.project.conv.weight"] = Tensor(shape: [128, 230, 1, 1], values: .init(repeating: 0, count: 128 * 230))
+        resized["module.conv_34.project.conv.weight"] = Tensor(
+            shape: [128, 230, 1, 1], values: .init(repeating: 0, count: 128 * 230))
         let misshapen = refusal(resized)
         #expect(misshapen?.code == .architectureMismatch)
-        #expect(misshapen?.message.contains("module.conv_34.project.conv.weight") == true, "\(String(describing: misshapen))")
+        #expect(
+            misshapen?.message.contains("module.conv_34.project.conv.weight") == true,
+            "\(String(describing: misshapen))")
 
         // A residual block whose project does not give back its input channels cannot add them.
         var narrowed = original
-        narrowed["module.conv_5.model.0.project.conv.weight"] = Tensor(shape: [127, 26, 1, 1], values: .init(repeating: 0, count: 127 * 26))
+        narrowed["module.conv_5.model.0.project.conv.weight"] = Tensor(
+            shape: [127, 26, 1, 1], values: .init(repeating: 0, count: 127 * 26))
         #expect(refusal(narrowed)?.message.contains("module.conv_5.model.0.project.conv.weight") == true)
 
         var extra = original
-        extra["module.conv_3.model.1.se_module.fc1.weight"] = Tensor(shape: [16, 64, 1, 1], values: .init(repeating: 0, count: 16 * 64))
+        extra["module.conv_3.model.1.se_module.fc1.weight"] = Tensor(
+            shape: [16, 64, 1, 1], values: .init(repeating: 0, count: 16 * 64))
         #expect(refusal(extra)?.message.contains("module.conv_3.model.1.se_module.fc1.weight") == true)
 
         let prob = refusal(original.filter { !$0.key.hasPrefix("module.prob") })
@@ -180,12 +177,18 @@ import Testing
         let certain: [Float] = [0, 100, 0]
         let unsure: [Float] = [0, 0, 0]
         #expect(abs(MiniFASNet.realProbability(logits: certain) - 1) < 1e-12)
-        #expect(abs(MiniFASNetPair.spoofProbability(v2Logits: certain, v1seLogits: unsure) - (1 - (1 + 1.0 / 3) / 2)) < 1e-12)
+        #expect(
+            abs(MiniFASNetPair.spoofProbability(v2Logits: certain, v1seLogits: unsure) - (1 - (1 + 1.0 / 3) / 2))
+                < 1e-12)
     }
 
     /// Forward-pass time of each model, one BLAS thread as the pipeline runs; prints, asserts nothing.
+    /// Meaningful only in a release build (`swift test -c release`) and with OpenBLAS on its AVX2
+    /// kernels: the daemon restarts itself with OPENBLAS_CORETYPE=Haswell when OpenBLAS fell back to
+    /// Prescott (BLASRuntime); a test run does not, so set it in the environment.
     @Test func timing() throws {
         BLAS.setThreadCount(1)
+        print("MiniFASNet timing: OpenBLAS core \(BLAS.coreName)")
         for name in Self.modelNames {
             let net = try Self.model(name)
             let crop = try Self.crop(try Self.cases()[0], name)
@@ -195,7 +198,7 @@ import Testing
                 net.logits(bgrCrops: crops, batch: batch, into: &logits)
                 var best = Double.infinity
                 var total = 0.0
-                let runs = batch == 1 ? 200 : 30
+                let runs = batch == 1 ? 40 : 8
                 for _ in 0..<runs {
                     let start = DispatchTime.now().uptimeNanoseconds
                     net.logits(bgrCrops: crops, batch: batch, into: &logits)
@@ -203,7 +206,10 @@ import Testing
                     best = min(best, elapsed)
                     total += elapsed
                 }
-                print(String(format: "MiniFASNet timing %@ batch %d: best %.3f ms, mean %.3f ms", name, batch, best, total / Double(runs)))
+                print(
+                    String(
+                        format: "MiniFASNet timing %@ batch %d: best %.3f ms, mean %.3f ms", name, batch, best,
+                        total / Double(runs)))
             }
         }
     }

@@ -7,9 +7,11 @@ import Foundation
 enum MobileKernels {
     /// Depthwise convolution (one k × k filter per channel, `weights` [channels, k, k]), any stride,
     /// symmetric zero padding, plus `bias[c]`. Each output row is built by k² shifted multiply-adds
-    /// over its valid columns, so the window never tests bounds in the inner loop; stride 2 first
-    /// splits each input row into its even and odd columns (`phases`, width + 1 floats) so the
-    /// inner loop reads contiguously and vectorises. `output` must not overlap `input`.
+    /// over its valid columns, so the window never tests bounds in the inner loop; stride s first
+    /// splits each input row into its s column phases (all rows of the plane at once) so the
+    /// inner loop reads contiguously and vectorises (`phases`: height · (width + stride) floats). A
+    /// window that covers the whole plane (conv_6_dw: 5 × 5 → 1 × 1) is one dot product per channel.
+    /// `output` must not overlap `input`.
     static func depthwise(
         _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, kernel k: Int, stride s: Int,
         padding p: Int, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>, phases: UnsafeMutablePointer<Float>,
@@ -20,17 +22,42 @@ enum MobileKernels {
         let area = height * width
         let outputArea = outputHeight * outputWidth
         let phaseWidth = (width + s - 1) / s
-        // Valid output columns for each kx: ix = ox·s − p + kx must lie in 0..<width.
-        var firstColumn = [Int](repeating: 0, count: k)
-        var endColumn = [Int](repeating: 0, count: k)
-        for kx in 0..<k {
-            let shift = kx - p
-            firstColumn[kx] = min(max((-shift + s - 1) / s, 0), outputWidth)
-            endColumn[kx] = width - 1 - shift < 0 ? firstColumn[kx] : min((width - 1 - shift) / s + 1, outputWidth)
-            endColumn[kx] = max(endColumn[kx], firstColumn[kx])
+        if p == 0 && k == height && k == width {
+            for channel in 0..<channels {
+                let plane = input + channel * area
+                let w = weights + channel * area
+                var sum: Float = 0
+                for index in 0..<area { sum += w[index] * plane[index] }
+                output[channel] = bias[channel] + sum
+            }
+            return
         }
+        if s == 2 && k == 3 && p == 1 && width % 2 == 0 && height % 2 == 0 {
+            self.depthwise3x3Stride2(
+                input, channels: channels, height: height, width: width, weights: weights, bias: bias, phases: phases,
+                into: output)
+            return
+        }
+        let splitRow = s * phaseWidth
         for channel in 0..<channels {
-            let plane = input + channel * area
+            var plane = input + channel * area
+            if s > 1 {
+                for iy in 0..<height {
+                    let source = plane + iy * width
+                    let target = phases + iy * splitRow
+                    for phase in 0..<s {
+                        var x = phase
+                        var j = 0
+                        while x < width {
+                            target[phase * phaseWidth + j] = source[x]
+                            x += s
+                            j += 1
+                        }
+                    }
+                }
+                plane = UnsafePointer(phases)
+            }
+            let rowLength = s > 1 ? splitRow : width
             let w = weights + channel * k * k
             let target = output + channel * outputArea
             target.update(repeating: bias[channel], count: outputArea)
@@ -39,28 +66,16 @@ enum MobileKernels {
                 for ky in 0..<k {
                     let iy = oy * s - p + ky
                     guard iy >= 0 && iy < height else { continue }
-                    var row = plane + iy * width
-                    var rowPhaseWidth = 0
-                    if s > 1 {
-                        for phase in 0..<s {
-                            var x = phase
-                            var j = 0
-                            while x < width {
-                                phases[phase * phaseWidth + j] = row[x]
-                                x += s
-                                j += 1
-                            }
-                        }
-                        row = UnsafePointer(phases)
-                        rowPhaseWidth = phaseWidth
-                    }
+                    let row = plane + iy * rowLength
+                    let rowPhaseWidth = phaseWidth
                     for kx in 0..<k {
                         let weight = w[ky * k + kx]
-                        let first = firstColumn[kx]
-                        let end = endColumn[kx]
-                        guard first < end else { continue }
-                        // ix = ox·s + shift = (ox + q)·s + r: phase r, column ox + q of that phase.
+                        // Valid output columns: ix = ox·s + shift must lie in 0..<width.
                         let shift = kx - p
+                        let first = min(max((-shift + s - 1) / s, 0), outputWidth)
+                        let end = width - 1 - shift < 0 ? first : min((width - 1 - shift) / s + 1, outputWidth)
+                        guard first < end else { continue }
+                        // ix = (ox + q)·s + r: phase r, column ox + q of that phase.
                         let source: UnsafePointer<Float>
                         if s > 1 {
                             let r = (shift % s + s) % s
@@ -71,6 +86,50 @@ enum MobileKernels {
                         }
                         for ox in first..<end { line[ox] += weight * source[ox] }
                     }
+                }
+            }
+        }
+    }
+
+    /// 3 × 3, stride 2, padding 1 on even sides (the MiniFASNet downsampling blocks). Each input row is
+    /// split into its even columns E and, after one zero (the left padding), its odd columns O, so
+    /// output column x reads O[x − 1], E[x], O[x]: nine full-length multiply-adds per output row with
+    /// no edge cases, which the compiler vectorises. `phases`: (height + 1) · (width + 1) floats.
+    private static func depthwise3x3Stride2(
+        _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, weights: UnsafePointer<Float>,
+        bias: UnsafePointer<Float>, phases: UnsafeMutablePointer<Float>, into output: UnsafeMutablePointer<Float>
+    ) {
+        let half = width / 2
+        let rowLength = width + 1
+        let outputHeight = height / 2
+        let zero = phases + height * rowLength
+        zero.update(repeating: 0, count: rowLength)
+        for channel in 0..<channels {
+            let plane = input + channel * height * width
+            for iy in 0..<height {
+                let source = plane + iy &* width
+                let even = phases + iy &* rowLength
+                let odd = even + half
+                odd[0] = 0
+                for j in 0..<half {
+                    even[j] = source[2 &* j]
+                    odd[j &+ 1] = source[2 &* j &+ 1]
+                }
+            }
+            let w = weights + channel * 9
+            let (w0, w1, w2, w3, w4, w5, w6, w7, w8) = (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8])
+            let b = bias[channel]
+            let target = output + channel * outputHeight * half
+            for oy in 0..<outputHeight {
+                let r0 = UnsafePointer(oy == 0 ? zero : phases + (2 * oy - 1) * rowLength)
+                let r1 = UnsafePointer(phases + 2 * oy * rowLength)
+                let r2 = UnsafePointer(phases + (2 * oy + 1) * rowLength)
+                let line = target + oy * half
+                for x in 0..<half {
+                    var sum = b + w0 * r0[half &+ x] + w1 * r0[x] + w2 * r0[half &+ x &+ 1]
+                    sum += w3 * r1[half &+ x] + w4 * r1[x] + w5 * r1[half &+ x &+ 1]
+                    sum += w6 * r2[half &+ x] + w7 * r2[x] + w8 * r2[half &+ x &+ 1]
+                    line[x] = sum
                 }
             }
         }
