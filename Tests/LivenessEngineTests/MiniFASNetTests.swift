@@ -181,36 +181,4 @@ import Testing
             abs(MiniFASNetPair.spoofProbability(v2Logits: certain, v1seLogits: unsure) - (1 - (1 + 1.0 / 3) / 2))
                 < 1e-12)
     }
-
-    /// Forward-pass time of each model, one BLAS thread as the pipeline runs; prints, asserts nothing.
-    /// Meaningful only in a release build (`swift test -c release`) and with OpenBLAS on its AVX2
-    /// kernels: the daemon restarts itself with OPENBLAS_CORETYPE=Haswell when OpenBLAS fell back to
-    /// Prescott (BLASRuntime); a test run does not, so set it in the environment.
-    @Test func timing() throws {
-        BLAS.setThreadCount(1)
-        print("MiniFASNet timing: OpenBLAS core \(BLAS.coreName)")
-        for name in Self.modelNames {
-            let net = try Self.model(name)
-            let crop = try Self.crop(try Self.cases()[0], name)
-            for batch in [1, 8] {
-                let crops = [UInt8]((0..<batch).flatMap { _ in crop })
-                var logits = [Float](repeating: 0, count: 3 * batch)
-                net.logits(bgrCrops: crops, batch: batch, into: &logits)
-                var best = Double.infinity
-                var total = 0.0
-                let runs = batch == 1 ? 40 : 8
-                for _ in 0..<runs {
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    net.logits(bgrCrops: crops, batch: batch, into: &logits)
-                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-                    best = min(best, elapsed)
-                    total += elapsed
-                }
-                print(
-                    String(
-                        format: "MiniFASNet timing %@ batch %d: best %.3f ms, mean %.3f ms", name, batch, best,
-                        total / Double(runs)))
-            }
-        }
-    }
 }

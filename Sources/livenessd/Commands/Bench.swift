@@ -8,7 +8,9 @@ import Synchronization
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: the engine (default), face detection, capture decoding and the whole pipeline.",
-        subcommands: [BenchEngine.self, BenchDetect.self, BenchDecode.self, BenchPipeline.self, BenchCrops.self],
+        subcommands: [
+            BenchEngine.self, BenchMiniFASNet.self, BenchDetect.self, BenchDecode.self, BenchPipeline.self, BenchCrops.self,
+        ],
         defaultSubcommand: BenchEngine.self)
 }
 
@@ -325,6 +327,61 @@ struct BenchDecode: ParsableCommand {
             print(
                 clip.suffix(42).padding(toLength: 42, withPad: " ", startingAt: 0) + " "
                     + size.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %6d %10.1f", frames, best))
+        }
+    }
+}
+
+struct BenchMiniFASNet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "minifasnet",
+        abstract: "Time the MiniFASNet pair's forward pass (each model, and both), batch 1 and 8, one thread.",
+        discussion: """
+            Input: 80×80 BGR crops (the crop itself is not timed). Prints the OpenBLAS core it ran on. \
+            Compare with ONNX Runtime on the shipped .onnx conversions in the same session: \
+            scripts/bench_minifasnet_reference.py. Build with -c release.
+            """)
+
+    @Option(name: .long, help: "Folder holding the pair (default as for classify).")
+    var minifasnet: String?
+
+    @Option(help: "Timed iterations per case.")
+    var iterations = 200
+
+    @Option(help: "Warm-up iterations per case (not timed).")
+    var warmup = 20
+
+    @Option(parsing: .upToNextOption, help: "Batch sizes to time.")
+    var batch: [Int] = [1, 8]
+
+    func run() throws {
+        let pair: MiniFASNetPair
+        do {
+            let url = try PairModelLocator.resolve(
+                flag: self.minifasnet, configuration: Configuration(), environment: ProcessInfo.processInfo.environment)
+            pair = try MiniFASNetPair(directory: url)
+        } catch {
+            FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        BLAS.setThreadCount(1)
+        print("# livenessd \(LivenessdVersion.string) bench minifasnet")
+        print("# cpu:      \(BenchEngine.cpuModel()) (\(ProcessInfo.processInfo.activeProcessorCount) logical CPUs)")
+        print("# openblas: core \(BLAS.coreName), threads \(BLAS.threadCount)")
+        print("# \(self.warmup) warm-up + \(self.iterations) timed iterations; random 80×80 BGR crops")
+        print("case                   batch   ms/frame median      p10      p90")
+        var generator = SystemRandomNumberGenerator()
+        for batch in self.batch {
+            let length = batch * MiniFASNet.inputSide * MiniFASNet.inputSide * 3
+            let crops = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            var logits = [Float](repeating: 0, count: 3 * batch)
+            for (name, models) in [("MiniFASNetV2", [pair.v2]), ("MiniFASNetV1SE", [pair.v1se]), ("pair", [pair.v2, pair.v1se])] {
+                let timing = BenchTiming.measure(warmup: self.warmup, iterations: self.iterations, framesPerIteration: batch) {
+                    for model in models { model.logits(bgrCrops: crops, batch: batch, into: &logits) }
+                }
+                print(
+                    name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                        + String(format: " %5d %17.3f %8.3f %8.3f", batch, timing.quantile(0.5), timing.quantile(0.1), timing.quantile(0.9)))
+            }
         }
     }
 }
