@@ -20,24 +20,24 @@ public final class MiniFASNet {
         /// Block inputs / outputs (conv1, conv2_dw, each block's output, conv_6_sep): never the expanded width.
         let current = FloatBuffer(capacity: 1)
         let next = FloatBuffer(capacity: 1)
-        /// Inside a block: the 1×1 expansion (at the input side) and the depthwise output (at the output side).
+        /// Inside a block: a channel group of the 1×1 expansion (at the input side); before the blocks,
+        /// conv1's im2col columns.
         let expanded = FloatBuffer(capacity: 1)
+        /// Inside a block: the depthwise output (at the output side); before the blocks, the planar input.
         let filtered = FloatBuffer(capacity: 1)
-        let columns = FloatBuffer(capacity: 1)
         let phases = FloatBuffer(capacity: 1)
         let zeroRow = FloatBuffer(capacity: 1)
         let spareRow = FloatBuffer(capacity: 1)
         let pooled = FloatBuffer(capacity: 1)
         let squeezed = FloatBuffer(capacity: 1)
-        let image = FloatBuffer(capacity: 1)
 
         public init() {}
 
         /// Floats held, all buffers together.
         var floatCount: Int {
             [
-                self.current, self.next, self.expanded, self.filtered, self.columns, self.phases, self.zeroRow,
-                self.spareRow, self.pooled, self.squeezed, self.image,
+                self.current, self.next, self.expanded, self.filtered, self.phases, self.zeroRow, self.spareRow,
+                self.pooled, self.squeezed,
             ].reduce(0) { $0 + $1.capacity }
         }
     }
@@ -45,9 +45,9 @@ public final class MiniFASNet {
     /// What one model needs of a `Scratch`, in floats per buffer.
     struct ScratchNeeds {
         var activation = 1
+        /// Also the channel-group budget of a block's expansion.
         var expanded = 1
         var filtered = 1
-        var columns = 1
         var phases = 1
         var row = 1
         var squeeze = 1
@@ -157,7 +157,6 @@ public final class MiniFASNet {
                 outputs: residual ? channels : nil)
             var gate: SqueezeExcite?
             if squeeze { gate = try reader.squeezeExcite(name + ".se_module", channels: project.outputs) }
-            needs.expanded = max(needs.expanded, expand.outputs * height * height)
             height = (height + 2 - 3) / stride + 1
             needs.filtered = max(needs.filtered, expand.outputs * height * height)
             needs.activation = max(needs.activation, project.outputs * height * height)
@@ -206,7 +205,10 @@ public final class MiniFASNet {
         self.probWeight = FloatBuffer(try reader.tensor("prob.weight", rank: 2, [Self.classCount, hiddenCount]).values)
         try reader.checkNothingLeft()
 
-        needs.columns = 27 * (side / 2) * (side / 2)
+        // The expansion runs in channel groups of at most this many floats (at least one channel of the
+        // widest map), so `expanded` needs no more than the block width or conv1's columns.
+        needs.expanded = max(needs.activation, 27 * (side / 2) * (side / 2), (side / 2) * (side / 2))
+        needs.filtered = max(needs.filtered, Self.inputLength)
         needs.phases = side * (side + 2)  // im2col's and the depthwise kernel's
         needs.squeeze = max(blocks.map(\.project.outputs).max() ?? 1, 1)
         self.scratchNeeds = needs
@@ -222,13 +224,11 @@ public final class MiniFASNet {
         scratch.next.reserve(needs.activation)
         scratch.expanded.reserve(needs.expanded)
         scratch.filtered.reserve(needs.filtered)
-        scratch.columns.reserve(needs.columns)
         scratch.phases.reserve(needs.phases)
         scratch.zeroRow.reserve(needs.row)
         scratch.spareRow.reserve(needs.row)
         scratch.pooled.reserve(needs.squeeze)
         scratch.squeezed.reserve(needs.squeeze)
-        scratch.image.reserve(Self.inputLength)
         self.scratch = scratch
     }
 
@@ -258,7 +258,7 @@ public final class MiniFASNet {
         precondition(batch >= 1, "batch must be at least 1")
         self.reserve(batch: batch)
         for index in 0..<batch {
-            let image = self.scratch.image.pointer
+            let image = self.scratch.filtered.pointer
             Self.planar(bgr: bgrCrops + index * Self.inputLength, into: image)
             self.extractFeatures(image: image, into: self.features.pointer + index * self.featureCount)
         }
@@ -337,10 +337,10 @@ public final class MiniFASNet {
             kernelHeight: 3, kernelWidth: 3, strideY: 2, strideX: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1)
         ConvolutionKernels.im2col(
             image, channels: 3, height: side, width: side, geometry: geometry, outputHeight: height,
-            outputWidth: height, phases: scratch.phases.pointer, into: scratch.columns.pointer)
+            outputWidth: height, phases: scratch.phases.pointer, into: scratch.expanded.pointer)
         var x = scratch.next.pointer
         var y = scratch.current.pointer
-        self.pointwise(self.conv1, input: scratch.columns.pointer, area: area, into: x)
+        self.pointwise(self.conv1, input: scratch.expanded.pointer, area: area, into: x)
         record?("conv1", x, self.conv1.outputs * area)
         ConvolutionKernels.depthwise3x3(
             x, channels: self.conv2.outputs, height: height, width: height, weights: self.conv2.weight.pointer,
@@ -373,20 +373,36 @@ public final class MiniFASNet {
         let area = height * height
         let expanded = scratch.expanded.pointer
         let filtered = scratch.filtered.pointer
-        self.pointwise(block.expand, input: input, area: area, into: expanded)
         let outputHeight = (height + 2 - 3) / block.stride + 1
         let outputArea = outputHeight * outputHeight
+        let expand = block.expand
         let conv = block.depthwise
-        if block.stride == 1 {
-            ConvolutionKernels.depthwise3x3(
-                expanded, channels: conv.outputs, height: height, width: height, weights: conv.weight.pointer,
-                bias: conv.bias.pointer, relu: false, zeroRow: scratch.zeroRow.pointer,
-                spareRow: scratch.spareRow.pointer, into: filtered)
-        } else {
-            MobileKernels.depthwise(
-                expanded, channels: conv.outputs, height: height, width: height, kernel: 3, stride: block.stride,
-                padding: 1, weights: conv.weight.pointer, bias: conv.bias.pointer, phases: scratch.phases.pointer,
-                into: filtered)
+        // Depthwise filtering is per channel, so expanding and filtering a channel group at a time gives the
+        // whole map's result while `expanded` stays at the block width (not 103 × 40 × 40 for conv_23).
+        let group = max(1, min(expand.outputs, self.scratchNeeds.expanded / area))
+        var first = 0
+        while first < expand.outputs {
+            let count = min(group, expand.outputs - first)
+            ConvolutionKernels.fillBias(expanded, channels: count, area: area, bias: expand.bias.pointer + first)
+            BLAS.gemm(
+                m: count, n: area, k: expand.inputs, a: expand.weight.pointer + first * expand.inputs,
+                lda: expand.inputs, b: input, ldb: area, beta: 1, c: expanded, ldc: area)
+            if let slopes = expand.slopes {
+                MobileKernels.prelu(expanded, channels: count, area: area, slopes: slopes.pointer + first)
+            }
+            let weights = conv.weight.pointer + first * 9
+            let bias = conv.bias.pointer + first
+            let into = filtered + first * outputArea
+            if block.stride == 1 {
+                ConvolutionKernels.depthwise3x3(
+                    expanded, channels: count, height: height, width: height, weights: weights, bias: bias,
+                    relu: false, zeroRow: scratch.zeroRow.pointer, spareRow: scratch.spareRow.pointer, into: into)
+            } else {
+                MobileKernels.depthwise(
+                    expanded, channels: count, height: height, width: height, kernel: 3, stride: block.stride,
+                    padding: 1, weights: weights, bias: bias, phases: scratch.phases.pointer, into: into)
+            }
+            first += count
         }
         self.prelu(conv, filtered, area: outputArea)
         let project = block.project

@@ -134,8 +134,8 @@ import Testing
         print("MiniFASNet scratch: \(alone) floats as two, \(shared) shared; needs \(v2.scratchNeeds), "
             + "\(v1se.scratchNeeds)")
         #expect(shared < alone)
-        // Expanded activations live only in expanded / filtered; current / next stay at the block width.
-        #expect(v2.scratchNeeds.activation < v2.scratchNeeds.expanded)
+        // The expansion runs in channel groups: no buffer holds conv_23's whole 103 × 40 × 40 expansion.
+        #expect(v2.scratchNeeds.expanded <= max(v2.scratchNeeds.activation, 27 * 40 * 40))
     }
 
     @Test func wrongShapesAreRefusedNamingTheKey() throws {
