@@ -7,9 +7,51 @@ import Foundation
 /// BatchNorm is folded into the convolution (or linear layer) before it at load. Input: 80 × 80
 /// NCHW float32, **BGR**, 0…255 unscaled; output: 3 logits, softmax index 1 = real.
 ///
-/// Not thread-safe: the scratch buffers belong to the instance and are reused by every call, so use
-/// one instance per inference queue. Steady-state inference allocates nothing.
+/// Not thread-safe: the scratch buffers (a `Scratch`, possibly shared with other instances) are reused
+/// by every call, so use one instance, or one group sharing a scratch, per inference queue.
+/// Steady-state inference allocates nothing.
 public final class MiniFASNet {
+    /// The per-image working buffers: activations, im2col columns, kernel rows, the planar input.
+    ///
+    /// Not thread-safe. Models that never run concurrently (the pair, on one queue) may share one
+    /// instance: each call overwrites it from scratch and leaves nothing in it that a later call reads.
+    /// Every model grows the buffers to what it needs at init, so the shared size is the max of the two.
+    public final class Scratch {
+        /// Block inputs / outputs (conv1, conv2_dw, each block's output, conv_6_sep): never the expanded width.
+        let current = FloatBuffer(capacity: 1)
+        let next = FloatBuffer(capacity: 1)
+        /// Inside a block: a channel group of the 1×1 expansion (at the input side); before the blocks,
+        /// conv1's im2col columns.
+        let expanded = FloatBuffer(capacity: 1)
+        /// Inside a block: the depthwise output (at the output side); before the blocks, the planar input.
+        let filtered = FloatBuffer(capacity: 1)
+        let phases = FloatBuffer(capacity: 1)
+        let zeroRow = FloatBuffer(capacity: 1)
+        let spareRow = FloatBuffer(capacity: 1)
+        let pooled = FloatBuffer(capacity: 1)
+        let squeezed = FloatBuffer(capacity: 1)
+
+        public init() {}
+
+        /// Floats held, all buffers together.
+        var floatCount: Int {
+            [
+                self.current, self.next, self.expanded, self.filtered, self.phases, self.zeroRow, self.spareRow,
+                self.pooled, self.squeezed,
+            ].reduce(0) { $0 + $1.capacity }
+        }
+    }
+
+    /// What one model needs of a `Scratch`, in floats per buffer.
+    struct ScratchNeeds {
+        var activation = 1
+        /// Also the channel-group budget of a block's expansion.
+        var expanded = 1
+        var filtered = 1
+        var phases = 1
+        var row = 1
+        var squeeze = 1
+    }
     public enum Variant: String, Sendable, Equatable {
         /// MiniFASNetV2 (no squeeze-excitation).
         case v2
@@ -63,45 +105,43 @@ public final class MiniFASNet {
     let stageEnds: [Int: String]
     let conv6Separable: Convolution
     let conv6Depthwise: Convolution
-    /// `linear` with `bn` folded in, [hidden, features], and the raw `linear` weight (trace only).
-    let linearWeight, linearBias, rawLinearWeight: FloatBuffer
+    /// `linear` with `bn` folded in, [hidden, features], and the folding scale: trace recovers the raw
+    /// `linear` output by dividing it out rather than keeping a second copy of the weight.
+    let linearWeight, linearBias, linearScale: FloatBuffer
     let probWeight: FloatBuffer
     let featureCount, hiddenCount: Int
 
-    // Scratch: one image at a time through the convolutions, the head over the whole batch.
-    private let columns: FloatBuffer
-    private let phases: FloatBuffer
-    private let zeroRow: FloatBuffer
-    private let spareRow: FloatBuffer
-    private let current, next, expanded, filtered: FloatBuffer
-    private let pooled, squeezed: FloatBuffer
-    private let image = FloatBuffer(capacity: MiniFASNet.inputLength)
+    // Scratch: one image at a time through the convolutions (shareable), the head over the whole batch.
+    private(set) var scratch: Scratch
+    let scratchNeeds: ScratchNeeds
     private var batchCapacity = 0
     private let features = FloatBuffer(capacity: 1)
     private let hidden = FloatBuffer(capacity: 1)
 
     /// Loads a published `.pth` (legacy torch.save) or a zip checkpoint holding the state dict.
-    public convenience init(contentsOf url: URL) throws {
-        try self.init(checkpoint: try TorchCheckpoint(contentsOf: url), path: url.path)
+    public convenience init(contentsOf url: URL, scratch: Scratch = Scratch()) throws {
+        try self.init(checkpoint: try TorchCheckpoint(contentsOf: url), path: url.path, scratch: scratch)
     }
 
-    public convenience init(checkpoint: TorchCheckpoint, path: String) throws {
-        try self.init(stateDict: checkpoint.stateDict, path: path)
+    public convenience init(checkpoint: TorchCheckpoint, path: String, scratch: Scratch = Scratch()) throws {
+        try self.init(stateDict: checkpoint.stateDict, path: path, scratch: scratch)
     }
 
     /// Builds the network from a state dict (keys with or without DataParallel's `module.` prefix);
     /// a missing, misshapen or unexpected tensor throws `.architectureMismatch` naming the key.
-    public init(stateDict: [String: Tensor], path: String) throws {
+    /// `scratch` may be shared with models that never run concurrently with this one (see `Scratch`).
+    public init(stateDict: [String: Tensor], path: String, scratch: Scratch = Scratch()) throws {
         var reader = WeightReader(stateDict: stateDict, path: path)
         self.variant = stateDict.keys.contains { $0.contains(".se_module.") } ? .v1se : .v2
 
         let side = Self.inputSide
         var height = (side + 2 - 3) / 2 + 1
-        var maxActivation = 3 * side * side
-        let maxWidth = height
+        // Sized to what each buffer really holds (see extractFeatures / run); the input image has its own.
+        var needs = ScratchNeeds()
+        needs.row = height
         self.conv1 = try reader.convolution("conv1", inputs: 3, kernel: 3, depthwise: false, prelu: true)
         let stem = self.conv1.outputs
-        maxActivation = max(maxActivation, stem * height * height)
+        needs.activation = max(needs.activation, stem * height * height)
         self.conv2 = try reader.convolution("conv2_dw", inputs: stem, kernel: 3, depthwise: true, prelu: true)
 
         var blocks: [Block] = []
@@ -117,9 +157,9 @@ public final class MiniFASNet {
                 outputs: residual ? channels : nil)
             var gate: SqueezeExcite?
             if squeeze { gate = try reader.squeezeExcite(name + ".se_module", channels: project.outputs) }
-            maxActivation = max(maxActivation, expand.outputs * height * height)
             height = (height + 2 - 3) / stride + 1
-            maxActivation = max(maxActivation, max(expand.outputs, project.outputs) * height * height)
+            needs.filtered = max(needs.filtered, expand.outputs * height * height)
+            needs.activation = max(needs.activation, project.outputs * height * height)
             blocks.append(
                 Block(
                     name: name, expand: expand, depthwise: depthwise, project: project, stride: stride,
@@ -145,7 +185,7 @@ public final class MiniFASNet {
         self.conv6Separable = try reader.convolution(
             "conv_6_sep", inputs: channels, kernel: 1, depthwise: false, prelu: true)
         let features = self.conv6Separable.outputs
-        maxActivation = max(maxActivation, features * height * height)
+        needs.activation = max(needs.activation, features * height * height)
         // conv_6_dw covers the whole last map (5 × 5 at 80 × 80 input) and leaves one value per channel.
         self.conv6Depthwise = try reader.convolution(
             "conv_6_dw", inputs: features, kernel: height, depthwise: true, prelu: false)
@@ -160,22 +200,36 @@ public final class MiniFASNet {
         }
         self.linearWeight = FloatBuffer(folded)
         self.linearBias = FloatBuffer(shift)
-        self.rawLinearWeight = FloatBuffer(linear.values)
+        self.linearScale = FloatBuffer(scale)
         self.hiddenCount = hiddenCount
         self.probWeight = FloatBuffer(try reader.tensor("prob.weight", rank: 2, [Self.classCount, hiddenCount]).values)
         try reader.checkNothingLeft()
 
-        self.columns = FloatBuffer(capacity: 27 * (side / 2) * (side / 2))
-        self.phases = FloatBuffer(capacity: side * (side + 2))  // im2col's and the depthwise kernel's
-        self.zeroRow = FloatBuffer(capacity: maxWidth)
-        self.spareRow = FloatBuffer(capacity: maxWidth)
-        self.current = FloatBuffer(capacity: maxActivation)
-        self.next = FloatBuffer(capacity: maxActivation)
-        self.expanded = FloatBuffer(capacity: maxActivation)
-        self.filtered = FloatBuffer(capacity: maxActivation)
-        let widest = max(blocks.map(\.project.outputs).max() ?? 1, 1)
-        self.pooled = FloatBuffer(capacity: widest)
-        self.squeezed = FloatBuffer(capacity: widest)
+        // The expansion runs in channel groups of at most this many floats (at least one channel of the
+        // widest map), so `expanded` needs no more than the block width or conv1's columns.
+        needs.expanded = max(needs.activation, 27 * (side / 2) * (side / 2), (side / 2) * (side / 2))
+        needs.filtered = max(needs.filtered, Self.inputLength)
+        needs.phases = side * (side + 2)  // im2col's and the depthwise kernel's
+        needs.squeeze = max(blocks.map(\.project.outputs).max() ?? 1, 1)
+        self.scratchNeeds = needs
+        self.scratch = scratch
+        self.use(scratch)
+    }
+
+    /// Switches to `scratch` (grown to what this model needs), e.g. one shared with a model that runs on
+    /// the same queue; the previous one is released if nothing else holds it.
+    public func use(_ scratch: Scratch) {
+        let needs = self.scratchNeeds
+        scratch.current.reserve(needs.activation)
+        scratch.next.reserve(needs.activation)
+        scratch.expanded.reserve(needs.expanded)
+        scratch.filtered.reserve(needs.filtered)
+        scratch.phases.reserve(needs.phases)
+        scratch.zeroRow.reserve(needs.row)
+        scratch.spareRow.reserve(needs.row)
+        scratch.pooled.reserve(needs.squeeze)
+        scratch.squeezed.reserve(needs.squeeze)
+        self.scratch = scratch
     }
 
     /// Sizes the batch-wide buffers (the head) for `batch` images.
@@ -204,8 +258,9 @@ public final class MiniFASNet {
         precondition(batch >= 1, "batch must be at least 1")
         self.reserve(batch: batch)
         for index in 0..<batch {
-            Self.planar(bgr: bgrCrops + index * Self.inputLength, into: self.image.pointer)
-            self.extractFeatures(image: self.image.pointer, into: self.features.pointer + index * self.featureCount)
+            let image = self.scratch.filtered.pointer
+            Self.planar(bgr: bgrCrops + index * Self.inputLength, into: image)
+            self.extractFeatures(image: image, into: self.features.pointer + index * self.featureCount)
         }
         self.head(batch: batch, into: logits)
     }
@@ -245,10 +300,12 @@ public final class MiniFASNet {
                 blocks[name] = Array(UnsafeBufferPointer(start: data, count: count))
             }
         }
+        // W·x from the folded (scale·W)·x: exact up to float rounding, as long as no BN scale is 0.
         var linear = [Float](repeating: 0, count: self.hiddenCount)
         BLAS.gemv(
-            m: self.hiddenCount, n: self.featureCount, a: self.rawLinearWeight.pointer, lda: self.featureCount,
+            m: self.hiddenCount, n: self.featureCount, a: self.linearWeight.pointer, lda: self.featureCount,
             x: self.features.pointer, beta: 0, y: &linear)
+        for row in 0..<self.hiddenCount { linear[row] /= self.linearScale.pointer[row] }
         blocks["linear"] = linear
         var logits = [Float](repeating: 0, count: Self.classCount)
         self.head(batch: 1, into: &logits)
@@ -271,6 +328,7 @@ public final class MiniFASNet {
         image: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>,
         record: ((String, UnsafePointer<Float>, Int) -> Void)? = nil
     ) {
+        let scratch = self.scratch
         let side = Self.inputSide
         var height = (side + 2 - 3) / 2 + 1
         var area = height * height
@@ -279,15 +337,15 @@ public final class MiniFASNet {
             kernelHeight: 3, kernelWidth: 3, strideY: 2, strideX: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1)
         ConvolutionKernels.im2col(
             image, channels: 3, height: side, width: side, geometry: geometry, outputHeight: height,
-            outputWidth: height, phases: self.phases.pointer, into: self.columns.pointer)
-        var x = self.next.pointer
-        var y = self.current.pointer
-        self.pointwise(self.conv1, input: self.columns.pointer, area: area, into: x)
+            outputWidth: height, phases: scratch.phases.pointer, into: scratch.expanded.pointer)
+        var x = scratch.next.pointer
+        var y = scratch.current.pointer
+        self.pointwise(self.conv1, input: scratch.expanded.pointer, area: area, into: x)
         record?("conv1", x, self.conv1.outputs * area)
         ConvolutionKernels.depthwise3x3(
             x, channels: self.conv2.outputs, height: height, width: height, weights: self.conv2.weight.pointer,
-            bias: self.conv2.bias.pointer, relu: false, zeroRow: self.zeroRow.pointer, spareRow: self.spareRow.pointer,
-            into: y)
+            bias: self.conv2.bias.pointer, relu: false, zeroRow: scratch.zeroRow.pointer,
+            spareRow: scratch.spareRow.pointer, into: y)
         self.prelu(self.conv2, y, area: area)
         record?("conv2_dw", y, self.conv2.outputs * area)
         swap(&x, &y)
@@ -303,7 +361,7 @@ public final class MiniFASNet {
         MobileKernels.depthwise(
             y, channels: self.featureCount, height: height, width: height, kernel: self.conv6Depthwise.kernel,
             stride: 1, padding: 0, weights: self.conv6Depthwise.weight.pointer, bias: self.conv6Depthwise.bias.pointer,
-            phases: self.phases.pointer, into: output)
+            phases: scratch.phases.pointer, into: output)
         record?("conv_6_dw", output, self.featureCount)
     }
 
@@ -311,23 +369,40 @@ public final class MiniFASNet {
     private func run(_ block: Block, input: UnsafePointer<Float>, height: Int, into output: UnsafeMutablePointer<Float>)
         -> Int
     {
+        let scratch = self.scratch
         let area = height * height
-        let expanded = self.expanded.pointer
-        let filtered = self.filtered.pointer
-        self.pointwise(block.expand, input: input, area: area, into: expanded)
+        let expanded = scratch.expanded.pointer
+        let filtered = scratch.filtered.pointer
         let outputHeight = (height + 2 - 3) / block.stride + 1
         let outputArea = outputHeight * outputHeight
+        let expand = block.expand
         let conv = block.depthwise
-        if block.stride == 1 {
-            ConvolutionKernels.depthwise3x3(
-                expanded, channels: conv.outputs, height: height, width: height, weights: conv.weight.pointer,
-                bias: conv.bias.pointer, relu: false, zeroRow: self.zeroRow.pointer, spareRow: self.spareRow.pointer,
-                into: filtered)
-        } else {
-            MobileKernels.depthwise(
-                expanded, channels: conv.outputs, height: height, width: height, kernel: 3, stride: block.stride,
-                padding: 1, weights: conv.weight.pointer, bias: conv.bias.pointer, phases: self.phases.pointer,
-                into: filtered)
+        // Depthwise filtering is per channel, so expanding and filtering a channel group at a time gives the
+        // whole map's result while `expanded` stays at the block width (not 103 × 40 × 40 for conv_23).
+        let group = max(1, min(expand.outputs, self.scratchNeeds.expanded / area))
+        var first = 0
+        while first < expand.outputs {
+            let count = min(group, expand.outputs - first)
+            ConvolutionKernels.fillBias(expanded, channels: count, area: area, bias: expand.bias.pointer + first)
+            BLAS.gemm(
+                m: count, n: area, k: expand.inputs, a: expand.weight.pointer + first * expand.inputs,
+                lda: expand.inputs, b: input, ldb: area, beta: 1, c: expanded, ldc: area)
+            if let slopes = expand.slopes {
+                MobileKernels.prelu(expanded, channels: count, area: area, slopes: slopes.pointer + first)
+            }
+            let weights = conv.weight.pointer + first * 9
+            let bias = conv.bias.pointer + first
+            let into = filtered + first * outputArea
+            if block.stride == 1 {
+                ConvolutionKernels.depthwise3x3(
+                    expanded, channels: count, height: height, width: height, weights: weights, bias: bias,
+                    relu: false, zeroRow: scratch.zeroRow.pointer, spareRow: scratch.spareRow.pointer, into: into)
+            } else {
+                MobileKernels.depthwise(
+                    expanded, channels: count, height: height, width: height, kernel: 3, stride: block.stride,
+                    padding: 1, weights: weights, bias: bias, phases: scratch.phases.pointer, into: into)
+            }
+            first += count
         }
         self.prelu(conv, filtered, area: outputArea)
         let project = block.project
@@ -336,7 +411,7 @@ public final class MiniFASNet {
             MobileKernels.squeezeExcite(
                 output, channels: project.outputs, area: outputArea, reduced: gate.reduced, fc1: gate.fc1.pointer,
                 bias1: gate.bias1.pointer, fc2: gate.fc2.pointer, bias2: gate.bias2.pointer,
-                pooled: self.pooled.pointer, hidden: self.squeezed.pointer)
+                pooled: scratch.pooled.pointer, hidden: scratch.squeezed.pointer)
             if block.residual { MobileKernels.add(output, input, count: project.outputs * outputArea) }
         } else if block.residual {
             // The GEMM accumulates onto input + bias: the residual add costs no extra pass.
@@ -494,7 +569,8 @@ private struct WeightReader {
 
 /// The published pair as upstream runs it: MiniFASNetV2 on the face box scaled 2.7×, MiniFASNetV1SE on
 /// the box scaled 4.0×, each crop resized to 80 × 80; spoof probability = 1 − mean of the two real
-/// probabilities. Not thread-safe (it owns two `MiniFASNet`s): one pair per inference queue.
+/// probabilities. Not thread-safe (it owns two `MiniFASNet`s sharing one scratch): one pair per inference queue,
+/// and its models used only through it (or on its queue).
 public final class MiniFASNetPair {
     public static let v2FileName = "2.7_80x80_MiniFASNetV2.pth"
     public static let v1seFileName = "4_0_0_80x80_MiniFASNetV1SE.pth"
@@ -509,6 +585,7 @@ public final class MiniFASNetPair {
     public let v2: MiniFASNet
     public let v1se: MiniFASNet
 
+    /// The two models end up sharing one `Scratch` (V2's): they run one after the other, never at once.
     public init(v2: MiniFASNet, v1se: MiniFASNet, path: String = "") throws {
         guard v2.variant == .v2, v1se.variant == .v1se else {
             throw CheckpointError(
@@ -516,14 +593,16 @@ public final class MiniFASNetPair {
                 message: "the MiniFASNet pair needs a V2 and a V1SE model, got \(v2.variant.rawValue) and "
                     + "\(v1se.variant.rawValue); are the two files swapped?")
         }
+        if v1se.scratch !== v2.scratch { v1se.use(v2.scratch) }
         self.v2 = v2
         self.v1se = v1se
     }
 
     /// Loads both models from a folder (e.g. `models/silent-face/`) by their published file names.
     public convenience init(directory: URL) throws {
-        let v2 = try MiniFASNet(contentsOf: directory.appendingPathComponent(Self.v2FileName))
-        let v1se = try MiniFASNet(contentsOf: directory.appendingPathComponent(Self.v1seFileName))
+        let scratch = MiniFASNet.Scratch()
+        let v2 = try MiniFASNet(contentsOf: directory.appendingPathComponent(Self.v2FileName), scratch: scratch)
+        let v1se = try MiniFASNet(contentsOf: directory.appendingPathComponent(Self.v1seFileName), scratch: scratch)
         try self.init(v2: v2, v1se: v1se, path: directory.path)
     }
 

@@ -124,6 +124,20 @@ import Testing
         #expect(TestAssets.maxAbsDifference(fromFloats, batched) <= 1e-6)
     }
 
+    @Test func pairSharesOneScratchSizedToTheLargerNeeds() throws {
+        let v2 = try Self.model(Self.modelNames[0])
+        let v1se = try Self.model(Self.modelNames[1])
+        let alone = v2.scratch.floatCount + v1se.scratch.floatCount
+        let pair = try MiniFASNetPair(v2: v2, v1se: v1se)
+        #expect(pair.v2.scratch === pair.v1se.scratch)
+        let shared = pair.v2.scratch.floatCount
+        print("MiniFASNet scratch: \(alone) floats as two, \(shared) shared; needs \(v2.scratchNeeds), "
+            + "\(v1se.scratchNeeds)")
+        #expect(shared < alone)
+        // The expansion runs in channel groups: no buffer holds conv_23's whole 103 × 40 × 40 expansion.
+        #expect(v2.scratchNeeds.expanded <= max(v2.scratchNeeds.activation, 27 * 40 * 40))
+    }
+
     @Test func wrongShapesAreRefusedNamingTheKey() throws {
         let original = try Self.stateDict(Self.modelNames[1])
         func refusal(_ stateDict: [String: Tensor]) -> CheckpointError? {
