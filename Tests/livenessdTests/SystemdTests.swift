@@ -120,7 +120,10 @@ final class FakeNotifySocket: @unchecked Sendable {
         let socketPath = directory.appendingPathComponent("activated.sock").path
         let clip = try TestAssets.file("samples/live/pad-tdreal__621f74a8_live_video.MOV").path
         let daemon = try DaemonProcess(
-            ["--source", clip], launcher: ["/usr/bin/systemd-socket-activate", "-l", socketPath, "-E", "LIVENESSD_LOG_LEVEL=info"], socketPath: "/nonexistent/unused.sock")
+            ["--source", clip], launcher: [
+                "/usr/bin/systemd-socket-activate", "-l", socketPath, "-E", "LIVENESSD_LOG_LEVEL=info",
+                "-E", "LIVENESSD_MINIFASNET=\(Binary.pairFolder ?? "")",
+            ], socketPath: "/nonexistent/unused.sock")
         let client = try EventClient(path: socketPath)
         try client.send(["op": "status", "id": "activated"])
         let reply = try #require(try client.next(seconds: 30))
