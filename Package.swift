@@ -112,7 +112,10 @@ let package = Package(
         ),
         .testTarget(
             name: "livenessdTests",
-            dependencies: ["livenessd", "CaptureKit", "FramePipeline", "LivenessEngine", "TestSupport"]
+            dependencies: [
+                "livenessd", "CaptureKit", "FramePipeline", "LivenessEngine", "TestSupport",
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

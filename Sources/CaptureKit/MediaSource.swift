@@ -1,5 +1,6 @@
 import CFFmpeg
 import Foundation
+import Logging
 import Synchronization
 
 /// Frames from anything FFmpeg opens: files of any container/codec it reads, still images,
@@ -135,21 +136,24 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
     // MARK: - Decode loop
 
     private func run(handler: @Sendable (SourceEvent) -> Void) -> SourceEnd {
-        var wallStart: UInt64?
-        var ptsStart = 0.0
+        var clock = PacingClock()
         var backoff = 0.1
         while true {
             guard let input = self.input else { return .error("input closed") }
             let outcome = input.decodeNext { frame in
                 if self.options.pacing == .realTime {
                     let pts = input.presentationTimeSeconds(of: frame)
-                    if wallStart == nil {
-                        wallStart = monotonicNanoseconds()
-                        ptsStart = pts
+                    switch clock.wait(forPresentationTime: pts, now: monotonicNanoseconds()) {
+                    case .deliver: break
+                    case .sleep(let nanoseconds): Self.sleep(nanoseconds: nanoseconds, unless: { self.stopping })
+                    case .reanchored(let jump):
+                        if !clock.reportedJump {
+                            clock.reportedJump = true
+                            Self.logger.warning(
+                                "timestamps jumped; real-time pacing restarts at the new time (reported once per source)",
+                                metadata: ["source": "\(self.id)", "jump_seconds": "\(jump)"])
+                        }
                     }
-                    let due = wallStart! + UInt64(max(0, pts - ptsStart) * 1e9)
-                    let now = monotonicNanoseconds()
-                    if due > now { Self.sleep(nanoseconds: due - now, unless: { self.stopping }) }
                 }
                 if let event = self.deliver(frame, input: input) { handler(event) }
             }
@@ -164,7 +168,7 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             case .endOfFile where self.isNetwork && self.options.reconnect:
                 // A live stream has no end: the server went away. Reopen it.
                 guard self.reconnect(after: "the stream ended", handler: handler, backoff: &backoff) else { return .stopped }
-                wallStart = nil
+                clock.reset()
             case .endOfFile:
                 if let expected = input.expectedFrameCount, expected > 0, input.decodedFrames < expected * 9 / 10 {
                     return .truncated("the data ends after \(input.decodedFrames) of \(expected) frames")
@@ -175,7 +179,7 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
                     return input.decodedFrames > 0 ? .truncated(reason) : .error(reason)
                 }
                 guard self.reconnect(after: reason, handler: handler, backoff: &backoff) else { return .stopped }
-                wallStart = nil
+                clock.reset()
             }
         }
     }
@@ -383,6 +387,8 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
         }
     }
 
+    static let logger = Logger(label: "livenessd.media")
+
     /// Sleeps in short steps so that `stop()` is honoured promptly.
     static func sleep(nanoseconds: UInt64, unless stop: () -> Bool) {
         var remaining = nanoseconds
@@ -569,5 +575,42 @@ final class MediaInput {
                 return .corrupt("damaged packet skipped (\(FFmpegError.text(sent)))")
             }
         }
+    }
+}
+
+/// Real-time pacing: each frame is due at its presentation time, measured from the first frame's.
+/// Timestamps come from the file or stream and may be anything: a jump forward of more than
+/// `maximumGap` or any jump backwards re-anchors the clock at that frame instead of sleeping for
+/// hours, and a non-finite time is delivered at once; the arithmetic stays in Double until the sleep
+/// is bounded, so no timestamp can overflow a conversion.
+struct PacingClock {
+    enum Step: Equatable {
+        case deliver
+        case sleep(nanoseconds: UInt64)
+        /// The clock restarted at this frame; the jump in seconds (presentation time minus the expected).
+        case reanchored(jump: Double)
+    }
+
+    /// The longest wait between two frames that is taken as the clip's own pace.
+    static let maximumGap = 5.0
+
+    private var anchor: (wall: UInt64, pts: Double)?
+    var reportedJump = false
+
+    mutating func reset() { self.anchor = nil }
+
+    mutating func wait(forPresentationTime pts: Double, now: UInt64) -> Step {
+        guard pts.isFinite else { return .deliver }
+        guard let anchor = self.anchor else {
+            self.anchor = (now, pts)
+            return .deliver
+        }
+        let elapsed = Double(now >= anchor.wall ? now - anchor.wall : 0) / 1e9
+        let ahead = (pts - anchor.pts) - elapsed
+        if pts < anchor.pts || ahead > Self.maximumGap {
+            self.anchor = (now, pts)
+            return .reanchored(jump: pts - anchor.pts - elapsed)
+        }
+        return ahead > 0 ? .sleep(nanoseconds: UInt64(ahead * 1e9)) : .deliver
     }
 }

@@ -76,11 +76,29 @@ public final class LivenessViT {
         try self.init(checkpoint: try TorchCheckpoint(contentsOf: url), path: url.path)
     }
 
+    /// The checkpoint's decision threshold, which must be a probability strictly between 0 and 1: at 0 or
+    /// below every face is SPOOF, at 1 or above every face is LIVE, so such a file is damaged or not ours.
+    static func threshold(of checkpoint: TorchCheckpoint, path: String) throws -> Double {
+        guard let threshold = checkpoint.threshold else {
+            throw CheckpointError(
+                code: .badConfig, path: path,
+                message: "the checkpoint has no threshold (a number between 0 and 1 under the key 'threshold'); "
+                    + "it is not a face-liveness checkpoint or it is damaged")
+        }
+        guard threshold.isFinite, threshold > 0, threshold < 1 else {
+            throw CheckpointError(
+                code: .badConfig, path: path,
+                message: "the checkpoint's threshold \(threshold) is not between 0 and 1 (exclusive); the file is damaged "
+                    + "or was not saved by the training code")
+        }
+        return threshold
+    }
+
     public init(checkpoint: TorchCheckpoint, path: String) throws {
         let config = try ViTConfig(checkpointConfig: checkpoint.config, path: path)
         try config.validate(stateDict: checkpoint.stateDict, path: path)
         self.config = config
-        self.threshold = checkpoint.threshold ?? 0.5
+        self.threshold = try Self.threshold(of: checkpoint, path: path)
         let weights = checkpoint.stateDict
         func buffer(_ key: String) -> FloatBuffer { FloatBuffer(weights[key]!.values) }
 

@@ -501,6 +501,14 @@ private struct WeightReader {
             let wanted = expected.map { $0.map(String.init) ?? "*" }.joined(separator: ", ")
             throw self.mismatch("tensor '\(name)' has shape \(tensor.shape), expected [\(wanted)]")
         }
+        // NaN or infinite weights make every score NaN: refuse them here rather than judge with them.
+        let bad = tensor.values.reduce(0) { $1.isFinite ? $0 : $0 + 1 }
+        guard bad == 0 else {
+            throw CheckpointError(
+                code: .badTensor, path: self.path,
+                message: "tensor '\(name)' holds \(bad) values that are not finite (NaN or infinity); "
+                    + "the model file is damaged: reinstall it (scripts/setup.sh)")
+        }
         self.used.insert(name)
         return tensor
     }

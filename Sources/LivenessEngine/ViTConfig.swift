@@ -100,6 +100,16 @@ public struct ViTConfig: Sendable, Equatable {
                 code: .architectureMismatch, path: path,
                 message: "the weights do not match the architecture in cfg.model: " + problems.joined(separator: "; "))
         }
+        // NaN or infinite weights make every score NaN: refuse them here rather than judge with them.
+        for (key, _) in expected {
+            let bad = stateDict[key]!.values.reduce(0) { $1.isFinite ? $0 : $0 + 1 }
+            if bad > 0 {
+                throw CheckpointError(
+                    code: .badTensor, path: path,
+                    message: "tensor '\(key)' holds \(bad) values that are not finite (NaN or infinity); "
+                        + "the model file is damaged: reinstall it (scripts/setup.sh)")
+            }
+        }
     }
 
     static func format(_ shape: [Int]) -> String { "(" + shape.map(String.init).joined(separator: ", ") + ")" }

@@ -94,6 +94,33 @@ struct Configuration: Decodable, Equatable {
         var emaAlpha: Double?
         var faceLostResetSeconds: Double?
 
+        /// Each setting within the range the decision machine can work with; out of range, a window
+        /// never fills (deciding forever) or a verdict never changes, so the file is refused instead.
+        func validate(path: String) throws {
+            let defaults = DecisionConfiguration(threshold: 0.5)
+            let windowFrames = self.windowFrames ?? defaults.windowFrames
+            if let frames = self.windowFrames, frames < 1 {
+                throw CommandError("\(path): decision.window_frames must be at least 1, got \(frames)")
+            }
+            if let frames = self.minimumFrames, !(1...windowFrames).contains(frames) {
+                throw CommandError(
+                    "\(path): decision.min_frames must be between 1 and window_frames (\(windowFrames)), got \(frames)")
+            }
+            if let seconds = self.windowSeconds, !(seconds.isFinite && seconds > 0) {
+                throw CommandError("\(path): decision.window_seconds must be a number of seconds above 0, got \(seconds)")
+            }
+            if let band = self.hysteresis, !(band >= 0 && band < 0.5) {
+                throw CommandError("\(path): decision.hysteresis must be at least 0 and below 0.5, got \(band)")
+            }
+            if let alpha = self.emaAlpha, !(alpha > 0 && alpha <= 1) {
+                throw CommandError("\(path): decision.ema_alpha must be above 0 and at most 1, got \(alpha)")
+            }
+            if let seconds = self.faceLostResetSeconds, !(seconds.isFinite && seconds >= 0) {
+                throw CommandError(
+                    "\(path): decision.face_lost_reset_seconds must be a number of seconds, 0 or more, got \(seconds)")
+            }
+        }
+
         enum CodingKeys: String, CodingKey {
             case hysteresis, smoothing
             case windowFrames = "window_frames"
@@ -147,9 +174,7 @@ struct Configuration: Decodable, Equatable {
         if let scale = self.crop?.scale, !(scale >= 0.5 && scale <= 5) {
             throw CommandError("\(path): crop.scale must be between 0.5 and 5, got \(scale)")
         }
-        if let frames = self.decision?.windowFrames, frames < 1 {
-            throw CommandError("\(path): decision.window_frames must be at least 1")
-        }
+        if let decision = self.decision { try decision.validate(path: path) }
         for (name, weight) in [("vit", self.fusion?.vit), ("minifasnet", self.fusion?.minifasnet)] {
             if let weight, !(weight.isFinite && weight >= 0 && weight <= 100) {
                 throw CommandError("\(path): fusion.\(name) must be a weight between 0 and 100, got \(weight)")

@@ -1,8 +1,9 @@
-import CaptureKit
 import Foundation
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import CaptureKit
 
 /// What a test keeps of a source's output: frame metadata (frames themselves go back to the pool
 /// at once, as a well-behaved consumer does), the converted first frame, and how it ended.
@@ -126,6 +127,44 @@ final class Collector: Sendable {
         let wall = Double(state.deliveryTimes.last! - state.deliveryTimes[0]) / 1e9
         #expect(span > 2.5)
         #expect(abs(wall / span - 1) <= 0.02, "delivered \(span) s of video in \(wall) s")
+    }
+
+    /// H6: a timestamp jump of 1e5 s in a file made real-time pacing sleep 27 h (and ≥ 1.8e10 s trapped);
+    /// now the pacing clock re-anchors at the jump and every frame arrives at the clip's own pace.
+    @Test func realTimePacingSurvivesATimestampJump() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let jump = directory.appendingPathComponent("jump.mkv").path
+        try FFmpegTool.run(
+            "ffmpeg",
+            ["-v", "error", "-t", "3", "-i", try TestAssets.file(Self.clips[0]).path, "-vf",
+             "setpts='if(gte(N,10),PTS+100000/TB,PTS)'", "-c:v", "libx264", "-an", "-fps_mode", "passthrough", jump])
+        var options = MediaSource.Options()
+        options.pacing = .realTime
+        let started = Date()
+        // A generous bound: the clip lasts 3 s; the old clock slept for about 1e5 s.
+        let state = try Collector.run(MediaSource(location: jump, options: options), timeout: 60)
+        #expect(Date().timeIntervalSince(started) < 60)
+        #expect(state.end == .endOfFile)
+        #expect(state.sequences.count == (try FFmpegTool.countFrames(jump)))
+        #expect((state.presentationTimes.last ?? 0) > 100_000)
+    }
+
+    /// H6 without a clip: huge, non-finite and backward timestamps never trap nor sleep past the gap.
+    @Test func pacingClockReanchorsOnJumps() {
+        var clock = PacingClock()
+        #expect(clock.wait(forPresentationTime: 1, now: 1_000_000_000) == .deliver)
+        #expect(clock.wait(forPresentationTime: 1.5, now: 1_000_000_000) == .sleep(nanoseconds: 500_000_000))
+        #expect(clock.wait(forPresentationTime: .nan, now: 1_000_000_000) == .deliver)
+        #expect(clock.wait(forPresentationTime: .infinity, now: 1_000_000_000) == .deliver)
+        guard case .reanchored = clock.wait(forPresentationTime: 1.8e10, now: 1_000_000_000) else {
+            Issue.record("a 1.8e10 s jump did not re-anchor")
+            return
+        }
+        #expect(clock.wait(forPresentationTime: 1.8e10 + 1, now: 1_000_000_000) == .sleep(nanoseconds: 1_000_000_000))
+        guard case .reanchored = clock.wait(forPresentationTime: -1e300, now: 2_000_000_000) else {
+            Issue.record("a jump backwards did not re-anchor")
+            return
+        }
     }
 
     @Test func stillImageWithEXIFOrientation() throws {

@@ -175,4 +175,24 @@ import Testing
         }
         #expect(refused > 0)
     }
+
+    /// M5: the checkpoint's own threshold must be a probability strictly between 0 and 1 (7 made every
+    /// face LIVE, −1 every face SPOOF); a checkpoint without one is refused, not given 0.5.
+    @Test(arguments: [7.0, -1.0, 0.0, 1.0, Double.nan, Double.infinity])
+    func thresholdOutsideTheOpenUnitIntervalIsRefused(_ threshold: Double) throws {
+        let url = try TestAssets.temporaryDirectory().appendingPathComponent("threshold.pt")
+        let tensors = TinyCheckpoint.tensors.map { ($0.0, $0.1, "FloatStorage") }
+        try TinyCheckpoint.write(to: url, tensors: tensors, pickle: TinyCheckpoint.pickle(tensors, threshold: threshold))
+        self.expectRefusal(.badConfig, ["threshold", "\(threshold)", "between 0 and 1"]) { _ = try self.load(url) }
+    }
+
+    @Test func missingThresholdIsRefused() throws {
+        let url = try TestAssets.temporaryDirectory().appendingPathComponent("nothreshold.pt")
+        let tensors = TinyCheckpoint.tensors.map { ($0.0, $0.1, "FloatStorage") }
+        try TinyCheckpoint.write(to: url, tensors: tensors, pickle: TinyCheckpoint.pickle(tensors, threshold: nil))
+        self.expectRefusal(.badConfig, ["no threshold"]) { _ = try self.load(url) }
+        let valid = url.deletingLastPathComponent().appendingPathComponent("threshold075.pt")
+        try TinyCheckpoint.write(to: valid, tensors: tensors, pickle: TinyCheckpoint.pickle(tensors, threshold: 0.75))
+        #expect(try self.load(valid).threshold == 0.75)
+    }
 }

@@ -86,8 +86,8 @@ struct TinyCheckpoint {
         ]
     }
 
-    /// The pickle for `tensors` (each `(key, shape, storage class)`), with cfg and threshold.
-    static func pickle(_ tensors: [(String, [Int], String)]) -> [UInt8] {
+    /// The pickle for `tensors` (each `(key, shape, storage class)`), with cfg and `threshold` (nil: no key).
+    static func pickle(_ tensors: [(String, [Int], String)], threshold: Double? = 0.25) -> [UInt8] {
         var writer = PickleWriter()
         writer.emptyDict()
         writer.mark()
@@ -113,8 +113,10 @@ struct TinyCheckpoint {
         }
         writer.setItems()
         writer.setItems()
-        writer.string("threshold")
-        writer.float(0.25)
+        if let threshold {
+            writer.string("threshold")
+            writer.float(threshold)
+        }
         writer.setItems()
         writer.stop()
         return writer.bytes

@@ -286,9 +286,7 @@ struct ClassificationResult: Codable, Equatable {
     }
 
     func jsonLine() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try! encoder.encode(self), as: UTF8.self)
+        SafeJSON.encode(self, fallback: #"{"error":"cannot encode the result","error_code":"unknown"}"#)
     }
 
     func textLine() -> String {

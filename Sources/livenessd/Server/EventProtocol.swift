@@ -179,14 +179,40 @@ enum EventProtocol {
     }
 
     static func line<Message: Encodable>(_ message: Message) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try! encoder.encode(message), as: UTF8.self) + "\n"
+        SafeJSON.encode(message, fallback: #"{"error":"cannot encode a message","schema":2,"type":"error"}"#) + "\n"
+    }
+
+    /// Heartbeat intervals a client may ask for, in seconds.
+    static let heartbeatRange: ClosedRange<Double> = 0.05...3600
+
+    /// Milliseconds between heartbeats for a subscribe request's `heartbeat_seconds` (default 1 s); nil
+    /// when it is not a finite number within `heartbeatRange` (a huge one once overflowed Int64 and trapped).
+    static func heartbeatMilliseconds(_ seconds: Double?) -> Int64? {
+        let value = seconds ?? 1
+        guard value.isFinite, Self.heartbeatRange.contains(value) else { return nil }
+        return Int64((value * 1000).rounded())
     }
 
     static func snapshot(of decision: FrameDecision) -> SourceSnapshot {
         SourceSnapshot(
             state: decision.decision.state.rawValue, smoothed: decision.decision.smoothedScore, seq: decision.sequence,
             pts: decision.presentationTimeSeconds, reason: decision.decision.reason, box: decision.box.map(Box.init))
+    }
+}
+
+/// JSON encoding that cannot trap: NaN and ±infinity (which JSON cannot express) become `null`, so a
+/// damaged model that yields a NaN score still produces valid lines instead of crashing the daemon.
+enum SafeJSON {
+    /// Stands in for a non-finite number during encoding; a string no message field holds.
+    private static let marker = "livenessd.non-finite-number.4f1c"
+
+    /// `value` as compact JSON with sorted keys; `fallback` if encoding fails anyway.
+    static func encode<Value: Encodable>(_ value: Value, fallback: String) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: Self.marker, negativeInfinity: Self.marker, nan: Self.marker)
+        guard let data = try? encoder.encode(value) else { return fallback }
+        return String(decoding: data, as: UTF8.self).replacingOccurrences(of: "\"\(Self.marker)\"", with: "null")
     }
 }

@@ -84,12 +84,22 @@ final class EventServer: @unchecked Sendable {
             return
         }
         let path = self.configuration.path
-        if FileManager.default.fileExists(atPath: path) {
+        var existing = stat()
+        if lstat(path, &existing) == 0 {
+            // Only a socket file is ours to replace: anything else at the path (a directory, a file, a
+            // link) was put there by someone else and is never deleted.
+            guard existing.st_mode & S_IFMT == S_IFSOCK else {
+                throw CommandError(
+                    "\(path) exists and is not a socket (\(Self.fileKind(existing.st_mode))); livenessd replaces only "
+                        + "a stale socket file: choose another --socket path (or socket.path) or move it away")
+            }
             if Self.someoneListens(at: path) {
                 throw CommandError(
                     "\(path) is in use by a running livenessd (or another program); stop it or choose --socket")
             }
-            try? FileManager.default.removeItem(atPath: path)
+            if unlink(path) != 0 && errno != ENOENT {
+                throw CommandError("cannot remove the stale socket \(path): \(String(cString: strerror(errno)))")
+            }
         }
         do {
             self.channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
@@ -105,6 +115,16 @@ final class EventServer: @unchecked Sendable {
             }
         }
         self.logger.info("listening", metadata: ["socket.path": "\(path)"])
+    }
+
+    static func fileKind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: "a directory"
+        case S_IFREG: "a regular file"
+        case S_IFLNK: "a symbolic link"
+        case S_IFIFO: "a FIFO"
+        default: "a special file"
+        }
     }
 
     /// True when connecting to the socket file succeeds.
@@ -295,15 +315,24 @@ final class ClientHandler: ChannelInboundHandler {
             return
         }
         if request.op == "subscribe" {
+            guard let milliseconds = EventProtocol.heartbeatMilliseconds(request.heartbeatSeconds) else {
+                let range = EventProtocol.heartbeatRange
+                self.send(
+                    EventProtocol.line(
+                        EventProtocol.ReplyMessage(
+                            type: "error", id: request.id, op: request.op,
+                            error: "heartbeat_seconds must be a number from \(range.lowerBound) to "
+                                + "\(Int(range.upperBound)), got \(request.heartbeatSeconds.map { "\($0)" } ?? "none")")))
+                return
+            }
             self.subscribed = true
             self.changesOnly = request.mode == "changes"
             self.sourceFilter = request.sources.map(Set.init)
             self.heartbeat?.cancel()
             if self.changesOnly, let context = self.context {
-                let interval = max(0.05, request.heartbeatSeconds ?? 1)
                 let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
                 self.heartbeat = context.eventLoop.scheduleRepeatedTask(
-                    initialDelay: .milliseconds(Int64(interval * 1000)), delay: .milliseconds(Int64(interval * 1000))
+                    initialDelay: .milliseconds(milliseconds), delay: .milliseconds(milliseconds)
                 ) { _ in bound.value.sendHeartbeat() }
             }
             self.send(EventProtocol.line(EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "subscribe")))

@@ -1,0 +1,187 @@
+import Foundation
+import LivenessEngine
+import TestSupport
+import Testing
+import ZIPFoundation
+
+@testable import livenessd
+
+/// Regression tests for the security review (issue 15): each input once crashed the daemon, made it
+/// misjudge, or destroyed files.
+@Suite(.serialized) struct HardeningTests {
+    static let clip = "samples/live/pad-tdreal__621f74a8_live_video.MOV"
+
+    /// H1: a heartbeat interval whose milliseconds do not fit Int64 trapped the daemon; now the request
+    /// gets an error line naming the allowed range and the connection (and the daemon) stays up.
+    @Test func hugeHeartbeatIsRefusedAndTheDaemonStaysUp() throws {
+        let daemon = try DaemonProcess(
+            ["--pacing", "realtime", "--crop", "full", "--models", "vit", "--source", try TestAssets.file(Self.clip).path])
+        defer { daemon.signal(SIGTERM) }
+        let client = try EventClient(path: daemon.socketPath)
+        try client.send(["op": "subscribe", "mode": "changes", "heartbeat_seconds": 1e16, "id": "h"])
+        let reply = try client.next(seconds: 20)
+        #expect(reply?["type"] as? String == "error", "\(String(describing: reply)) log: \(daemon.log.suffix(1000))")
+        #expect((reply?["error"] as? String)?.contains("heartbeat_seconds") == true)
+        #expect((reply?["error"] as? String)?.contains("3600") == true)
+        try client.send(["op": "status", "id": "after"])
+        var status: [String: Any]?
+        while status == nil, let message = try client.next(seconds: 20) {
+            if message["type"] as? String == "status" { status = message }
+        }
+        #expect(status?["id"] as? String == "after", "log: \(daemon.log.suffix(1000))")
+        #expect(daemon.process.isRunning)
+    }
+
+    /// H1 without a process: the accepted heartbeat range and what falls outside it.
+    @Test func heartbeatIntervalIsValidated() {
+        #expect(EventProtocol.heartbeatMilliseconds(nil) == 1000)
+        #expect(EventProtocol.heartbeatMilliseconds(0.05) == 50)
+        #expect(EventProtocol.heartbeatMilliseconds(3600) == 3_600_000)
+        for bad in [1e16, 3600.5, 0.01, 0, -1, .nan, .infinity, -.infinity] {
+            #expect(EventProtocol.heartbeatMilliseconds(bad) == nil, "\(bad)")
+        }
+    }
+
+    /// H4: a message holding NaN or infinity encodes as valid JSON (non-finite numbers become null).
+    @Test func nonFiniteNumbersEncodeAsNull() throws {
+        let message = EventProtocol.DecisionMessage(
+            event: 1, source: "cam", seq: 2, pts: .infinity, state: "LIVE", changed: false, smoothed: .nan,
+            raw: -.infinity, scores: OpinionScores(vit: .nan, minifasnet: 0.25), window: 3, threshold: .nan,
+            box: nil, faces: 1, reason: nil, latencyMs: 1.5, time: 2)
+        let line = EventProtocol.line(message)
+        #expect(line.hasSuffix("\n"))
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+        #expect(object["smoothed"] is NSNull && object["raw"] is NSNull && object["threshold"] is NSNull)
+        #expect(object["pts"] is NSNull)
+        #expect((object["scores"] as? [String: Any])?["vit"] is NSNull)
+        #expect((object["scores"] as? [String: Any])?["minifasnet"] as? Double == 0.25)
+        #expect(object["latency_ms"] as? Double == 1.5 && object["source"] as? String == "cam")
+
+        var result = ClassificationResult(path: "a.png", threshold: 0.5)
+        result.scores = OpinionScores(vit: .nan)
+        result.spoofProbability = .infinity
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(result.jsonLine().utf8)) as? [String: Any])
+        #expect(json["spoof_probability"] is NSNull)
+    }
+
+    /// H4: a copy of the published model with NaN weights is refused at load, naming the tensor;
+    /// `classify` never prints `nan LIVE`.
+    @Test func nanWeightsAreRefused() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let model = directory.appendingPathComponent("nan.pt")
+        try Self.copyModel(to: model) { _, values in
+            for index in stride(from: 0, to: values.count, by: 7) { values[index] = .nan }
+        }
+        let image = try TestAssets.file("golden/images/spoof_screen.png").path
+        for extra in [[], ["--json"]] {
+            let output = try Binary.run(["classify", "--crop", "full", "--models", "vit", "--model", model.path, image] + extra)
+            #expect(output.status != 0, "stdout: \(output.standardOutput)")
+            #expect(!output.standardOutput.contains("LIVE") && !output.standardOutput.contains("SPOOF"))
+            #expect(output.standardError.contains("nan.pt") && output.standardError.contains("not finite"), "\(output.standardError)")
+        }
+    }
+
+    /// Rewrites every float storage of the published model through `patch`; zip CRCs stay right.
+    static func copyModel(to url: URL, patch: (String, inout [Float]) -> Void) throws {
+        let entries = try ZipEntries.read(try TestAssets.modelURL)
+        var patched: [(String, [UInt8])] = []
+        for (name, bytes) in entries {
+            if name.contains("/data/") && !name.hasSuffix(".pkl") && bytes.count % 4 == 0 {
+                var values = bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                patch(name, &values)
+                patched.append((name, values.withUnsafeBytes { Array($0) }))
+            } else {
+                patched.append((name, bytes))
+            }
+        }
+        try ZipEntries.write(patched, to: url)
+    }
+
+    /// M3: `--socket` naming a directory (or any non-socket file) is an error; nothing is deleted.
+    @Test func socketPathThatIsNotASocketIsNeverDeleted() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let folder = directory.appendingPathComponent("precious")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let inside = folder.appendingPathComponent("keep.txt")
+        try "keep me".write(to: inside, atomically: true, encoding: .utf8)
+        let file = directory.appendingPathComponent("notes.txt")
+        try "keep me too".write(to: file, atomically: true, encoding: .utf8)
+        for path in [folder.path, file.path] {
+            let daemon = try DaemonProcess(
+                ["--models", "vit", "--source", try TestAssets.file(Self.clip).path], socketPath: path)
+            #expect(daemon.waitForExit(seconds: 30) == 2, "\(daemon.log.suffix(1000))")
+            #expect(daemon.log.contains(path) && daemon.log.contains("not a socket"), "\(daemon.log.suffix(1000))")
+        }
+        #expect(FileManager.default.fileExists(atPath: inside.path))
+        #expect(FileManager.default.fileExists(atPath: file.path))
+    }
+
+    /// M8: decision settings outside their ranges are refused, naming the key and the range.
+    @Test(arguments: [
+        ("decision:\n  ema_alpha: 7\n", "decision.ema_alpha"),
+        ("decision:\n  ema_alpha: 0\n", "decision.ema_alpha"),
+        ("decision:\n  ema_alpha: .nan\n", "decision.ema_alpha"),
+        ("decision:\n  window_frames: 5\n  min_frames: 6\n", "decision.min_frames"),
+        ("decision:\n  min_frames: 0\n", "decision.min_frames"),
+        ("decision:\n  min_frames: 100000\n", "decision.min_frames"),
+        ("decision:\n  window_frames: 0\n", "decision.window_frames"),
+        ("decision:\n  window_seconds: -1\n", "decision.window_seconds"),
+        ("decision:\n  window_seconds: 0\n", "decision.window_seconds"),
+        ("decision:\n  window_seconds: .inf\n", "decision.window_seconds"),
+        ("decision:\n  hysteresis: -0.1\n", "decision.hysteresis"),
+        ("decision:\n  hysteresis: 0.5\n", "decision.hysteresis"),
+        ("decision:\n  face_lost_reset_seconds: -2\n", "decision.face_lost_reset_seconds"),
+        ("decision:\n  face_lost_reset_seconds: .nan\n", "decision.face_lost_reset_seconds"),
+        ("threshold: .nan\n", "threshold"),
+    ])
+    func badDecisionSettingsAreRefused(_ text: String, _ key: String) throws {
+        let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        do {
+            _ = try Configuration.load(path: file.path)
+            Issue.record("\(text) was accepted")
+        } catch let error as CommandError {
+            #expect(error.description.contains(key), "\(error)")
+        }
+    }
+
+    /// M8: values at the edges of the ranges load.
+    @Test func decisionSettingsAtTheEdgesLoad() throws {
+        let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try """
+            decision:
+              window_frames: 4
+              min_frames: 4
+              window_seconds: 0.5
+              hysteresis: 0
+              smoothing: ema
+              ema_alpha: 1
+              face_lost_reset_seconds: 0
+            """.write(to: file, atomically: true, encoding: .utf8)
+        let configuration = try Configuration.load(path: file.path)
+        #expect(configuration.decision?.minimumFrames == 4)
+    }
+}
+
+/// Reads and writes zip archives entry by entry (stored, no compression), as torch.save writes them.
+enum ZipEntries {
+    static func read(_ url: URL) throws -> [(String, [UInt8])] {
+        let archive = try Archive(url: url, accessMode: .read)
+        var entries: [(String, [UInt8])] = []
+        for entry in archive {
+            var bytes: [UInt8] = []
+            _ = try archive.extract(entry, skipCRC32: true) { bytes += $0 }
+            entries.append((entry.path, bytes))
+        }
+        return entries
+    }
+
+    static func write(_ entries: [(String, [UInt8])], to url: URL) throws {
+        let archive = try Archive(url: url, accessMode: .create)
+        for (name, bytes) in entries {
+            try archive.addEntry(with: name, type: .file, uncompressedSize: Int64(bytes.count)) { position, size in
+                Data(bytes[Int(position)..<(Int(position) + size)])
+            }
+        }
+    }
+}
