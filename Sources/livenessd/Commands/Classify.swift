@@ -59,9 +59,6 @@ struct ModelOptions: ParsableArguments {
             }
             pairURL = url
         }
-        // Loading goes through the file's bytes, the pickle, the storages and the unfolded tensors;
-        // glibc keeps those freed pages in the process unless asked to give them back.
-        _ = malloc_trim(0)
         return LoadedModels(
             opinions: Opinions(vit: vit, pair: pair, fusion: configuration.scoreFusion), vitURL: vitURL, pairURL: pairURL,
             configuration: configuration)
@@ -372,8 +369,3 @@ struct ImageClassifier {
         return self.opinions.score(input)
     }
 }
-
-/// glibc's `malloc_trim` (in <malloc.h>, which the Glibc module does not export): hands freed heap
-/// pages back to the kernel.
-@_silgen_name("malloc_trim")
-private func malloc_trim(_ pad: Int) -> Int32
