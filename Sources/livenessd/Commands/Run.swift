@@ -143,6 +143,14 @@ final class Daemon: @unchecked Sendable {
             logger.info(
                 "model loaded",
                 metadata: ["model.kind": "\(file.kind)", "model.path": "\(file.path)", "model.sha256": "\(file.sha256)"])
+            let name = (file.path as NSString).lastPathComponent
+            if file.kind == "minifasnet", let published = MiniFASNetPair.publishedSHA256[name], published != file.sha256 {
+                logger.warning(
+                    """
+                    \(file.path) is not the published \(name) (SHA-256 \(file.sha256), published \(published)): \
+                    decisions are not the measured ones; reinstall it with scripts/setup.sh
+                    """)
+            }
         }
         logger.info(
             "deciding on \(loaded.kinds.count > 1 ? "the fused score" : "one opinion")",
