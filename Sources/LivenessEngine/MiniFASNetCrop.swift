@@ -12,22 +12,9 @@ public struct MiniFASNetCrop: Sendable, Equatable {
     /// The models' input side.
     public static let side = 80
 
-    /// A face box in whole pixels, as the reference passes it to `crop_box`.
-    public struct Box: Sendable, Equatable, CustomStringConvertible {
-        public var x: Int
-        public var y: Int
-        public var width: Int
-        public var height: Int
-
-        public init(x: Int, y: Int, width: Int, height: Int) {
-            self.x = x
-            self.y = y
-            self.width = width
-            self.height = height
-        }
-
-        public var description: String { "(\(self.x), \(self.y), \(self.width), \(self.height))" }
-    }
+    /// A face box in whole pixels, as the reference passes it to `crop_box` (x, y, w, h; may start
+    /// outside the frame).
+    public typealias Box = PixelRect
 
     /// A crop with inclusive corners: rows `top…bottom`, columns `left…right`.
     public struct Rect: Sendable, Equatable, CustomStringConvertible {
