@@ -77,6 +77,7 @@ public final class Opinions {
     private var v2Batch: [UInt8] = []
     private var v1seBatch: [UInt8] = []
     private var logits: [Float] = []
+    private var pairLogits: [Float] = []
 
     /// Scores faces in batches of at most `maximumBatch`: per opinion, then fused.
     public func score(_ inputs: [FaceInput], maximumBatch: Int = 8) -> [OpinionScores] {
@@ -97,7 +98,10 @@ public final class Opinions {
 
     private func scoreChunk(_ chunk: ArraySlice<FaceInput>, into scores: inout [OpinionScores], offset: Int) {
         let batch = chunk.count
-        if self.logits.count < batch * 3 { self.logits = [Float](repeating: 0, count: batch * 3) }
+        if self.logits.count < batch * 3 {
+            self.logits = [Float](repeating: 0, count: batch * 3)
+            self.pairLogits = [Float](repeating: 0, count: batch * 3)
+        }
         if let vit = self.vit {
             let side = self.preprocessor.outputSide * self.preprocessor.outputSide
             Self.gather(chunk.map(\.luma), length: side, into: &self.lumaBatch)
@@ -114,16 +118,15 @@ public final class Opinions {
             let one = Self.pairInputLength / 2
             Self.gather(chunk.map { $0.pair.prefix(one) }, length: one, into: &self.v2Batch)
             Self.gather(chunk.map { $0.pair.suffix(one) }, length: one, into: &self.v1seBatch)
-            var v2Logits = [Float](repeating: 0, count: batch * 3)
             self.v2Batch.withUnsafeBufferPointer { crops in
-                v2Logits.withUnsafeMutableBufferPointer {
+                self.pairLogits.withUnsafeMutableBufferPointer {
                     pair.v2.logits(bgrCrops: crops.baseAddress!, batch: batch, into: $0.baseAddress!)
                 }
             }
             self.v1seBatch.withUnsafeBufferPointer { crops in
                 self.logits.withUnsafeMutableBufferPointer { logits in
                     pair.v1se.logits(bgrCrops: crops.baseAddress!, batch: batch, into: logits.baseAddress!)
-                    v2Logits.withUnsafeBufferPointer { v2 in
+                    self.pairLogits.withUnsafeBufferPointer { v2 in
                         for slot in 0..<batch {
                             scores[offset + slot].minifasnet = MiniFASNetPair.spoofProbability(
                                 v2Logits: v2.baseAddress! + 3 * slot, v1seLogits: logits.baseAddress! + 3 * slot)
