@@ -96,6 +96,8 @@ public final class DetectorLocator: FaceLocator {
                     x: Double($0.x) * scaleX, y: Double($0.y) * scaleY, width: Double($0.width) * scaleX,
                     height: Double($0.height) * scaleY)
             }
+            // A box that is not finite (NaN weights, a bad frame) locates nothing: judged as no face.
+            .filter(\.isFinite)
         } catch {
             analysis.error = "face detection failed: \(error)"
             return analysis

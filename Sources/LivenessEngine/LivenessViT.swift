@@ -94,8 +94,13 @@ public final class LivenessViT {
         return threshold
     }
 
-    public init(checkpoint: TorchCheckpoint, path: String) throws {
-        let config = try ViTConfig(checkpointConfig: checkpoint.config, path: path)
+    /// `requiredImageSize`: the input side the caller feeds; nil only for callers that build their own
+    /// `inputLength` inputs through `spoofProbabilities(input:batch:)` (tests of small crafted models).
+    public init(
+        checkpoint: TorchCheckpoint, path: String, requiredImageSize: Int? = ViTConfig.supportedImageSize
+    ) throws {
+        let config = try ViTConfig(
+            checkpointConfig: checkpoint.config, path: path, requiredImageSize: requiredImageSize)
         try config.validate(stateDict: checkpoint.stateDict, path: path)
         self.config = config
         self.threshold = try Self.threshold(of: checkpoint, path: path)

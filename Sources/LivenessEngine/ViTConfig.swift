@@ -13,6 +13,10 @@ public struct ViTConfig: Sendable, Equatable {
 
     public init() {}
 
+    /// The input side the frame pipeline feeds (the preprocessor's 224 × 224 crop); a model trained for
+    /// another size would load and then trap at the first frame.
+    public static let supportedImageSize = 224
+
     public var feedForwardWidth: Int { 4 * self.modelWidth }
     public var patchesPerSide: Int { self.imageSize / self.patchSize }
     public var patchCount: Int { self.patchesPerSide * self.patchesPerSide }
@@ -21,8 +25,11 @@ public struct ViTConfig: Sendable, Equatable {
     /// Values in one patch across the 3 input channels.
     public var patchLength: Int { 3 * self.patchSize * self.patchSize }
 
-    /// Reads `cfg["model"]`; keys that are absent keep the defaults above.
-    public init(checkpointConfig: PickleValue?, path: String) throws {
+    /// Reads `cfg["model"]`; keys that are absent keep the defaults above. `requiredImageSize` is the input
+    /// side the caller will feed (nil only for callers that build their own inputs of `imageSize`).
+    public init(
+        checkpointConfig: PickleValue?, path: String, requiredImageSize: Int? = ViTConfig.supportedImageSize
+    ) throws {
         self.init()
         guard let model = checkpointConfig?["model"] else { return }
         func integer(_ key: String, _ current: Int) throws -> Int {
@@ -45,6 +52,20 @@ public struct ViTConfig: Sendable, Equatable {
                 code: .badConfig, path: path,
                 message: "cfg.model describes an inconsistent ViT (image \(self.imageSize), patch \(self.patchSize), "
                     + "d_model \(self.modelWidth), heads \(self.headCount))")
+        }
+        // The score is softmax(logits)[1]: live and spoof, nothing else.
+        guard self.classCount == 2 else {
+            throw CheckpointError(
+                code: .badConfig, path: path,
+                message: "cfg.model.num_classes is \(self.classCount); only the two-class (live, spoof) model is "
+                    + "supported. Use the published face-liveness checkpoint.")
+        }
+        if let requiredImageSize, self.imageSize != requiredImageSize {
+            throw CheckpointError(
+                code: .badConfig, path: path,
+                message: "cfg.model.image_size is \(self.imageSize), but livenessd feeds the model "
+                    + "\(requiredImageSize) × \(requiredImageSize) crops, so only image_size \(requiredImageSize) is "
+                    + "supported. Use the published checkpoint or retrain at \(requiredImageSize).")
         }
     }
 

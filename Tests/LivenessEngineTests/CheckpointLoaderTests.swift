@@ -7,7 +7,20 @@ import Testing
 /// message that names the problem, without crashing and without executing anything.
 @Suite struct CheckpointLoaderTests {
     func load(_ url: URL) throws -> LivenessViT {
-        try LivenessViT(checkpoint: try TorchCheckpoint(contentsOf: url), path: url.path)
+        // The tiny checkpoints here are 32 × 32 and fed through spoofProbabilities(input:).
+        try LivenessViT(checkpoint: try TorchCheckpoint(contentsOf: url), path: url.path, requiredImageSize: nil)
+    }
+
+    /// A checkpoint for another input size used to load and trap at the first frame (issue 15, M7).
+    @Test func imageSizeOtherThan224IsRefusedAtLoad() throws {
+        let url = try TestAssets.temporaryDirectory().appendingPathComponent("tiny.pt")
+        try TinyCheckpoint.write(to: url)
+        self.expectRefusal(.badConfig, ["tiny.pt", "image_size is 32", "224 × 224", "only image_size 224"]) {
+            _ = try LivenessViT(contentsOf: url)
+        }
+        // The same file loads for a caller that feeds 32 × 32 inputs itself.
+        _ = try self.load(url)
+        #expect(try ViTConfig(checkpointConfig: nil, path: "x.pt") == ViTConfig())
     }
 
     /// Expects a CheckpointError with `code` whose message contains every fragment.

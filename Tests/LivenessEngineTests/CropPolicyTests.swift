@@ -64,3 +64,35 @@ import Testing
         #expect(flatMeasured == .init(meanLuma: 77, sharpness: 0))
     }
 }
+
+/// Boxes a detector fed NaN weights or a bad frame may produce (issue 15, M6): no trap, a safe answer.
+@Suite struct NonFiniteFaceBoxTests {
+    static let absurd: [FaceBox] = [
+        FaceBox(x: .nan, y: 10, width: 20, height: 20), FaceBox(x: 10, y: 10, width: .infinity, height: 20),
+        FaceBox(x: -.infinity, y: .nan, width: .nan, height: -.infinity),
+        FaceBox(x: 1e300, y: 1e300, width: 1e300, height: 1e300),
+        FaceBox(x: -1e300, y: -1e300, width: 1e300, height: 1e300), FaceBox(x: 10, y: 10, width: 1e300, height: 1e300),
+        FaceBox(x: 1e19, y: -1e19, width: 5, height: 5),
+    ]
+
+    @Test(arguments: absurd)
+    func pixelsNeverTrap(box: FaceBox) {
+        if let rect = box.pixels(inFrameWidth: 640, height: 480) {
+            #expect(box.isFinite)
+            #expect(rect.x >= 0 && rect.y >= 0 && rect.width > 0 && rect.height > 0)
+            #expect(rect.x + rect.width <= 640 && rect.y + rect.height <= 480)
+        }
+        #expect(FaceBox(x: .nan, y: 0, width: 1, height: 1).pixels(inFrameWidth: 640, height: 480) == nil)
+        #expect(FaceBox(x: 0, y: 0, width: 1e300, height: 1e300).pixels(inFrameWidth: 640, height: 480)
+            == PixelRect(x: 0, y: 0, width: 640, height: 480))
+    }
+
+    @Test(arguments: absurd)
+    func cropNeverTrapsAndStaysInside(box: FaceBox) {
+        for policy in [CropPolicy(), CropPolicy(edges: .clamp), CropPolicy(scale: .nan), CropPolicy(scale: 1e300)] {
+            let rect = policy.crop(for: box, frameWidth: 640, frameHeight: 480)
+            #expect(rect.x >= 0 && rect.y >= 0 && rect.width > 0 && rect.height > 0)
+            #expect(rect.x + rect.width <= 640 && rect.y + rect.height <= 480)
+        }
+    }
+}

@@ -10,6 +10,7 @@ struct PickleWriter {
     mutating func tuple() { self.op(0x74) }
     mutating func emptyTuple() { self.op(0x29) }
     mutating func emptyDict() { self.op(0x7D) }
+    mutating func emptyList() { self.op(0x5D) }
     mutating func setItems() { self.op(0x75) }
     mutating func reduce() { self.op(0x52) }
     mutating func stop() { self.op(0x2E) }

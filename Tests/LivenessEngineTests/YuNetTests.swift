@@ -197,6 +197,26 @@ import Testing
         self.expectRefusal(.unsupportedTensor, ["'\(name).weight'", "10 bytes"]) { try self.load(proto) }
     }
 
+    /// Dims, pads and strides come from the file: absurd ones are refused with a message, never a trap
+    /// (issue 15, M6).
+    @Test func refusesHugeInitializerDimsAndWindows() throws {
+        var proto = try self.modelProto()
+        let name = "backbone.model2.conv1.conv1.weight"
+        let weight = try #require(proto.graph.initializer.firstIndex { $0.name == name })
+        proto.graph.initializer[weight].dims = [1 << 31, 1 << 31, 4, 1]
+        self.expectRefusal(.unsupportedTensor, ["conv1.weight", "more than 268435456 elements"]) {
+            try self.load(proto)
+        }
+        for (name, value) in [("pads", 1 << 40), ("strides", 1 << 62), ("pads", Int(Int64.max))] {
+            proto = try self.modelProto()
+            let node = try #require(proto.graph.node.firstIndex { $0.attribute.contains { $0.name == name } })
+            let attribute = try #require(proto.graph.node[node].attribute.firstIndex { $0.name == name })
+            let count = proto.graph.node[node].attribute[attribute].ints.count
+            proto.graph.node[node].attribute[attribute].ints = [Int64](repeating: Int64(value), count: count)
+            self.expectRefusal(.unsupportedAttribute, ["at most 4096", "\(name) ["]) { try self.load(proto) }
+        }
+    }
+
     // MARK: - Kernels
 
     /// The convolution paths (GEMM 1×1, direct depthwise 3×3, im2col for the rest) against plain loops,

@@ -162,7 +162,8 @@ public enum RestrictedUnpickler {
         case value(PickleValue)
         case list(ListBox)
         case dict(DictBox)
-        case tuple([StackItem])
+        /// `depth`: tuples nested inside each other (boxes count as leaves), bounded at construction.
+        case tuple([StackItem], depth: Int)
         case callable(Callable)
         case storageType(TorchDType)
         case storage(StorageReference)
@@ -180,26 +181,56 @@ public enum RestrictedUnpickler {
     /// field (`view_metadata`), accepted only when `legacy` is set and only as None.
     static func load(_ bytes: [UInt8], from start: Int, legacy: Bool) throws -> (value: PickleValue, end: Int) {
         var machine = Machine(bytes: bytes, start: start, legacy: legacy)
+        // Boxes can nest 10^5 deep or form cycles; emptying them one by one frees them without recursion.
+        defer { machine.dismantle() }
         let result = try machine.run()
-        return (try Self.freeze(result, depth: 0, offset: machine.position), machine.position)
+        var budget = Self.maxValues
+        return (try Self.freeze(result, depth: 0, offset: machine.position, budget: &budget), machine.position)
     }
 
-    static func freeze(_ item: StackItem, depth: Int, offset: Int) throws -> PickleValue {
+    /// Deepest nesting of lists, tuples and dicts accepted (a checkpoint needs about 5).
+    static let maxDepth = 64
+    /// Most values one pickle may freeze into: shared references ("billion laughs") are copied when frozen,
+    /// so a few hundred bytes could otherwise expand to GiBs. A checkpoint has a few thousand values.
+    static let maxValues = 1_000_000
+
+    static func freeze(_ item: StackItem, depth: Int, offset: Int, budget: inout Int) throws -> PickleValue {
         // A pickle can build cycles (a list appended to itself); data never needs this depth.
-        guard depth < 64 else {
-            throw PickleError(code: .malformed, offset: offset, detail: "nesting deeper than 64 levels (cyclic data?)")
+        guard depth < Self.maxDepth else {
+            throw PickleError(
+                code: .malformed, offset: offset,
+                detail: "nesting deeper than \(Self.maxDepth) levels (cyclic or crafted data); not a model checkpoint")
+        }
+        budget -= 1
+        guard budget >= 0 else {
+            throw PickleError(
+                code: .malformed, offset: offset,
+                detail: "the pickle expands to more than \(Self.maxValues) values (shared references repeated, "
+                    + "a decompression bomb); not a model checkpoint")
         }
         switch item {
         case .value(let value): return value
-        case .list(let box): return .list(try box.items.map { try freeze($0, depth: depth + 1, offset: offset) })
-        case .tuple(let items): return .tuple(try items.map { try freeze($0, depth: depth + 1, offset: offset) })
+        case .list(let box):
+            var items: [PickleValue] = []
+            for child in box.items {
+                items.append(try freeze(child, depth: depth + 1, offset: offset, budget: &budget))
+            }
+            return .list(items)
+        case .tuple(let children, _):
+            var items: [PickleValue] = []
+            for child in children {
+                items.append(try freeze(child, depth: depth + 1, offset: offset, budget: &budget))
+            }
+            return .tuple(items)
         case .dict(let box):
-            return .dict(
-                try box.entries.map {
+            var entries: [PickleValue.DictEntry] = []
+            for (key, value) in box.entries {
+                entries.append(
                     PickleValue.DictEntry(
-                        key: try freeze($0.0, depth: depth + 1, offset: offset),
-                        value: try freeze($0.1, depth: depth + 1, offset: offset))
-                })
+                        key: try freeze(key, depth: depth + 1, offset: offset, budget: &budget),
+                        value: try freeze(value, depth: depth + 1, offset: offset, budget: &budget)))
+            }
+            return .dict(entries)
         case .callable, .storageType, .storage, .numpyDType, .mark:
             throw PickleError(
                 code: .malformed, offset: offset, detail: "a type or storage object appears as a plain value")
@@ -212,11 +243,44 @@ public enum RestrictedUnpickler {
         var stack: [StackItem] = []
         var memo: [Int: StackItem] = [:]
         let legacy: Bool
+        /// Every list and dict created, so `dismantle` can free them without recursing.
+        var boxes: [AnyObject] = []
 
         init(bytes: [UInt8], start: Int = 0, legacy: Bool = false) {
             self.bytes = bytes
             self.position = start
             self.legacy = legacy
+        }
+
+        /// Empties every box while all are still held, so no release recurses through a deep chain.
+        mutating func dismantle() {
+            self.stack.removeAll()
+            self.memo.removeAll()
+            for box in self.boxes {
+                if let list = box as? ListBox { list.items.removeAll() }
+                if let dict = box as? DictBox { dict.entries.removeAll() }
+            }
+            self.boxes.removeAll()
+        }
+
+        /// Pushes a tuple, refusing tuples nested deeper than `maxDepth` (their release would recurse).
+        mutating func pushTuple(_ items: [StackItem]) throws {
+            var depth = 1
+            for item in items {
+                if case .tuple(_, let inner) = item { depth = max(depth, inner + 1) }
+            }
+            guard depth <= RestrictedUnpickler.maxDepth else {
+                throw self.fail(
+                    .malformed,
+                    "tuples nested deeper than \(RestrictedUnpickler.maxDepth) levels; not a model checkpoint")
+            }
+            self.stack.append(.tuple(items, depth: depth))
+        }
+
+        mutating func pushBox(_ item: StackItem) {
+            if case .list(let box) = item { self.boxes.append(box) }
+            if case .dict(let box) = item { self.boxes.append(box) }
+            self.stack.append(item)
         }
 
         func fail(_ code: PickleError.Code, _ detail: String) -> PickleError {
@@ -287,25 +351,25 @@ public enum RestrictedUnpickler {
                 case 0x28:  // MARK
                     self.stack.append(.mark)
                 case 0x7D:  // EMPTY_DICT
-                    self.stack.append(.dict(DictBox()))
+                    self.pushBox(.dict(DictBox()))
                 case 0x5D:  // EMPTY_LIST
-                    self.stack.append(.list(ListBox()))
+                    self.pushBox(.list(ListBox()))
                 case 0x29:  // EMPTY_TUPLE
-                    self.stack.append(.tuple([]))
+                    try self.pushTuple([])
                 case 0x74:  // TUPLE
-                    self.stack.append(.tuple(try self.popToMark()))
+                    try self.pushTuple(try self.popToMark())
                 case 0x85:  // TUPLE1
                     let a = try self.pop()
-                    self.stack.append(.tuple([a]))
+                    try self.pushTuple([a])
                 case 0x86:  // TUPLE2
                     let b = try self.pop()
                     let a = try self.pop()
-                    self.stack.append(.tuple([a, b]))
+                    try self.pushTuple([a, b])
                 case 0x87:  // TUPLE3
                     let c = try self.pop()
                     let b = try self.pop()
                     let a = try self.pop()
-                    self.stack.append(.tuple([a, b, c]))
+                    try self.pushTuple([a, b, c])
                 case 0x71:  // BINPUT
                     try self.memoize(Int(try self.readUInt(1)))
                 case 0x72:  // LONG_BINPUT
@@ -371,7 +435,7 @@ public enum RestrictedUnpickler {
                 case 0x52:  // REDUCE
                     let arguments = try self.pop()
                     let callable = try self.pop()
-                    self.stack.append(try self.reduce(callable, arguments))
+                    self.pushBox(try self.reduce(callable, arguments))
                 case 0x62:  // BUILD
                     let state = try self.pop()
                     let object = try self.pop()
@@ -425,7 +489,7 @@ public enum RestrictedUnpickler {
             // Zip: ('storage', type, key, location, numel). Legacy: the same plus view_metadata, which
             // only pre-1.0 storage views set; a view would alias another storage's bytes, so it is refused.
             let expected = self.legacy ? 6 : 5
-            guard case .tuple(let fields) = pid, fields.count == expected,
+            guard case .tuple(let fields, _) = pid, fields.count == expected,
                 !self.legacy || { if case .value(.none) = fields[5] { true } else { false } }(),
                 case .value(.string("storage")) = fields[0],
                 case .storageType(let dtype) = fields[1],
@@ -443,7 +507,7 @@ public enum RestrictedUnpickler {
         }
 
         func intTuple(_ item: StackItem, _ what: String) throws -> [Int] {
-            guard case .tuple(let items) = item else { throw self.fail(.malformed, "\(what) is not a tuple") }
+            guard case .tuple(let items, _) = item else { throw self.fail(.malformed, "\(what) is not a tuple") }
             return try items.map {
                 guard case .value(.int(let value)) = $0, value >= 0 else {
                     throw self.fail(.malformed, "\(what) holds a non-integer or negative value")
@@ -456,7 +520,9 @@ public enum RestrictedUnpickler {
             guard case .callable(let function) = callable else {
                 throw self.fail(.malformed, "REDUCE on something that is not an allowed constructor")
             }
-            guard case .tuple(let args) = arguments else { throw self.fail(.malformed, "REDUCE arguments are not a tuple") }
+            guard case .tuple(let args, _) = arguments else {
+                throw self.fail(.malformed, "REDUCE arguments are not a tuple")
+            }
             switch function {
             case .orderedDict:
                 guard args.isEmpty else { throw self.fail(.malformed, "OrderedDict with arguments") }
@@ -518,7 +584,8 @@ public enum RestrictedUnpickler {
             switch object {
             case .numpyDType(let code, _):
                 // numpy dtype state: (version, byteorder, …); '<' little, '>' big, '|' not applicable.
-                guard case .tuple(let fields) = state, fields.count >= 2, case .value(.string(let order)) = fields[1] else {
+                guard case .tuple(let fields, _) = state, fields.count >= 2, case .value(.string(let order)) = fields[1]
+                else {
                     throw self.fail(.malformed, "numpy dtype state is not a tuple")
                 }
                 let littleEndian: Bool

@@ -98,6 +98,7 @@ public struct TorchCheckpoint: Sendable {
             let zip = try Self.openZip(archive, path: path)
             root = zip.root
             littleEndian = zip.littleEndian
+            var storageTotal: UInt64 = 0
             acceptsInt64 = false
             storageBytes = { storage, tensorKey in
                 guard let storageEntry = archive[zip.prefix + "data/" + storage.key] else {
@@ -105,7 +106,10 @@ public struct TorchCheckpoint: Sendable {
                         code: .missingEntry, path: path,
                         message: "storage data/\(storage.key) for tensor '\(tensorKey)' is missing from the zip")
                 }
-                return try Self.read(storageEntry, from: archive, path: path)
+                let bytes = try Self.read(
+                    storageEntry, from: archive, path: path, limit: Self.maxStorageBytes - storageTotal)
+                storageTotal += UInt64(bytes.count)
+                return bytes
             }
         } else {
             let legacy = try LegacyTorchFile(bytes: [UInt8](data), path: path)
@@ -134,6 +138,7 @@ public struct TorchCheckpoint: Sendable {
         var tensors: [String: Tensor] = [:]
         var integers: [String: [Int64]] = [:]
         var keys: [String] = []
+        var totalElements = 0
         for entry in entries {
             guard case .string(let key) = entry.key, case .tensor(let reference) = entry.value else {
                 throw CheckpointError(
@@ -145,6 +150,15 @@ public struct TorchCheckpoint: Sendable {
                     code: .unsupportedDType, path: path,
                     message: "tensor '\(key)' has dtype \(dtype.rawValue); only float32 checkpoints "
                         + "are supported (convert with model.float() before torch.save)")
+            }
+            // Each tensor is bounded in checkExtent; together they must fit the same budget.
+            let elements = reference.shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue }
+            totalElements = totalElements.addingReportingOverflow(max(0, elements)).partialValue
+            guard totalElements <= Self.maxTensorElements else {
+                throw CheckpointError(
+                    code: .badTensor, path: path,
+                    message: "the state dict holds more than \(Self.maxTensorElements) elements in all (at tensor "
+                        + "'\(key)'); the file is damaged or not a model. Re-download it and compare its SHA-256.")
             }
             let storageKey = reference.storage.key
             if storages[storageKey] == nil {
@@ -173,11 +187,11 @@ public struct TorchCheckpoint: Sendable {
                 message: "the zip has no data.pkl, so it is not a torch.save checkpoint")
         }
         let prefix = String(pickleEntry.path.dropLast("data.pkl".count))
-        let pickleBytes = try Self.read(pickleEntry, from: archive, path: path)
+        let pickleBytes = try Self.read(pickleEntry, from: archive, path: path, limit: Self.maxPickleBytes)
 
         var littleEndian = true
         if let orderEntry = archive[prefix + "byteorder"] {
-            let order = String(decoding: try Self.read(orderEntry, from: archive, path: path), as: UTF8.self)
+            let order = String(decoding: try Self.read(orderEntry, from: archive, path: path, limit: 64), as: UTF8.self)
             switch order.trimmingCharacters(in: .whitespacesAndNewlines) {
             case "little": littleEndian = true
             case "big": littleEndian = false
@@ -196,17 +210,63 @@ public struct TorchCheckpoint: Sendable {
         }
     }
 
-    static func read(_ entry: Entry, from archive: Archive, path: String) throws -> [UInt8] {
+    /// Largest `data.pkl` accepted: the published one is a few KiB, so anything near this is not a checkpoint.
+    static let maxPickleBytes: UInt64 = 64 << 20
+    /// Largest single storage, and all storages together: a door model is tens of MiB.
+    static let maxStorageBytes: UInt64 = 1 << 30
+    /// Largest tensor (elements) materialised, and all tensors together: 1 GiB of float32.
+    static let maxTensorElements = 1 << 28
+
+    /// Extracts one entry, refusing sizes above `limit` before allocating (the central directory's size
+    /// comes from the file, and a deflated entry may inflate past what it claims) and checking its CRC-32,
+    /// so a damaged file (bit rot on an SD card) is refused instead of silently changing decisions.
+    static func read(_ entry: Entry, from archive: Archive, path: String, limit: UInt64) throws -> [UInt8] {
+        guard entry.uncompressedSize <= limit else {
+            throw CheckpointError(
+                code: .badStorage, path: path,
+                message: "zip entry \(entry.path) claims \(entry.uncompressedSize) bytes, more than the \(limit) "
+                    + "bytes a model file entry may hold; the file is damaged or not a model. Re-download it and "
+                    + "compare its SHA-256.")
+        }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(Int(clamping: entry.uncompressedSize))
+        bytes.reserveCapacity(Int(entry.uncompressedSize))
+        var overrun = false
+        let checksum: CRC32
         do {
-            _ = try archive.extract(entry) { chunk in bytes.append(contentsOf: chunk) }
+            // A deflated entry is inflated until its compressed data ends: stop at the size it claims.
+            checksum = try archive.extract(entry) { chunk in
+                guard UInt64(bytes.count) + UInt64(chunk.count) <= entry.uncompressedSize else {
+                    overrun = true
+                    throw CocoaError(.fileReadTooLarge)
+                }
+                bytes.append(contentsOf: chunk)
+            }
         } catch {
+            if overrun {
+                throw CheckpointError(
+                    code: .badStorage, path: path,
+                    message: "zip entry \(entry.path) inflates past the \(entry.uncompressedSize) bytes it claims; "
+                        + "the file is damaged or not a model. Re-download it and compare its SHA-256.")
+            }
             throw CheckpointError(
                 code: .notZip, path: path,
-                message: "zip entry \(entry.path) is damaged (\(Self.reason(error))); re-download the checkpoint")
+                message: "zip entry \(entry.path) is damaged (\(Self.reason(error))); re-download the checkpoint "
+                    + "and compare its SHA-256")
+        }
+        guard checksum == entry.checksum, UInt64(bytes.count) == entry.uncompressedSize else {
+            throw CheckpointError(
+                code: .badStorage, path: path,
+                message: "zip entry \(entry.path) is damaged: its CRC-32 is \(Self.hex(checksum)) where the zip "
+                    + "directory says \(Self.hex(entry.checksum)) (\(bytes.count) of \(entry.uncompressedSize) bytes "
+                    + "read); the model file is corrupt (bit rot or a bad copy). Re-download it and compare its "
+                    + "SHA-256.")
         }
         return bytes
+    }
+
+    static func hex(_ value: CRC32) -> String {
+        let digits = String(value, radix: 16)
+        return "0x" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
     }
 
     /// Checks that a strided view fits in a storage of `available` elements (sizes and strides come
@@ -230,6 +290,14 @@ public struct TorchCheckpoint: Sendable {
                 code: .badTensor, path: path,
                 message: "tensor '\(key)' (shape \(reference.shape), stride \(reference.stride), offset "
                     + "\(reference.storageOffset)) reaches past its storage of \(available) elements")
+        }
+        // A zero stride passes the extent check with any size; the element count is what gets allocated.
+        guard count <= Self.maxTensorElements else {
+            throw CheckpointError(
+                code: .badTensor, path: path,
+                message: "tensor '\(key)' (shape \(reference.shape), stride \(reference.stride)) has \(count) "
+                    + "elements, more than the \(Self.maxTensorElements) a model tensor may have; the file is damaged "
+                    + "or not a model. Re-download it and compare its SHA-256.")
         }
         return count
     }

@@ -167,11 +167,15 @@ public final class ONNXGraph {
             func window(kernel: [Int]) throws -> WindowGeometry {
                 let strides = try ints("strides", [1, 1])
                 let pads = try ints("pads", [0, 0, 0, 0])
-                guard kernel.count == 2, strides.count == 2, pads.count == 4, kernel.allSatisfy({ $0 > 0 }),
-                    strides.allSatisfy({ $0 > 0 }), pads.allSatisfy({ $0 >= 0 })
+                let limit = ONNXLimits.maxWindow
+                guard kernel.count == 2, strides.count == 2, pads.count == 4,
+                    kernel.allSatisfy({ $0 > 0 && $0 <= limit }), strides.allSatisfy({ $0 > 0 && $0 <= limit }),
+                    pads.allSatisfy({ $0 >= 0 && $0 <= limit })
                 else {
                     throw fail(
-                        .unsupportedAttribute, "2-D windows only: kernel \(kernel), strides \(strides), pads \(pads)")
+                        .unsupportedAttribute,
+                        "2-D windows only, each side, stride and pad at most \(limit): kernel \(kernel), "
+                            + "strides \(strides), pads \(pads)")
                 }
                 guard try ints("dilations", [1, 1]) == [1, 1] else {
                     throw fail(.unsupportedAttribute, "dilation is not supported")
@@ -303,7 +307,7 @@ public final class ONNXGraph {
         guard inputShape != self.inputShape else { return }
         let declared = self.declaredInputShape ?? inputShape.map { _ in nil }
         guard inputShape.count == declared.count, zip(inputShape, declared).allSatisfy({ $1 == nil || $0 == $1 }),
-            inputShape.allSatisfy({ $0 > 0 })
+            inputShape.allSatisfy({ $0 > 0 }), ONNXLimits.elementCount(inputShape) != nil
         else {
             throw ONNXError(
                 code: .badShape, path: self.path, node: nil,
@@ -332,8 +336,11 @@ public final class ONNXGraph {
                 guard size.height > 0, size.width > 0 else { throw fail("input \(x) is smaller than the kernel") }
                 output = [1, c.outputChannels, size.height, size.width]
                 if c.kind == .general {
-                    let rows = c.inputChannelsPerGroup * c.geometry.kernelHeight * c.geometry.kernelWidth
-                    columnsNeeded = max(columnsNeeded, rows * size.height * size.width)
+                    let rows = [c.inputChannelsPerGroup, c.geometry.kernelHeight, c.geometry.kernelWidth]
+                    guard let columns = ONNXLimits.elementCount(rows + [size.height, size.width]) else {
+                        throw fail("the im2col buffer for input \(x) would exceed \(ONNXLimits.maxElements) elements")
+                    }
+                    columnsNeeded = max(columnsNeeded, columns)
                     let stride = c.geometry.strideX
                     phasesNeeded = max(phasesNeeded, x[2] * stride * ((x[3] + stride - 1) / stride))
                 }
@@ -352,8 +359,13 @@ public final class ONNXGraph {
             case .resizeNearest(let scales):
                 guard x.count == 4 else { throw fail("input \(x) is not NCHW") }
                 // ONNX: output = floor(input · scale); asymmetric: source = floor(output / scale).
-                let height = Int((Float(x[2]) * scales[2]).rounded(.down))
-                let width = Int((Float(x[3]) * scales[3]).rounded(.down))
+                let scaledHeight = (Float(x[2]) * scales[2]).rounded(.down)
+                let scaledWidth = (Float(x[3]) * scales[3]).rounded(.down)
+                // Checked in Float first: a huge or infinite scale would trap the conversion to Int.
+                let limit = Float(ONNXLimits.maxElements)
+                guard scaledHeight < limit, scaledWidth < limit else { throw fail("input \(x) scales past the limits") }
+                let height = Int(scaledHeight)
+                let width = Int(scaledWidth)
                 guard height > 0, width > 0 else { throw fail("input \(x) scales to nothing") }
                 output = [x[0], x[1], height, width]
                 tables[index] = (
@@ -364,17 +376,22 @@ public final class ONNXGraph {
                 guard permutation.count == x.count else { throw fail("perm \(permutation) does not fit input \(x)") }
                 output = permutation.map { x[$0] }
             case .reshape(let target):
-                let count = x.reduce(1, *)
+                let count = ONNXLimits.elementCount(x) ?? -1
                 var shape = target.enumerated().map { $1 == 0 && $0 < x.count ? x[$0] : $1 }
-                let known = shape.filter { $0 != -1 }.reduce(1, *)
+                // Target sizes come from the file: a checked product, or nil for an absurd one.
+                let known = ONNXLimits.elementCount(shape.filter { $0 != -1 })
                 let inferred = shape.filter { $0 == -1 }.count
-                if inferred == 1, known > 0, count % known == 0, let at = shape.firstIndex(of: -1) {
+                if inferred == 1, let known, known > 0, count % known == 0, let at = shape.firstIndex(of: -1) {
                     shape[at] = count / known
                 }
-                guard inferred <= 1, shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == count else {
+                guard inferred <= 1, shape.allSatisfy({ $0 >= 0 }), ONNXLimits.elementCount(shape) == count else {
                     throw fail("cannot reshape \(x) to \(target)")
                 }
                 output = shape
+            }
+            // Every later buffer size and index is a product of these: bound them once here.
+            guard ONNXLimits.elementCount(output) != nil else {
+                throw fail("output shape \(output) has more than \(ONNXLimits.maxElements) elements")
             }
             shapes[instruction.output] = output
         }

@@ -151,11 +151,16 @@ public struct ONNXModel: Sendable {
         }
         let shape = tensor.dims.map(Int.init)
         guard shape.allSatisfy({ $0 >= 0 }) else { throw refuse("negative dimension in \(shape)") }
-        let count = shape.reduce(1, *)
+        guard let count = ONNXLimits.elementCount(shape) else {
+            throw refuse(
+                "shape \(shape) has more than \(ONNXLimits.maxElements) elements; the file is damaged or not a "
+                    + "detector model. Re-download it and compare its SHA-256.")
+        }
         /// raw_data as `count` little-endian values.
         func raw<T: FixedWidthInteger>(_ type: T.Type) throws -> [T] {
             let size = MemoryLayout<T>.size
             let data = tensor.rawData
+            // count ≤ 2^28, so count * 8 cannot overflow.
             guard data.count == count * size else { throw refuse("\(data.count) bytes of raw data for shape \(shape)") }
             return data.withUnsafeBytes { bytes in
                 (0..<count).map { T(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * size, as: T.self)) }
@@ -186,5 +191,26 @@ public struct ONNXModel: Sendable {
         case .string: return .string(String(decoding: attribute.s, as: UTF8.self))
         default: return .unsupported("\(attribute.type)")
         }
+    }
+}
+
+/// Bounds on what a model file may ask for: its dims, pads and strides come from the file, and every
+/// product of them is checked so a crafted graph is refused instead of trapping or allocating GiBs.
+enum ONNXLimits {
+    /// Elements in one tensor (initialiser or intermediate value): 1 GiB of float32.
+    static let maxElements = 1 << 28
+    /// Kernel sides, strides and pads: a detector uses single digits.
+    static let maxWindow = 1 << 12
+
+    /// The product of `shape`, or nil when it overflows, is negative or exceeds `maxElements`.
+    static func elementCount(_ shape: [Int]) -> Int? {
+        var count = 1
+        for size in shape {
+            guard size >= 0 else { return nil }
+            let product = count.multipliedReportingOverflow(by: size)
+            guard !product.overflow, product.partialValue <= Self.maxElements else { return nil }
+            count = product.partialValue
+        }
+        return count
     }
 }

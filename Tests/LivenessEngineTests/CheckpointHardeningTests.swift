@@ -1,0 +1,208 @@
+import Foundation
+import LivenessEngine
+import TestSupport
+import Testing
+import ZIPFoundation
+
+extension PickleWriter {
+    /// LONG1 with 8 bytes: any Int, including sizes past Int32 that BININT cannot hold.
+    mutating func long(_ value: Int) {
+        self.op(0x8A)
+        self.op(8)
+        withUnsafeBytes(of: Int64(value).littleEndian) { self.bytes += $0 }
+    }
+
+    /// `_rebuild_tensor_v2` with explicit sizes, strides and numel, written as 8-byte integers.
+    mutating func tensor(storageKey: String, numel: Int, shape: [Int], stride: [Int]) {
+        self.global("torch._utils", "_rebuild_tensor_v2")
+        self.mark()
+        self.mark()
+        self.string("storage")
+        self.global("torch", "FloatStorage")
+        self.string(storageKey)
+        self.string("cpu")
+        self.long(numel)
+        self.tuple()
+        self.op(0x51)  // BINPERSID
+        self.int(0)
+        self.mark()
+        shape.forEach { self.long($0) }
+        self.tuple()
+        self.mark()
+        stride.forEach { self.long($0) }
+        self.tuple()
+        self.op(0x89)  // NEWFALSE
+        self.global("collections", "OrderedDict")
+        self.emptyTuple()
+        self.reduce()
+        self.tuple()
+        self.reduce()
+    }
+
+    /// `{'model': {'w': <tensor>}}` for one crafted tensor on storage "0".
+    static func oneTensor(numel: Int, shape: [Int], stride: [Int]) -> [UInt8] {
+        var writer = PickleWriter()
+        writer.emptyDict()
+        writer.string("model")
+        writer.emptyDict()
+        writer.string("w")
+        writer.tensor(storageKey: "0", numel: numel, shape: shape, stride: stride)
+        writer.op(0x73)  // SETITEM
+        writer.op(0x73)
+        writer.stop()
+        return writer.bytes
+    }
+}
+
+/// Model files crafted by an adversary or damaged on disk (issue 15, H3 and H5): each is refused with a
+/// CheckpointError, without a crash, a write past an array or a huge allocation.
+@Suite struct CheckpointHardeningTests {
+    func expectRefusal(
+        _ code: CheckpointError.Code, _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation,
+        _ body: () throws -> Void
+    ) {
+        do {
+            try body()
+            Issue.record("expected the checkpoint to be refused (\(code))", sourceLocation: sourceLocation)
+        } catch let error as CheckpointError {
+            #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+            for fragment in fragments {
+                #expect(
+                    error.description.contains(fragment), "message lacks '\(fragment)': \(error)",
+                    sourceLocation: sourceLocation)
+            }
+        } catch {
+            Issue.record("unexpected error type: \(error)", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// A zip holding `archive/data.pkl` = `pickle` (deflated when asked) and one storage `archive/data/0`.
+    func zip(pickle: [UInt8], storage: [UInt8] = [0, 0, 0, 0], deflate: Bool = false) throws -> Data {
+        let archive = try Archive(accessMode: .create)
+        func add(_ path: String, _ bytes: [UInt8], _ method: CompressionMethod) throws {
+            try archive.addEntry(
+                with: path, type: .file, uncompressedSize: Int64(bytes.count), compressionMethod: method
+            ) { position, size in Data(bytes[Int(position)..<(Int(position) + size)]) }
+        }
+        try add("archive/data.pkl", pickle, deflate ? .deflate : .none)
+        try add("archive/byteorder", Array("little".utf8), .none)
+        try add("archive/data/0", storage, .none)
+        return archive.data!
+    }
+
+    /// Rewrites the uncompressed size the central directory gives for `name`.
+    func claim(_ size: UInt32, for name: String, in data: Data) -> Data {
+        var bytes = [UInt8](data)
+        let nameBytes = Array(name.utf8)
+        var index = 0
+        while index + 46 + nameBytes.count <= bytes.count {
+            if bytes[index..<(index + 4)] == [0x50, 0x4B, 0x01, 0x02],
+                Array(bytes[(index + 46)..<(index + 46 + nameBytes.count)]) == nameBytes
+            {
+                withUnsafeBytes(of: size.littleEndian) { bytes.replaceSubrange((index + 24)..<(index + 28), with: $0) }
+                return Data(bytes)
+            }
+            index += 1
+        }
+        Issue.record("no central directory entry for \(name)")
+        return data
+    }
+
+    // MARK: H3: CRC-32
+
+    /// One flipped bit inside a storage of the published model (SD-card bit rot) used to load and change
+    /// decisions; the zip's CRC-32 now refuses it.
+    @Test func flippedBitInARealStorageIsRefusedByItsCRC() throws {
+        let data = try Data(contentsOf: try TestAssets.modelURL)
+        let real = try TorchCheckpoint(data: data, path: "model.pt")
+        let head = try #require(real.stateDict["head.weight"])
+        var needle: [UInt8] = []
+        for value in head.values.prefix(8) { withUnsafeBytes(of: value.bitPattern.littleEndian) { needle += $0 } }
+        var bytes = [UInt8](data)
+        let start = try #require(
+            (0...(bytes.count - needle.count)).first {
+                bytes[$0] == needle[0] && Array(bytes[$0..<($0 + needle.count)]) == needle
+            })
+        bytes[start + 5] ^= 0x10
+        self.expectRefusal(.badStorage, ["model.pt", "CRC-32", "damaged", "SHA-256"]) {
+            _ = try TorchCheckpoint(data: Data(bytes), path: "model.pt")
+        }
+    }
+
+    // MARK: H5: sizes, strides, depth, expansion
+
+    /// `[2^31, 2^31]` with stride `[0, 0]` stays inside a 1-element storage but has 2^62 elements.
+    @Test(arguments: [
+        ([1 << 31, 1 << 31], [0, 0]), ([1 << 62], [0]), ([1 << 62], [1]), ([1 << 62, 4], [0, 0]), ([1 << 29], [0]),
+    ])
+    func hugeOrOverflowingTensorIsRefused(shape: [Int], stride: [Int]) throws {
+        let data = try self.zip(pickle: PickleWriter.oneTensor(numel: 1, shape: shape, stride: stride))
+        self.expectRefusal(.badTensor, ["'w'"]) { _ = try TorchCheckpoint(data: data, path: "huge.pt") }
+    }
+
+    /// A zip directory claiming a storage (or data.pkl) far past the limits is refused before allocating.
+    @Test(arguments: [("archive/data/0", UInt32(0xFFFF_FFF0)), ("archive/data.pkl", UInt32(100 << 20))])
+    func absurdClaimedEntrySizeIsRefused(entry: String, size: UInt32) throws {
+        let valid = try self.zip(pickle: PickleWriter.oneTensor(numel: 1, shape: [1], stride: [1]))
+        _ = try TorchCheckpoint(data: valid, path: "valid.pt")
+        let data = self.claim(size, for: entry, in: valid)
+        self.expectRefusal(.badStorage, [entry, "claims \(size) bytes", "more than"]) {
+            _ = try TorchCheckpoint(data: data, path: "claim.pt")
+        }
+    }
+
+    /// A deflated data.pkl that inflates past the size it claims stops at that size.
+    @Test func pickleInflatingPastItsClaimIsRefused() throws {
+        var writer = PickleWriter()
+        writer.emptyList()
+        for _ in 0..<100_000 { writer.op(0x4E); writer.op(0x30) }  // NONE, POP: compresses well
+        writer.stop()
+        let data = self.claim(1000, for: "archive/data.pkl", in: try self.zip(pickle: writer.bytes, deflate: true))
+        self.expectRefusal(.badStorage, ["archive/data.pkl", "inflates past the 1000 bytes it claims"]) {
+            _ = try TorchCheckpoint(data: data, path: "bomb.pt")
+        }
+    }
+
+    /// 10^5 nested lists (or tuples): refused, and freeing them does not recurse 10^5 deep.
+    @Test(arguments: [false, true])
+    func deeplyNestedPickleIsRefused(tuples: Bool) throws {
+        var writer = PickleWriter()
+        let depth = 100_000
+        if tuples {
+            writer.op(0x4E)
+            for _ in 0..<depth { writer.op(0x85) }  // TUPLE1
+        } else {
+            for _ in 0..<depth { writer.emptyList() }
+            for _ in 1..<depth { writer.op(0x61) }  // APPEND
+        }
+        writer.stop()
+        let data = try self.zip(pickle: writer.bytes)
+        self.expectRefusal(.pickle, ["nest", "64"]) { _ = try TorchCheckpoint(data: data, path: "deep.pt") }
+    }
+
+    /// "Billion laughs": list i holds list i−1 twice by memo reference; freezing would copy 2^26 values.
+    @Test func sharedReferenceExpansionIsRefused() throws {
+        var writer = PickleWriter()
+        writer.emptyList()
+        writer.op(0x94)  // MEMOIZE → 0
+        for level in 1...25 {
+            writer.emptyList()
+            writer.mark()
+            for _ in 0..<2 {
+                writer.op(0x6A)  // LONG_BINGET
+                withUnsafeBytes(of: UInt32(level - 1).littleEndian) { writer.bytes += $0 }
+            }
+            writer.op(0x65)  // APPENDS
+            writer.op(0x94)  // MEMOIZE → level
+            writer.op(0x30)  // POP
+        }
+        writer.op(0x6A)
+        withUnsafeBytes(of: UInt32(25).littleEndian) { writer.bytes += $0 }
+        writer.stop()
+        #expect(writer.bytes.count < 400)
+        let data = try self.zip(pickle: writer.bytes)
+        self.expectRefusal(.pickle, ["more than 1000000 values"]) {
+            _ = try TorchCheckpoint(data: data, path: "laughs.pt")
+        }
+    }
+}
