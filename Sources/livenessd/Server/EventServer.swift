@@ -72,6 +72,9 @@ final class EventServer: @unchecked Sendable {
             // A small kernel send buffer (Linux doubles it: 64 KiB, ~150 events): a client that stops
             // reading shows up in our own bounded queue within seconds instead of hiding in the kernel.
             .childChannelOption(.socketOption(.so_sndbuf), value: 32_768)
+            // Nothing is read from a peer before its credentials are checked: a refused peer can make
+            // us buffer nothing (ClientHandler turns reading on once it is admitted).
+            .childChannelOption(.autoRead, value: false)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ClientHandler(server: self)
@@ -259,6 +262,18 @@ final class ClientHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// The context holds this handler and this handler its context: dropping our side here (and when
+    /// the channel goes inactive) is what lets both be freed after every connection.
+    func handlerRemoved(context: ChannelHandlerContext) { self.release() }
+
+    private func release() {
+        self.heartbeat?.cancel()
+        self.heartbeat = nil
+        self.server.unregister(self)
+        self.context = nil
+        self.received = ByteBuffer()
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         // SO_PEERCRED: the connecting process's pid, uid and gid, from the kernel.
         guard let provider = context.channel as? SocketOptionProvider else {
@@ -274,6 +289,7 @@ final class ClientHandler: ChannelInboundHandler {
                 if self.server.accessPolicy.allows(uid: credentials.uid, gid: credentials.gid) {
                     self.admitted = true
                     self.server.register(self, on: loop)
+                    self.context?.channel.setOption(.autoRead, value: true).whenFailure { _ in }
                 } else {
                     self.server.logLabel.notice(
                         "refused a client", metadata: ["peer.uid": "\(credentials.uid)", "peer.pid": "\(credentials.pid)"])
@@ -286,27 +302,34 @@ final class ClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.heartbeat?.cancel()
-        self.server.unregister(self)
+        self.release()
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Nothing is kept from a peer that is not admitted or is being closed.
+        guard self.admitted, !self.closing else { return }
         var chunk = self.unwrapInboundIn(data)
         self.received.writeBuffer(&chunk)
-        guard self.admitted else { return }
-        if self.received.readableBytes > 65_536 {
-            self.close(reason: "request line longer than 64 KiB")
-            return
-        }
-        while let newline = self.received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+        while !self.closing, let newline = self.received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
             let length = newline - self.received.readerIndex
+            guard length <= Self.lineLimit else { break }
             let line = self.received.readString(length: length) ?? ""
             self.received.moveReaderIndex(forwardBy: 1)
             self.handle(line: line)
         }
+        if self.received.readableBytes > Self.lineLimit {
+            // Stop reading at once: the rest of the line is never buffered.
+            self.received = ByteBuffer()
+            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+            self.close(reason: "request line longer than 64 KiB; send one JSON request per line", waitForPeer: false)
+            return
+        }
         self.received.discardReadBytes()
     }
+
+    /// The longest request line (bytes, without the newline) a client may send.
+    static let lineLimit = 65_536
 
     private func handle(line: String) {
         guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { return }
@@ -378,9 +401,9 @@ final class ClientHandler: ChannelInboundHandler {
         context.writeAndFlush(self.wrapOutboundOut(buffer), promise: promise)
     }
 
-    /// One error line, then end of our output; the connection is closed once the peer has gone
-    /// (or after 2 s). Closing at once could reset the connection under the line, because the
-    /// peer's request may still be unread.
+    /// One error line and end of our output, then the connection is closed when the peer hangs up or
+    /// 200 ms later. Whatever the peer sends meanwhile is read and dropped, never kept: closing with
+    /// its request still unread would reset the connection under the line (ECONNRESET).
     private func refuse(_ reason: String) {
         guard let context = self.context else { return }
         self.closing = true
@@ -389,12 +412,13 @@ final class ClientHandler: ChannelInboundHandler {
         context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line))).whenComplete { _ in
             channel.close(mode: .output, promise: nil)
         }
-        context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        channel.setOption(.autoRead, value: true).whenFailure { _ in }
+        context.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
     }
 
-    /// Sends one `bye` line with the reason (without waiting behind a full queue) and closes.
+    /// `waitForPeer: false` closes as soon as the bye is written instead of up to 200 ms later.
     @discardableResult
-    func close(reason: String) -> EventLoopFuture<Void> {
+    func close(reason: String, waitForPeer: Bool = true) -> EventLoopFuture<Void> {
         guard let context = self.context else { return self.server.clientsLoopFuture() }
         if self.closing { return context.eventLoop.makeSucceededVoidFuture() }
         self.closing = true
@@ -402,9 +426,10 @@ final class ClientHandler: ChannelInboundHandler {
         self.server.logLabel.info("closing a client", metadata: ["client.reason": "\(reason)"])
         let line = EventProtocol.line(EventProtocol.ReplyMessage(type: "bye", error: reason))
         let promise = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line)), promise: nil)
-        // A stuck client will never take the bye; do not wait for it more than a moment.
         let channel = context.channel
+        let written = context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line)))
+        if !waitForPeer { written.whenComplete { _ in channel.close(promise: nil) } }
+        // A stuck client will never take the bye; do not wait for it more than a moment.
         context.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
         context.channel.closeFuture.cascade(to: promise)
         return promise.futureResult
