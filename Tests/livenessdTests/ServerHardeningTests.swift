@@ -120,4 +120,31 @@ import Testing
         #expect(grown < 512 << 10, "RSS grew by \(grown) bytes over 3,000 connections")
         #expect(try Self.status(daemon, id: "after")?["id"] as? String == "after")
     }
+
+    /// H7: an 8 KB PNG of 1x32,768 pixels drove `classify` past 6 GiB (the detector scaled it to
+    /// width 320 keeping the aspect). Now capture refuses it by size and the detector refuses frames
+    /// beyond 1:8; both end with exit 1 and a message, quickly.
+    @Test func absurdPictureSizesAreRefused() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let tall = directory.appendingPathComponent("tall.png").path
+        let narrow = directory.appendingPathComponent("narrow.png").path
+        _ = try Program.run("/usr/bin/ffmpeg", [
+                // lavfi's colour source cannot be 1 pixel wide; scaling down to it can.
+                "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=2x32768", "-vf", "scale=1:32768", "-frames:v", "1",
+                "-pix_fmt", "gray", tall,
+            ])
+        _ = try Program.run("/usr/bin/ffmpeg", ["-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=16x240", "-frames:v", "1", narrow])
+        let model = try TestAssets.modelURL.path
+        let detector = try TestAssets.file("models/yunet/face_detection_yunet.onnx").path
+        let started = Date()
+        let refused = try Binary.run(["classify", "--models", "vit", "--model", model, "--detector", detector, tall])
+        #expect(refused.status == 1, "\(refused.standardOutput) \(refused.standardError)")
+        let said = refused.standardOutput + refused.standardError
+        #expect(said.contains("1x32768") && said.contains("16384"), "\(said)")
+        let thin = try Binary.run(["classify", "--models", "vit", "--model", model, "--detector", detector, narrow])
+        #expect(thin.status == 1, "\(thin.standardOutput) \(thin.standardError)")
+        let thinSaid = thin.standardOutput + thin.standardError
+        #expect(thinSaid.contains("16x240") && thinSaid.contains("8 times"), "\(thinSaid)")
+        #expect(Date().timeIntervalSince(started) < 60)
+    }
 }
