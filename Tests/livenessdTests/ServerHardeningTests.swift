@@ -147,4 +147,57 @@ import Testing
         #expect(thinSaid.contains("16x240") && thinSaid.contains("8 times"), "\(thinSaid)")
         #expect(Date().timeIntervalSince(started) < 60)
     }
+
+    /// M2: there was no cap: at 1,024 descriptors new clients got EAGAIN and accept spun at 151 % CPU.
+    /// With `socket.max_clients: 4`, the 5th and 6th connections get one error line and are closed;
+    /// the first four keep working, and a freed place can be taken again.
+    @Test func connectionsBeyondTheCapAreRefused() throws {
+        let daemon = try Self.quietDaemon(config: "socket:\n  max_clients: 4\n")
+        defer { daemon.signal(SIGTERM) }
+        var admitted: [EventClient] = []
+        for index in 0..<4 {
+            let client = try EventClient(path: daemon.socketPath)
+            try client.send(["op": "status", "id": "a\(index)"])
+            #expect(try client.next(seconds: 20)?["id"] as? String == "a\(index)")
+            admitted.append(client)
+        }
+        for index in 0..<2 {
+            let extra = try EventClient(path: daemon.socketPath)
+            let messages = try extra.readToEnd(seconds: 5)
+            #expect(messages.count == 1, "extra \(index): \(messages)")
+            #expect((messages.first?["error"] as? String)?.contains("too many clients") == true, "\(messages)")
+            #expect((messages.first?["error"] as? String)?.contains("socket.max_clients") == true)
+        }
+        for (index, client) in admitted.enumerated() {
+            try client.send(["op": "status", "id": "b\(index)"])
+            #expect(try client.next(seconds: 20)?["id"] as? String == "b\(index)")
+        }
+        admitted.removeLast()
+        var replaced: [String: Any]?
+        let deadline = Date().addingTimeInterval(5)
+        while replaced?["type"] as? String != "status" && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+            replaced = try Self.status(daemon, id: "again")
+        }
+        #expect(replaced?["id"] as? String == "again", "\(String(describing: replaced))")
+    }
+
+    /// M2: a connection that never sends a request is closed after `socket.idle_timeout_seconds`;
+    /// one that asked for something (a subscriber) stays.
+    @Test func silentConnectionsAreClosedWhenIdle() throws {
+        let daemon = try Self.quietDaemon(config: "socket:\n  idle_timeout_seconds: 0.5\n")
+        defer { daemon.signal(SIGTERM) }
+        let talker = try EventClient(path: daemon.socketPath)
+        try talker.send(["op": "status", "id": "t"])
+        #expect(try talker.next(seconds: 20)?["id"] as? String == "t")
+        let silent = try EventClient(path: daemon.socketPath)
+        let started = Date()
+        let messages = try silent.readToEnd(seconds: 10)
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(messages.last?["type"] as? String == "bye", "\(messages)")
+        #expect((messages.last?["error"] as? String)?.contains("idle_timeout_seconds") == true, "\(messages)")
+        Thread.sleep(forTimeInterval: 1)
+        try talker.send(["op": "status", "id": "t2"])
+        #expect(try talker.next(seconds: 20)?["id"] as? String == "t2")
+    }
 }

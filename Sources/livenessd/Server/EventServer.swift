@@ -34,6 +34,10 @@ final class EventServer: @unchecked Sendable {
         var inheritedDescriptor: CInt?
         /// Messages a client may have queued before it is disconnected as too slow.
         var clientQueueLimit = 256
+        /// Connections open at once (admitted or not); more get one error line and are closed.
+        var maxClients = 64
+        /// How long a connection may stay open without sending a request.
+        var idleTimeout = TimeAmount.seconds(30)
         var access = AccessPolicy()
     }
 
@@ -53,6 +57,8 @@ final class EventServer: @unchecked Sendable {
     private let clients = Mutex<[ObjectIdentifier: NIOLoopBound<ClientHandler>]>([:])
     private let latest = Mutex<[String: EventProtocol.SourceSnapshot]>([:])
     private let eventCounter = Atomic<UInt64>(0)
+    /// Open connections, counted from accept to close, refused ones included.
+    private let connections = Atomic<Int>(0)
     private let access: Mutex<AccessPolicy>
     private let threshold: Mutex<Double>
 
@@ -75,6 +81,13 @@ final class EventServer: @unchecked Sendable {
             // Nothing is read from a peer before its credentials are checked: a refused peer can make
             // us buffer nothing (ClientHandler turns reading on once it is admitted).
             .childChannelOption(.autoRead, value: false)
+            // When descriptors run out accept() fails at once, again and again: back off instead of
+            // spinning (the synchronous bind does not add this handler itself).
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
+                }
+            }
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ClientHandler(server: self)
@@ -206,6 +219,23 @@ final class EventServer: @unchecked Sendable {
         self.clients.withLock { $0[ObjectIdentifier(handler)] = NIOLoopBound(handler, eventLoop: loop) }
     }
 
+    /// Counts a new connection; false (and not counted) when `maxClients` are already open.
+    fileprivate func openConnection() -> Bool {
+        let limit = self.configuration.maxClients
+        var current = self.connections.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = self.connections.compareExchange(
+                expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    fileprivate func closeConnection() { self.connections.subtract(1, ordering: .relaxed) }
+
+    var connectionCount: Int { self.connections.load(ordering: .relaxed) }
+
     fileprivate func unregister(_ handler: ClientHandler) {
         _ = self.clients.withLock { $0.removeValue(forKey: ObjectIdentifier(handler)) }
     }
@@ -232,6 +262,8 @@ final class EventServer: @unchecked Sendable {
 
     fileprivate var logLabel: Logger { self.logger }
     fileprivate var queueLimit: Int { self.configuration.clientQueueLimit }
+    fileprivate var maxClients: Int { self.configuration.maxClients }
+    fileprivate var idleTimeout: TimeAmount { self.configuration.idleTimeout }
 }
 
 /// `struct ucred` of <sys/socket.h> (pid_t, uid_t, gid_t): Glibc exports it to Swift only under
@@ -257,6 +289,9 @@ final class ClientHandler: ChannelInboundHandler {
     private var closing = false
     private var heartbeat: RepeatedTask?
     private var admitted = false
+    /// Whether this connection holds one of the server's `maxClients` places.
+    private var counted = false
+    private var idle: Scheduled<Void>?
 
     init(server: EventServer) { self.server = server }
 
@@ -269,12 +304,32 @@ final class ClientHandler: ChannelInboundHandler {
     private func release() {
         self.heartbeat?.cancel()
         self.heartbeat = nil
+        self.idle?.cancel()
+        self.idle = nil
+        if self.counted {
+            self.counted = false
+            self.server.closeConnection()
+        }
         self.server.unregister(self)
         self.context = nil
         self.received = ByteBuffer()
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        guard self.server.openConnection() else {
+            self.refuse(
+                "too many clients: \(self.server.maxClients) connections are open (socket.max_clients); "
+                    + "close one or try again later")
+            return
+        }
+        self.counted = true
+        // A connection that never asks for anything would hold its place forever.
+        let idleBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timeout = self.server.idleTimeout
+        self.idle = context.eventLoop.scheduleTask(in: timeout) {
+            idleBound.value.close(
+                reason: "no request within \(timeout.nanoseconds / 1_000_000_000) s (socket.idle_timeout_seconds)")
+        }
         // SO_PEERCRED: the connecting process's pid, uid and gid, from the kernel.
         guard let provider = context.channel as? SocketOptionProvider else {
             self.refuse("cannot read peer credentials")
@@ -333,6 +388,8 @@ final class ClientHandler: ChannelInboundHandler {
 
     private func handle(line: String) {
         guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { return }
+        self.idle?.cancel()
+        self.idle = nil
         guard let request = try? JSONDecoder().decode(EventProtocol.Request.self, from: Data(line.utf8)) else {
             self.send(EventProtocol.line(EventProtocol.ReplyMessage(type: "error", error: "not a JSON request: \(line.prefix(80))")))
             return
