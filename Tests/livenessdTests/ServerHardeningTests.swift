@@ -200,4 +200,56 @@ import Testing
         try talker.send(["op": "status", "id": "t2"])
         #expect(try talker.next(seconds: 20)?["id"] as? String == "t2")
     }
+
+    /// M1: removing a uid from the allow-list by SIGHUP left its open connections subscribed. Now the
+    /// reload re-checks every connection: uid 65534 (allowed, then not) gets a bye saying why; root,
+    /// always allowed, stays.
+    @Test func reloadClosesConnectionsNoLongerAllowed() throws {
+        let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try "socket:\n  mode: \"0666\"\naccess:\n  allow_uids: [65534]\n".write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(
+            ["--config", config.path, "--pacing", "realtime", "--crop", "full", "--models", "vit", "--hold-until-subscribed",
+             "--source", try TestAssets.file(Self.clip).path])
+        defer { daemon.signal(SIGTERM) }
+        chmod(daemon.directory.path, 0o755)
+        let root = try EventClient(path: daemon.socketPath)
+        try root.send(["op": "status", "id": "r"])
+        #expect(try root.next(seconds: 20)?["id"] as? String == "r")
+        // The subscriber as uid 65534 prints every line it gets until the daemon hangs up.
+        let script = """
+            import socket,sys
+            s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(30)
+            s.sendall(b'{"op":"subscribe","mode":"changes","id":"n"}\\n')
+            f=s.makefile()
+            for line in f: print(line.strip(), flush=True)
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        process.arguments = [
+            "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", script, daemon.socketPath,
+        ]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        // The subscription's "ok" first: then the connection is admitted and subscribed.
+        let first = String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self)
+        // SIGHUP is handled once the sources have started (a signal before that is lost).
+        let deadline = Date().addingTimeInterval(20)
+        while !daemon.log.contains("ready:") && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        try "socket:\n  mode: \"0666\"\naccess:\n  allow_uids: [4242]\n".write(to: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        let output = first + String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let lines = output.split(separator: "\n")
+        #expect(lines.first?.contains("\"ok\"") == true, "\(output)")
+        #expect(lines.last?.contains("\"bye\"") == true, "\(output) log: \(daemon.log.suffix(1500))")
+        #expect(lines.last?.contains("no longer in the allow-list") == true, "\(output) log: \(daemon.log.suffix(2500))")
+        try root.send(["op": "status", "id": "r2"])
+        var status: [String: Any]?
+        while status == nil, let message = try root.next(seconds: 20) {
+            if message["id"] as? String == "r2" { status = message }
+        }
+        #expect(status != nil, "root lost its connection: log \(daemon.log.suffix(1500))")
+    }
 }

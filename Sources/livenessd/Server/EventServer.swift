@@ -165,7 +165,13 @@ final class EventServer: @unchecked Sendable {
 
     var clientCount: Int { self.clients.withLock { $0.count } }
 
-    func updateAccess(_ policy: AccessPolicy) { self.access.withLock { $0 = policy } }
+    /// A new policy applies to open connections too: a client it no longer allows is told so and closed.
+    func updateAccess(_ policy: AccessPolicy) {
+        self.access.withLock { $0 = policy }
+        for bound in self.clients.withLock({ Array($0.values) }) {
+            bound.eventLoop.execute { bound.value.recheck(policy) }
+        }
+    }
     func updateThreshold(_ value: Double) { self.threshold.withLock { $0 = value } }
     var accessPolicy: AccessPolicy { self.access.withLock { $0 } }
 
@@ -292,6 +298,7 @@ final class ClientHandler: ChannelInboundHandler {
     /// Whether this connection holds one of the server's `maxClients` places.
     private var counted = false
     private var idle: Scheduled<Void>?
+    private var credentials: PeerCredentials?
 
     init(server: EventServer) { self.server = server }
 
@@ -341,6 +348,7 @@ final class ClientHandler: ChannelInboundHandler {
         future.assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let credentials):
+                self.credentials = credentials
                 if self.server.accessPolicy.allows(uid: credentials.uid, gid: credentials.gid) {
                     self.admitted = true
                     self.server.register(self, on: loop)
@@ -428,6 +436,18 @@ final class ClientHandler: ChannelInboundHandler {
                         type: "error", id: request.id, op: request.op,
                         error: "unknown op '\(request.op)'; use subscribe, status, snapshot or reset")))
         }
+    }
+
+    /// After a reload: a client the new policy no longer allows is told why and closed.
+    func recheck(_ policy: AccessPolicy) {
+        guard self.admitted, !self.closing, let credentials = self.credentials,
+            !policy.allows(uid: credentials.uid, gid: credentials.gid)
+        else { return }
+        self.server.logLabel.notice(
+            "access withdrawn from a connected client",
+            metadata: ["peer.uid": "\(credentials.uid)", "peer.pid": "\(credentials.pid)"])
+        self.close(
+            reason: "access withdrawn: uid \(credentials.uid) is no longer in the allow-list (configuration reloaded)")
     }
 
     private func sendHeartbeat() {
