@@ -182,6 +182,63 @@ import Testing
         #expect(replaced?["id"] as? String == "again", "\(String(describing: replaced))")
     }
 
+    /// M2: when descriptors ran out, accept() failed at once again and again and the daemon spun at
+    /// 151 % CPU. Under a descriptor limit of 64 (below the configured cap of 1,000, so the daemon
+    /// lowers the cap to fit), 100 connections must not make it burn more than a third of a core,
+    /// the ones past the cap get the error line, and it still answers after.
+    @Test func acceptBacksOffWhenDescriptorsRunOut() throws {
+        let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try "socket:\n  max_clients: 1000\n".write(to: file, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(
+            ["--config", file.path, "--pacing", "realtime", "--crop", "full", "--models", "vit", "--hold-until-subscribed",
+             "--source", try TestAssets.file(Self.clip).path],
+            launcher: ["/usr/bin/prlimit", "--nofile=64"])
+        defer { daemon.signal(SIGTERM) }
+        #expect(try Self.status(daemon)?["type"] as? String == "status", "log: \(daemon.log.suffix(1500))")
+        var clients: [Int32] = []
+        defer { for descriptor in clients { close(descriptor) } }
+        for _ in 0..<100 {
+            let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (index, byte) in daemon.socketPath.utf8.enumerated() { raw[index] = byte }
+            }
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            clients.append(descriptor)
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+        let before = Self.cpuSeconds(daemon.process.processIdentifier)
+        Thread.sleep(forTimeInterval: 2)
+        let used = Self.cpuSeconds(daemon.process.processIdentifier) - before
+        #expect(used < 0.66, "the daemon used \(used) s of CPU in 2 s while descriptors were exhausted")
+        #expect(daemon.log.contains("socket.max_clients lowered"), "log: \(daemon.log.suffix(1500))")
+        var line = [UInt8](repeating: 0, count: 4096)
+        // The 50th: past the lowered cap (64 - 32 reserved), within the listen backlog (64).
+        let count = read(clients[49], &line, line.count)
+        let text = String(decoding: line[..<max(0, count)], as: UTF8.self)
+        #expect(text.contains("too many clients"), "the 50th connection read: \(text)")
+        for descriptor in clients { close(descriptor) }
+        clients = []
+        var reply: [String: Any]?
+        let deadline = Date().addingTimeInterval(10)
+        while reply == nil && Date() < deadline { reply = try? Self.status(daemon, id: "after") }
+        #expect(reply?["id"] as? String == "after")
+    }
+
+    /// User plus system CPU time of a process, in seconds (/proc/PID/stat).
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        let fields = text.split(separator: ")").last?.split(separator: " ") ?? []
+        // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     /// M2: a connection that never sends a request is closed after `socket.idle_timeout_seconds`;
     /// one that asked for something (a subscriber) stays.
     @Test func silentConnectionsAreClosedWhenIdle() throws {

@@ -59,6 +59,8 @@ final class EventServer: @unchecked Sendable {
     private let eventCounter = Atomic<UInt64>(0)
     /// Open connections, counted from accept to close, refused ones included.
     private let connections = Atomic<Int>(0)
+    /// `maxClients`, lowered at start when the descriptor limit is lower.
+    private let clientLimit: Atomic<Int>
     private let access: Mutex<AccessPolicy>
     private let threshold: Mutex<Double>
 
@@ -67,12 +69,14 @@ final class EventServer: @unchecked Sendable {
         self.hooks = hooks
         self.logger = logger
         self.access = Mutex(configuration.access)
+        self.clientLimit = Atomic(configuration.maxClients)
         self.threshold = Mutex(threshold)
     }
 
     /// Binds (or adopts the inherited socket). A socket file left by a dead daemon is replaced;
     /// one a running daemon still listens on is an error.
     func start() throws {
+        self.fitClientLimitToDescriptors()
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 64)
             // A small kernel send buffer (Linux doubles it: 64 KiB, ~150 events): a client that stops
@@ -81,13 +85,6 @@ final class EventServer: @unchecked Sendable {
             // Nothing is read from a peer before its credentials are checked: a refused peer can make
             // us buffer nothing (ClientHandler turns reading on once it is admitted).
             .childChannelOption(.autoRead, value: false)
-            // When descriptors run out accept() fails at once, again and again: back off instead of
-            // spinning (the synchronous bind does not add this handler itself).
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
-                }
-            }
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ClientHandler(server: self)
@@ -131,6 +128,32 @@ final class EventServer: @unchecked Sendable {
             }
         }
         self.logger.info("listening", metadata: ["socket.path": "\(path)"])
+    }
+
+    /// Descriptors kept for everything but clients: the listener, model files, sources, logging.
+    static let reservedDescriptors = 32
+
+    /// When descriptors run out, accept() fails with EMFILE while the listener stays readable, and
+    /// NIO 2.x retries at once (its AcceptBackoffHandler cannot help: the failed accept leaves the
+    /// read pending) — the daemon spun at 151 % CPU. So the soft descriptor limit is raised to the
+    /// hard one, and the client limit is kept below it: connections past the limit are closed at once.
+    private func fitClientLimitToDescriptors() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = min(limit.rlim_max, 1 << 20)
+            if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        let available = max(1, Int(clamping: limit.rlim_cur) - Self.reservedDescriptors)
+        if self.clientLimit.load(ordering: .relaxed) > available {
+            self.logger.warning(
+                "socket.max_clients lowered to fit the descriptor limit",
+                metadata: [
+                    "socket.max_clients": "\(available)", "descriptors.limit": "\(limit.rlim_cur)",
+                ])
+            self.clientLimit.store(available, ordering: .relaxed)
+        }
     }
 
     static func fileKind(_ mode: mode_t) -> String {
@@ -227,7 +250,7 @@ final class EventServer: @unchecked Sendable {
 
     /// Counts a new connection; false (and not counted) when `maxClients` are already open.
     fileprivate func openConnection() -> Bool {
-        let limit = self.configuration.maxClients
+        let limit = self.clientLimit.load(ordering: .relaxed)
         var current = self.connections.load(ordering: .relaxed)
         while current < limit {
             let (exchanged, original) = self.connections.compareExchange(
@@ -268,7 +291,7 @@ final class EventServer: @unchecked Sendable {
 
     fileprivate var logLabel: Logger { self.logger }
     fileprivate var queueLimit: Int { self.configuration.clientQueueLimit }
-    fileprivate var maxClients: Int { self.configuration.maxClients }
+    fileprivate var maxClients: Int { self.clientLimit.load(ordering: .relaxed) }
     fileprivate var idleTimeout: TimeAmount { self.configuration.idleTimeout }
 }
 
@@ -324,18 +347,20 @@ final class ClientHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         guard self.server.openConnection() else {
+            // Closed as soon as the line is written: waiting would hold the descriptor the limit protects.
             self.refuse(
                 "too many clients: \(self.server.maxClients) connections are open (socket.max_clients); "
-                    + "close one or try again later")
+                    + "close one or try again later",
+                linger: false)
             return
         }
         self.counted = true
         // A connection that never asks for anything would hold its place forever.
         let idleBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let timeout = self.server.idleTimeout
+        let seconds = Double(timeout.nanoseconds) / 1e9
         self.idle = context.eventLoop.scheduleTask(in: timeout) {
-            idleBound.value.close(
-                reason: "no request within \(timeout.nanoseconds / 1_000_000_000) s (socket.idle_timeout_seconds)")
+            idleBound.value.close(reason: "no request within \(seconds) s (socket.idle_timeout_seconds)")
         }
         // SO_PEERCRED: the connecting process's pid, uid and gid, from the kernel.
         guard let provider = context.channel as? SocketOptionProvider else {
@@ -481,14 +506,16 @@ final class ClientHandler: ChannelInboundHandler {
     /// One error line and end of our output, then the connection is closed when the peer hangs up or
     /// 200 ms later. Whatever the peer sends meanwhile is read and dropped, never kept: closing with
     /// its request still unread would reset the connection under the line (ECONNRESET).
-    private func refuse(_ reason: String) {
+    /// `linger: false` closes as soon as the line is written (the peer still reads it first).
+    private func refuse(_ reason: String, linger: Bool = true) {
         guard let context = self.context else { return }
         self.closing = true
         let line = EventProtocol.line(EventProtocol.ReplyMessage(type: "error", error: reason))
         let channel = context.channel
         context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line))).whenComplete { _ in
-            channel.close(mode: .output, promise: nil)
+            channel.close(mode: linger ? .output : .all, promise: nil)
         }
+        guard linger else { return }
         channel.setOption(.autoRead, value: true).whenFailure { _ in }
         context.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
     }
