@@ -133,7 +133,8 @@ import Testing
                 "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=2x32768", "-vf", "scale=1:32768", "-frames:v", "1",
                 "-pix_fmt", "gray", tall,
             ])
-        _ = try Program.run("/usr/bin/ffmpeg", ["-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=16x240", "-frames:v", "1", narrow])
+        _ = try Program.run(
+            "/usr/bin/ffmpeg", ["-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=16x240", "-frames:v", "1", narrow])
         let model = try TestAssets.modelURL.path
         let detector = try TestAssets.file("models/yunet/face_detection_yunet.onnx").path
         let started = Date()
@@ -190,8 +191,10 @@ import Testing
         let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
         try "socket:\n  max_clients: 1000\n".write(to: file, atomically: true, encoding: .utf8)
         let daemon = try DaemonProcess(
-            ["--config", file.path, "--pacing", "realtime", "--crop", "full", "--models", "vit", "--hold-until-subscribed",
-             "--source", try TestAssets.file(Self.clip).path],
+            [
+                "--config", file.path, "--pacing", "realtime", "--crop", "full", "--models", "vit",
+                "--hold-until-subscribed", "--source", try TestAssets.file(Self.clip).path,
+            ],
             launcher: ["/usr/bin/prlimit", "--nofile=64"])
         defer { daemon.signal(SIGTERM) }
         #expect(try Self.status(daemon)?["type"] as? String == "status", "log: \(daemon.log.suffix(1500))")
@@ -263,10 +266,13 @@ import Testing
     /// always allowed, stays.
     @Test func reloadClosesConnectionsNoLongerAllowed() throws {
         let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
-        try "socket:\n  mode: \"0666\"\naccess:\n  allow_uids: [65534]\n".write(to: config, atomically: true, encoding: .utf8)
+        let allowed = "socket:\n  mode: \"0666\"\naccess:\n  allow_uids: [65534]\n"
+        try allowed.write(to: config, atomically: true, encoding: .utf8)
         let daemon = try DaemonProcess(
-            ["--config", config.path, "--pacing", "realtime", "--crop", "full", "--models", "vit", "--hold-until-subscribed",
-             "--source", try TestAssets.file(Self.clip).path])
+            [
+                "--config", config.path, "--pacing", "realtime", "--crop", "full", "--models", "vit",
+                "--hold-until-subscribed", "--source", try TestAssets.file(Self.clip).path,
+            ])
         defer { daemon.signal(SIGTERM) }
         chmod(daemon.directory.path, 0o755)
         let root = try EventClient(path: daemon.socketPath)
@@ -283,7 +289,8 @@ import Testing
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
         process.arguments = [
-            "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", script, daemon.socketPath,
+            "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", script,
+            daemon.socketPath,
         ]
         let pipe = Pipe()
         process.standardOutput = pipe
@@ -294,14 +301,16 @@ import Testing
         // SIGHUP is handled once the sources have started (a signal before that is lost).
         let deadline = Date().addingTimeInterval(20)
         while !daemon.log.contains("ready:") && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        try "socket:\n  mode: \"0666\"\naccess:\n  allow_uids: [4242]\n".write(to: config, atomically: true, encoding: .utf8)
+        let withdrawn = "socket:\n  mode: \"0666\"\naccess:\n  allow_uids: [4242]\n"
+        try withdrawn.write(to: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
         let output = first + String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         let lines = output.split(separator: "\n")
         #expect(lines.first?.contains("\"ok\"") == true, "\(output)")
         #expect(lines.last?.contains("\"bye\"") == true, "\(output) log: \(daemon.log.suffix(1500))")
-        #expect(lines.last?.contains("no longer in the allow-list") == true, "\(output) log: \(daemon.log.suffix(2500))")
+        #expect(
+            lines.last?.contains("no longer in the allow-list") == true, "\(output) log: \(daemon.log.suffix(2500))")
         try root.send(["op": "status", "id": "r2"])
         var status: [String: Any]?
         while status == nil, let message = try root.next(seconds: 20) {
