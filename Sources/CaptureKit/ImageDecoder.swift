@@ -144,8 +144,8 @@ public enum ImageDecoder {
         let width = Int(frame.pointee.width)
         let height = Int(frame.pointee.height)
         let format = AVPixelFormat(rawValue: frame.pointee.format)
-        guard width > 0, height > 0, width <= 32768, height <= 32768 else {
-            throw CaptureError(code: .decodeFailed, source: path, message: "picture has an invalid size \(width)x\(height)")
+        if let problem = FrameLimits.problem(width: width, height: height) {
+            throw CaptureError(code: .decodeFailed, source: path, message: problem)
         }
         var pixels = [UInt8](repeating: 0, count: width * height * 3)
         if format == AV_PIX_FMT_GRAY8 {

@@ -9,9 +9,6 @@ import Foundation
 /// files go through TurboJPEG with the same settings (no TJFLAG_FASTDCT, no TJFLAG_FASTUPSAMPLE);
 /// camera MJPEG and video keep FFmpeg.
 public enum JPEGStillDecoder {
-    /// Pictures larger than this on either side are refused (as `ImageDecoder.convertToRGB` does).
-    static let maximumSide = 32768
-
     /// Whether `path` is a local file that starts with a JPEG SOI marker (FF D8 FF): detected by
     /// content, not by extension.
     public static func isJPEGFile(_ path: String) -> Bool {
@@ -95,10 +92,8 @@ final class TurboJPEGDecompressor {
                     message: "not a JPEG libjpeg-turbo can read: the header is damaged or cut off before the frame "
                         + "header (SOF)")
             }
-            guard columns > 0, rows > 0, columns <= JPEGStillDecoder.maximumSide, rows <= JPEGStillDecoder.maximumSide
-            else {
-                throw CaptureError(
-                    code: .decodeFailed, source: self.path, message: "picture has an invalid size \(columns)x\(rows)")
+            if let problem = FrameLimits.problem(width: columns, height: rows) {
+                throw CaptureError(code: .decodeFailed, source: self.path, message: problem)
             }
             let isCMYK =
                 colourspace == Int32(TJCS_CMYK.rawValue) || colourspace == Int32(TJCS_YCCK.rawValue)

@@ -240,6 +240,11 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
         }
         let width = Int(frame.pointee.width)
         let height = Int(frame.pointee.height)
+        // Refused before any buffer is sized for it: a crafted stream can claim any size.
+        if let problem = FrameLimits.problem(width: width, height: height) {
+            self.skipped += 1
+            return .skipped(count: self.skipped, reason: problem)
+        }
         var format = PixelFormat(rawValue: frame.pointee.format)
         var colour = input.colour(of: frame)
         if format.rawValue == AV_PIX_FMT_YUVJ420P.rawValue {

@@ -77,10 +77,23 @@ public final class DetectorLocator: FaceLocator {
             box: analysis.referenceBox)
     }
 
+    /// Long side over short side beyond which a frame is not searched for faces.
+    static let maximumAspect = 8
+
     /// Detect, pick the largest face, run the gates. `image` is the frame as RGB24.
     public func analyse(image: PixelSource, frame: Frame) -> Analysis {
         var analysis = Analysis(faces: [])
         let width = self.configuration.detectionWidth
+        // The detection height follows the aspect ratio; beyond 1:8 no face can be found anyway, and a
+        // 1x16,384 frame would otherwise ask for a 320x5,242,880 buffer.
+        guard frame.width > 0, frame.height > 0,
+            max(frame.width, frame.height) <= Self.maximumAspect * min(frame.width, frame.height)
+        else {
+            analysis.error =
+                "frame is \(frame.width)x\(frame.height) pixels: too narrow or too wide for face detection "
+                + "(the longest side may be at most \(Self.maximumAspect) times the shortest)"
+            return analysis
+        }
         let height = max(1, Int((Double(width) * Double(frame.height) / Double(frame.width)).rounded()))
         if self.bgr.count < width * height * 3 { self.bgr = [UInt8](repeating: 0, count: width * height * 3) }
         var detected: [DetectedFace] = []

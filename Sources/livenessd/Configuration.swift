@@ -68,10 +68,16 @@ struct Configuration: Decodable, Equatable {
         var group: String?
         /// Messages a client may have waiting before it is disconnected as too slow.
         var clientQueueLimit: Int?
+        /// Connections open at once; more get one error line and are closed.
+        var maxClients: Int?
+        /// Seconds a connection may stay open without sending a request.
+        var idleTimeoutSeconds: Double?
 
         enum CodingKeys: String, CodingKey {
             case path, mode, group
             case clientQueueLimit = "client_queue_limit"
+            case maxClients = "max_clients"
+            case idleTimeoutSeconds = "idle_timeout_seconds"
         }
     }
 
@@ -161,6 +167,12 @@ struct Configuration: Decodable, Equatable {
     func validate(path: String) throws {
         if let threshold, !(0...1).contains(threshold) {
             throw CommandError("\(path): threshold must be between 0 and 1, got \(threshold)")
+        }
+        if let limit = self.socket?.maxClients, !(1...100_000).contains(limit) {
+            throw CommandError("\(path): socket.max_clients must be from 1 to 100000, got \(limit)")
+        }
+        if let seconds = self.socket?.idleTimeoutSeconds, !(seconds >= 0.1 && seconds <= 86_400) {
+            throw CommandError("\(path): socket.idle_timeout_seconds must be from 0.1 to 86400, got \(seconds)")
         }
         if let mode = self.socket?.mode, UInt32(mode, radix: 8) == nil {
             throw CommandError("\(path): socket.mode must be octal like \"0660\", got \(mode)")

@@ -200,6 +200,10 @@ final class Daemon: @unchecked Sendable {
         serverConfiguration.inheritedDescriptor = SystemdNotifier.listenDescriptor()
         serverConfiguration.access = configuration.accessPolicy
         if let limit = configuration.socket?.clientQueueLimit { serverConfiguration.clientQueueLimit = max(1, limit) }
+        if let limit = configuration.socket?.maxClients { serverConfiguration.maxClients = limit }
+        if let seconds = configuration.socket?.idleTimeoutSeconds {
+            serverConfiguration.idleTimeout = .milliseconds(Int64(seconds * 1000))
+        }
         let monitor = self.monitor
         let sourceKinds = Dictionary(uniqueKeysWithValues: sources.map { ($0.id, $0.kind == .live ? "live" : "replay") })
         let statusThreshold = self.threshold

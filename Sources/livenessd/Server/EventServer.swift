@@ -34,6 +34,10 @@ final class EventServer: @unchecked Sendable {
         var inheritedDescriptor: CInt?
         /// Messages a client may have queued before it is disconnected as too slow.
         var clientQueueLimit = 256
+        /// Connections open at once (admitted or not); more get one error line and are closed.
+        var maxClients = 64
+        /// How long a connection may stay open without sending a request.
+        var idleTimeout = TimeAmount.seconds(30)
         var access = AccessPolicy()
     }
 
@@ -53,6 +57,10 @@ final class EventServer: @unchecked Sendable {
     private let clients = Mutex<[ObjectIdentifier: NIOLoopBound<ClientHandler>]>([:])
     private let latest = Mutex<[String: EventProtocol.SourceSnapshot]>([:])
     private let eventCounter = Atomic<UInt64>(0)
+    /// Open connections, counted from accept to close, refused ones included.
+    private let connections = Atomic<Int>(0)
+    /// `maxClients`, lowered at start when the descriptor limit is lower.
+    private let clientLimit: Atomic<Int>
     private let access: Mutex<AccessPolicy>
     private let threshold: Mutex<Double>
 
@@ -61,17 +69,22 @@ final class EventServer: @unchecked Sendable {
         self.hooks = hooks
         self.logger = logger
         self.access = Mutex(configuration.access)
+        self.clientLimit = Atomic(configuration.maxClients)
         self.threshold = Mutex(threshold)
     }
 
     /// Binds (or adopts the inherited socket). A socket file left by a dead daemon is replaced;
     /// one a running daemon still listens on is an error.
     func start() throws {
+        self.fitClientLimitToDescriptors()
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 64)
             // A small kernel send buffer (Linux doubles it: 64 KiB, ~150 events): a client that stops
             // reading shows up in our own bounded queue within seconds instead of hiding in the kernel.
             .childChannelOption(.socketOption(.so_sndbuf), value: 32_768)
+            // Nothing is read from a peer before its credentials are checked: a refused peer can make
+            // us buffer nothing (ClientHandler turns reading on once it is admitted).
+            .childChannelOption(.autoRead, value: false)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ClientHandler(server: self)
@@ -117,6 +130,32 @@ final class EventServer: @unchecked Sendable {
         self.logger.info("listening", metadata: ["socket.path": "\(path)"])
     }
 
+    /// Descriptors kept for everything but clients: the listener, model files, sources, logging.
+    static let reservedDescriptors = 32
+
+    /// When descriptors run out, accept() fails with EMFILE while the listener stays readable, and
+    /// NIO 2.x retries at once (its AcceptBackoffHandler cannot help: the failed accept leaves the
+    /// read pending) — the daemon spun at 151 % CPU. So the soft descriptor limit is raised to the
+    /// hard one, and the client limit is kept below it: connections past the limit are closed at once.
+    private func fitClientLimitToDescriptors() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = min(limit.rlim_max, 1 << 20)
+            if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        let available = max(1, Int(clamping: limit.rlim_cur) - Self.reservedDescriptors)
+        if self.clientLimit.load(ordering: .relaxed) > available {
+            self.logger.warning(
+                "socket.max_clients lowered to fit the descriptor limit",
+                metadata: [
+                    "socket.max_clients": "\(available)", "descriptors.limit": "\(limit.rlim_cur)",
+                ])
+            self.clientLimit.store(available, ordering: .relaxed)
+        }
+    }
+
     static func fileKind(_ mode: mode_t) -> String {
         switch mode & S_IFMT {
         case S_IFDIR: "a directory"
@@ -149,7 +188,13 @@ final class EventServer: @unchecked Sendable {
 
     var clientCount: Int { self.clients.withLock { $0.count } }
 
-    func updateAccess(_ policy: AccessPolicy) { self.access.withLock { $0 = policy } }
+    /// A new policy applies to open connections too: a client it no longer allows is told so and closed.
+    func updateAccess(_ policy: AccessPolicy) {
+        self.access.withLock { $0 = policy }
+        for bound in self.clients.withLock({ Array($0.values) }) {
+            bound.eventLoop.execute { bound.value.recheck(policy) }
+        }
+    }
     func updateThreshold(_ value: Double) { self.threshold.withLock { $0 = value } }
     var accessPolicy: AccessPolicy { self.access.withLock { $0 } }
 
@@ -203,6 +248,23 @@ final class EventServer: @unchecked Sendable {
         self.clients.withLock { $0[ObjectIdentifier(handler)] = NIOLoopBound(handler, eventLoop: loop) }
     }
 
+    /// Counts a new connection; false (and not counted) when `maxClients` are already open.
+    fileprivate func openConnection() -> Bool {
+        let limit = self.clientLimit.load(ordering: .relaxed)
+        var current = self.connections.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = self.connections.compareExchange(
+                expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    fileprivate func closeConnection() { self.connections.subtract(1, ordering: .relaxed) }
+
+    var connectionCount: Int { self.connections.load(ordering: .relaxed) }
+
     fileprivate func unregister(_ handler: ClientHandler) {
         _ = self.clients.withLock { $0.removeValue(forKey: ObjectIdentifier(handler)) }
     }
@@ -229,6 +291,8 @@ final class EventServer: @unchecked Sendable {
 
     fileprivate var logLabel: Logger { self.logger }
     fileprivate var queueLimit: Int { self.configuration.clientQueueLimit }
+    fileprivate var maxClients: Int { self.clientLimit.load(ordering: .relaxed) }
+    fileprivate var idleTimeout: TimeAmount { self.configuration.idleTimeout }
 }
 
 /// `struct ucred` of <sys/socket.h> (pid_t, uid_t, gid_t): Glibc exports it to Swift only under
@@ -254,12 +318,50 @@ final class ClientHandler: ChannelInboundHandler {
     private var closing = false
     private var heartbeat: RepeatedTask?
     private var admitted = false
+    /// Whether this connection holds one of the server's `maxClients` places.
+    private var counted = false
+    private var idle: Scheduled<Void>?
+    private var credentials: PeerCredentials?
 
     init(server: EventServer) { self.server = server }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// The context holds this handler and this handler its context: dropping our side here (and when
+    /// the channel goes inactive) is what lets both be freed after every connection.
+    func handlerRemoved(context: ChannelHandlerContext) { self.release() }
+
+    private func release() {
+        self.heartbeat?.cancel()
+        self.heartbeat = nil
+        self.idle?.cancel()
+        self.idle = nil
+        if self.counted {
+            self.counted = false
+            self.server.closeConnection()
+        }
+        self.server.unregister(self)
+        self.context = nil
+        self.received = ByteBuffer()
+    }
+
     func channelActive(context: ChannelHandlerContext) {
+        guard self.server.openConnection() else {
+            // Closed as soon as the line is written: waiting would hold the descriptor the limit protects.
+            self.refuse(
+                "too many clients: \(self.server.maxClients) connections are open (socket.max_clients); "
+                    + "close one or try again later",
+                linger: false)
+            return
+        }
+        self.counted = true
+        // A connection that never asks for anything would hold its place forever.
+        let idleBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timeout = self.server.idleTimeout
+        let seconds = Double(timeout.nanoseconds) / 1e9
+        self.idle = context.eventLoop.scheduleTask(in: timeout) {
+            idleBound.value.close(reason: "no request within \(seconds) s (socket.idle_timeout_seconds)")
+        }
         // SO_PEERCRED: the connecting process's pid, uid and gid, from the kernel.
         guard let provider = context.channel as? SocketOptionProvider else {
             self.refuse("cannot read peer credentials")
@@ -271,9 +373,11 @@ final class ClientHandler: ChannelInboundHandler {
         future.assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let credentials):
+                self.credentials = credentials
                 if self.server.accessPolicy.allows(uid: credentials.uid, gid: credentials.gid) {
                     self.admitted = true
                     self.server.register(self, on: loop)
+                    self.context?.channel.setOption(.autoRead, value: true).whenFailure { _ in }
                 } else {
                     self.server.logLabel.notice(
                         "refused a client", metadata: ["peer.uid": "\(credentials.uid)", "peer.pid": "\(credentials.pid)"])
@@ -286,30 +390,39 @@ final class ClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.heartbeat?.cancel()
-        self.server.unregister(self)
+        self.release()
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Nothing is kept from a peer that is not admitted or is being closed.
+        guard self.admitted, !self.closing else { return }
         var chunk = self.unwrapInboundIn(data)
         self.received.writeBuffer(&chunk)
-        guard self.admitted else { return }
-        if self.received.readableBytes > 65_536 {
-            self.close(reason: "request line longer than 64 KiB")
-            return
-        }
-        while let newline = self.received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+        while !self.closing, let newline = self.received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
             let length = newline - self.received.readerIndex
+            guard length <= Self.lineLimit else { break }
             let line = self.received.readString(length: length) ?? ""
             self.received.moveReaderIndex(forwardBy: 1)
             self.handle(line: line)
         }
+        if self.received.readableBytes > Self.lineLimit {
+            // Stop reading at once: the rest of the line is never buffered.
+            self.received = ByteBuffer()
+            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+            self.close(reason: "request line longer than 64 KiB; send one JSON request per line", waitForPeer: false)
+            return
+        }
         self.received.discardReadBytes()
     }
 
+    /// The longest request line (bytes, without the newline) a client may send.
+    static let lineLimit = 65_536
+
     private func handle(line: String) {
         guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { return }
+        self.idle?.cancel()
+        self.idle = nil
         guard let request = try? JSONDecoder().decode(EventProtocol.Request.self, from: Data(line.utf8)) else {
             self.send(EventProtocol.line(EventProtocol.ReplyMessage(type: "error", error: "not a JSON request: \(line.prefix(80))")))
             return
@@ -350,6 +463,18 @@ final class ClientHandler: ChannelInboundHandler {
         }
     }
 
+    /// After a reload: a client the new policy no longer allows is told why and closed.
+    func recheck(_ policy: AccessPolicy) {
+        guard self.admitted, !self.closing, let credentials = self.credentials,
+            !policy.allows(uid: credentials.uid, gid: credentials.gid)
+        else { return }
+        self.server.logLabel.notice(
+            "access withdrawn from a connected client",
+            metadata: ["peer.uid": "\(credentials.uid)", "peer.pid": "\(credentials.pid)"])
+        self.close(
+            reason: "access withdrawn: uid \(credentials.uid) is no longer in the allow-list (configuration reloaded)")
+    }
+
     private func sendHeartbeat() {
         var sources = self.server.snapshot()
         if let filter = self.sourceFilter { sources = sources.filter { filter.contains($0.key) } }
@@ -378,23 +503,26 @@ final class ClientHandler: ChannelInboundHandler {
         context.writeAndFlush(self.wrapOutboundOut(buffer), promise: promise)
     }
 
-    /// One error line, then end of our output; the connection is closed once the peer has gone
-    /// (or after 2 s). Closing at once could reset the connection under the line, because the
-    /// peer's request may still be unread.
-    private func refuse(_ reason: String) {
+    /// One error line and end of our output, then the connection is closed when the peer hangs up or
+    /// 200 ms later. Whatever the peer sends meanwhile is read and dropped, never kept: closing with
+    /// its request still unread would reset the connection under the line (ECONNRESET).
+    /// `linger: false` closes as soon as the line is written (the peer still reads it first).
+    private func refuse(_ reason: String, linger: Bool = true) {
         guard let context = self.context else { return }
         self.closing = true
         let line = EventProtocol.line(EventProtocol.ReplyMessage(type: "error", error: reason))
         let channel = context.channel
         context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line))).whenComplete { _ in
-            channel.close(mode: .output, promise: nil)
+            channel.close(mode: linger ? .output : .all, promise: nil)
         }
-        context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        guard linger else { return }
+        channel.setOption(.autoRead, value: true).whenFailure { _ in }
+        context.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
     }
 
-    /// Sends one `bye` line with the reason (without waiting behind a full queue) and closes.
+    /// `waitForPeer: false` closes as soon as the bye is written instead of up to 200 ms later.
     @discardableResult
-    func close(reason: String) -> EventLoopFuture<Void> {
+    func close(reason: String, waitForPeer: Bool = true) -> EventLoopFuture<Void> {
         guard let context = self.context else { return self.server.clientsLoopFuture() }
         if self.closing { return context.eventLoop.makeSucceededVoidFuture() }
         self.closing = true
@@ -402,9 +530,10 @@ final class ClientHandler: ChannelInboundHandler {
         self.server.logLabel.info("closing a client", metadata: ["client.reason": "\(reason)"])
         let line = EventProtocol.line(EventProtocol.ReplyMessage(type: "bye", error: reason))
         let promise = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line)), promise: nil)
-        // A stuck client will never take the bye; do not wait for it more than a moment.
         let channel = context.channel
+        let written = context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line)))
+        if !waitForPeer { written.whenComplete { _ in channel.close(promise: nil) } }
+        // A stuck client will never take the bye; do not wait for it more than a moment.
         context.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
         context.channel.closeFuture.cascade(to: promise)
         return promise.futureResult
