@@ -57,25 +57,6 @@ extension PickleWriter {
 /// Model files crafted by an adversary or damaged on disk (issue 15, H3 and H5): each is refused with a
 /// CheckpointError, without a crash, a write past an array or a huge allocation.
 @Suite struct CheckpointHardeningTests {
-    func expectRefusal(
-        _ code: CheckpointError.Code, _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation,
-        _ body: () throws -> Void
-    ) {
-        do {
-            try body()
-            Issue.record("expected the checkpoint to be refused (\(code))", sourceLocation: sourceLocation)
-        } catch let error as CheckpointError {
-            #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
-            for fragment in fragments {
-                #expect(
-                    error.description.contains(fragment), "message lacks '\(fragment)': \(error)",
-                    sourceLocation: sourceLocation)
-            }
-        } catch {
-            Issue.record("unexpected error type: \(error)", sourceLocation: sourceLocation)
-        }
-    }
-
     /// A zip holding `archive/data.pkl` = `pickle` (deflated when asked) and one storage `archive/data/0`.
     func zip(pickle: [UInt8], storage: [UInt8] = [0, 0, 0, 0], deflate: Bool = false) throws -> Data {
         let archive = try Archive(accessMode: .create)
@@ -124,7 +105,7 @@ extension PickleWriter {
                 bytes[$0] == needle[0] && Array(bytes[$0..<($0 + needle.count)]) == needle
             })
         bytes[start + 5] ^= 0x10
-        self.expectRefusal(.badStorage, ["model.pt", "CRC-32", "damaged", "SHA-256"]) {
+        expectCheckpointRefusal(.badStorage, ["model.pt", "CRC-32", "damaged", "SHA-256"]) {
             _ = try TorchCheckpoint(data: Data(bytes), path: "model.pt")
         }
     }
@@ -137,7 +118,7 @@ extension PickleWriter {
     ])
     func hugeOrOverflowingTensorIsRefused(shape: [Int], stride: [Int]) throws {
         let data = try self.zip(pickle: PickleWriter.oneTensor(numel: 1, shape: shape, stride: stride))
-        self.expectRefusal(.badTensor, ["'w'"]) { _ = try TorchCheckpoint(data: data, path: "huge.pt") }
+        expectCheckpointRefusal(.badTensor, ["'w'"]) { _ = try TorchCheckpoint(data: data, path: "huge.pt") }
     }
 
     /// A zip directory claiming a storage (or data.pkl) far past the limits is refused before allocating.
@@ -146,7 +127,7 @@ extension PickleWriter {
         let valid = try self.zip(pickle: PickleWriter.oneTensor(numel: 1, shape: [1], stride: [1]))
         _ = try TorchCheckpoint(data: valid, path: "valid.pt")
         let data = self.claim(size, for: entry, in: valid)
-        self.expectRefusal(.badStorage, [entry, "claims \(size) bytes", "more than"]) {
+        expectCheckpointRefusal(.badStorage, [entry, "claims \(size) bytes", "more than"]) {
             _ = try TorchCheckpoint(data: data, path: "claim.pt")
         }
     }
@@ -158,7 +139,7 @@ extension PickleWriter {
         for _ in 0..<100_000 { writer.op(0x4E); writer.op(0x30) }  // NONE, POP: compresses well
         writer.stop()
         let data = self.claim(1000, for: "archive/data.pkl", in: try self.zip(pickle: writer.bytes, deflate: true))
-        self.expectRefusal(.badStorage, ["archive/data.pkl", "inflates past the 1000 bytes it claims"]) {
+        expectCheckpointRefusal(.badStorage, ["archive/data.pkl", "inflates past the 1000 bytes it claims"]) {
             _ = try TorchCheckpoint(data: data, path: "bomb.pt")
         }
     }
@@ -177,7 +158,7 @@ extension PickleWriter {
         }
         writer.stop()
         let data = try self.zip(pickle: writer.bytes)
-        self.expectRefusal(.pickle, ["nest", "64"]) { _ = try TorchCheckpoint(data: data, path: "deep.pt") }
+        expectCheckpointRefusal(.pickle, ["nest", "64"]) { _ = try TorchCheckpoint(data: data, path: "deep.pt") }
     }
 
     /// "Billion laughs": list i holds list i−1 twice by memo reference; freezing would copy 2^26 values.
@@ -201,7 +182,7 @@ extension PickleWriter {
         writer.stop()
         #expect(writer.bytes.count < 400)
         let data = try self.zip(pickle: writer.bytes)
-        self.expectRefusal(.pickle, ["more than 1000000 values"]) {
+        expectCheckpointRefusal(.pickle, ["more than 1000000 values"]) {
             _ = try TorchCheckpoint(data: data, path: "laughs.pt")
         }
     }

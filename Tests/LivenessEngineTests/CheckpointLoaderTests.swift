@@ -15,27 +15,12 @@ import Testing
     @Test func imageSizeOtherThan224IsRefusedAtLoad() throws {
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("tiny.pt")
         try TinyCheckpoint.write(to: url)
-        self.expectRefusal(.badConfig, ["tiny.pt", "image_size is 32", "224 × 224", "only image_size 224"]) {
+        expectCheckpointRefusal(.badConfig, ["tiny.pt", "image_size is 32", "224 × 224", "only image_size 224"]) {
             _ = try LivenessViT(contentsOf: url)
         }
         // The same file loads for a caller that feeds 32 × 32 inputs itself.
         _ = try self.load(url)
         #expect(try ViTConfig(checkpointConfig: nil, path: "x.pt") == ViTConfig())
-    }
-
-    /// Expects a CheckpointError with `code` whose message contains every fragment.
-    func expectRefusal(_ code: CheckpointError.Code, _ fragments: [String], _ body: () throws -> Void) {
-        do {
-            try body()
-            Issue.record("expected the checkpoint to be refused (\(code))")
-        } catch let error as CheckpointError {
-            #expect(error.code == code, "\(error)")
-            for fragment in fragments {
-                #expect(error.description.contains(fragment), "message lacks '\(fragment)': \(error)")
-            }
-        } catch {
-            Issue.record("unexpected error type: \(error)")
-        }
     }
 
     @Test func realCheckpointExposesStateDictConfigAndThreshold() throws {
@@ -76,7 +61,7 @@ import Testing
         let data = try Data(contentsOf: try TestAssets.modelURL)
         for fraction in [0.5, 0.9, 0.999] {
             let cut = data.prefix(Int(Double(data.count) * fraction))
-            self.expectRefusal(.notZip, ["not a complete zip", "truncated"]) {
+            expectCheckpointRefusal(.notZip, ["not a complete zip", "truncated"]) {
                 _ = try TorchCheckpoint(data: cut, path: "model.pt")
             }
         }
@@ -86,18 +71,18 @@ import Testing
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("cut.pt")
         let pickle = TinyCheckpoint.pickle(TinyCheckpoint.tensors.map { ($0.0, $0.1, "FloatStorage") })
         try TinyCheckpoint.write(to: url, pickle: Array(pickle.prefix(pickle.count / 2)))
-        self.expectRefusal(.pickle, ["data.pkl", "truncated"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.pickle, ["data.pkl", "truncated"]) { _ = try self.load(url) }
     }
 
     @Test func nonZipIsRefused() throws {
-        self.expectRefusal(.notZip, ["not a torch.save checkpoint", "zip"]) {
+        expectCheckpointRefusal(.notZip, ["not a torch.save checkpoint", "zip"]) {
             _ = try TorchCheckpoint(data: Data("model: this is a text file\n".utf8), path: "model.pt")
         }
-        self.expectRefusal(.notZip, ["zip"]) { _ = try TorchCheckpoint(data: Data(), path: "empty.pt") }
+        expectCheckpointRefusal(.notZip, ["zip"]) { _ = try TorchCheckpoint(data: Data(), path: "empty.pt") }
     }
 
     @Test func missingFileIsRefused() {
-        self.expectRefusal(.unreadable, ["/nonexistent/model.pt", "cannot read"]) {
+        expectCheckpointRefusal(.unreadable, ["/nonexistent/model.pt", "cannot read"]) {
             _ = try TorchCheckpoint(contentsOf: URL(fileURLWithPath: "/nonexistent/model.pt"))
         }
     }
@@ -106,28 +91,28 @@ import Testing
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("shape.pt")
         let tensors = TinyCheckpoint.tensors.map { ($0.0, $0.0 == "head.weight" ? [3, 8] : $0.1, "FloatStorage") }
         try TinyCheckpoint.write(to: url, tensors: tensors)
-        self.expectRefusal(.architectureMismatch, ["'head.weight'", "(3, 8)", "(2, 8)"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.architectureMismatch, ["'head.weight'", "(3, 8)", "(2, 8)"]) { _ = try self.load(url) }
     }
 
     @Test func missingKeyIsNamed() throws {
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("missing.pt")
         let key = "encoder.transformer_encoder.layers.0.norm2.bias"
         try TinyCheckpoint.write(to: url, tensors: TinyCheckpoint.tensors.filter { $0.0 != key }.map { ($0.0, $0.1, "FloatStorage") })
-        self.expectRefusal(.architectureMismatch, ["missing tensor '\(key)'", "(8)"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.architectureMismatch, ["missing tensor '\(key)'", "(8)"]) { _ = try self.load(url) }
     }
 
     @Test func extraKeyIsNamed() throws {
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("extra.pt")
         let tensors = TinyCheckpoint.tensors.map { ($0.0, $0.1, "FloatStorage") } + [("decoder.weight", [4, 4], "FloatStorage")]
         try TinyCheckpoint.write(to: url, tensors: tensors)
-        self.expectRefusal(.architectureMismatch, ["unexpected tensor 'decoder.weight'", "(4, 4)"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.architectureMismatch, ["unexpected tensor 'decoder.weight'", "(4, 4)"]) { _ = try self.load(url) }
     }
 
     @Test func unsupportedDTypeIsNamed() throws {
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("long.pt")
         let tensors = TinyCheckpoint.tensors.map { ($0.0, $0.1, $0.0 == "head.bias" ? "LongStorage" : "FloatStorage") }
         try TinyCheckpoint.write(to: url, tensors: tensors)
-        self.expectRefusal(.unsupportedDType, ["'head.bias'", "int64", "float32"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.unsupportedDType, ["'head.bias'", "int64", "float32"]) { _ = try self.load(url) }
     }
 
     /// A pickle that would run a shell command when loaded by Python's pickle.
@@ -142,7 +127,7 @@ import Testing
         writer.stop()
         let url = directory.appendingPathComponent("evil.pt")
         try TinyCheckpoint.write(to: url, pickle: writer.bytes)
-        self.expectRefusal(.forbiddenGlobal, ["os.system", "refusing to load", "nothing was executed"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.forbiddenGlobal, ["os.system", "refusing to load", "nothing was executed"]) { _ = try self.load(url) }
         #expect(!FileManager.default.fileExists(atPath: marker.path))
     }
 
@@ -162,13 +147,13 @@ import Testing
         writer.stop()
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("eval.pt")
         try TinyCheckpoint.write(to: url, pickle: writer.bytes)
-        self.expectRefusal(.forbiddenGlobal, ["builtins.eval"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.forbiddenGlobal, ["builtins.eval"]) { _ = try self.load(url) }
     }
 
     @Test func unknownOpcodeIsNamed() throws {
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("opcode.pt")
         try TinyCheckpoint.write(to: url, pickle: [0x80, 0x02, 0x7D, 0xFF, 0x2E])
-        self.expectRefusal(.pickle, ["unsupported pickle opcode 0xff", "byte 3"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.pickle, ["unsupported pickle opcode 0xff", "byte 3"]) { _ = try self.load(url) }
     }
 
     /// Random corruption of the real data.pkl never crashes the reader: it loads or throws.
@@ -196,14 +181,14 @@ import Testing
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("threshold.pt")
         let tensors = TinyCheckpoint.tensors.map { ($0.0, $0.1, "FloatStorage") }
         try TinyCheckpoint.write(to: url, tensors: tensors, pickle: TinyCheckpoint.pickle(tensors, threshold: threshold))
-        self.expectRefusal(.badConfig, ["threshold", "\(threshold)", "between 0 and 1"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.badConfig, ["threshold", "\(threshold)", "between 0 and 1"]) { _ = try self.load(url) }
     }
 
     @Test func missingThresholdIsRefused() throws {
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("nothreshold.pt")
         let tensors = TinyCheckpoint.tensors.map { ($0.0, $0.1, "FloatStorage") }
         try TinyCheckpoint.write(to: url, tensors: tensors, pickle: TinyCheckpoint.pickle(tensors, threshold: nil))
-        self.expectRefusal(.badConfig, ["no threshold"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.badConfig, ["no threshold"]) { _ = try self.load(url) }
         let valid = url.deletingLastPathComponent().appendingPathComponent("threshold075.pt")
         try TinyCheckpoint.write(to: valid, tensors: tensors, pickle: TinyCheckpoint.pickle(tensors, threshold: 0.75))
         #expect(try self.load(valid).threshold == 0.75)

@@ -9,26 +9,6 @@ import Testing
     static let v2 = "models/silent-face/2.7_80x80_MiniFASNetV2.pth"
     static let v1se = "models/silent-face/4_0_0_80x80_MiniFASNetV1SE.pth"
 
-    /// Expects a CheckpointError with `code` whose message contains every fragment.
-    func expectRefusal(
-        _ code: CheckpointError.Code, _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation,
-        _ body: () throws -> Void
-    ) {
-        do {
-            try body()
-            Issue.record("expected the checkpoint to be refused (\(code))", sourceLocation: sourceLocation)
-        } catch let error as CheckpointError {
-            #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
-            for fragment in fragments {
-                #expect(
-                    error.description.contains(fragment), "message lacks '\(fragment)': \(error)",
-                    sourceLocation: sourceLocation)
-            }
-        } catch {
-            Issue.record("unexpected error type: \(error)", sourceLocation: sourceLocation)
-        }
-    }
-
     func sha256(_ url: URL) throws -> String {
         String(try Program.run("/usr/bin/sha256sum", [url.path]).prefix(64))
     }

@@ -1,4 +1,6 @@
 import Foundation
+import LivenessEngine
+import Testing
 import ZIPFoundation
 
 /// Writes protocol-2 pickles the way torch.save does, to craft checkpoints (good and malicious) in tests.
@@ -151,5 +153,26 @@ struct TinyCheckpoint {
             }
             try add("archive/data/\(index)", bytes)
         }
+    }
+}
+
+/// Expects `body` to throw a CheckpointError with `code` whose message contains every fragment (the
+/// refusal tests of the zip, legacy and hardening suites).
+func expectCheckpointRefusal(
+    _ code: CheckpointError.Code, _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () throws -> Void
+) {
+    do {
+        try body()
+        Issue.record("expected the checkpoint to be refused (\(code))", sourceLocation: sourceLocation)
+    } catch let error as CheckpointError {
+        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+        for fragment in fragments {
+            #expect(
+                error.description.contains(fragment), "message lacks '\(fragment)': \(error)",
+                sourceLocation: sourceLocation)
+        }
+    } catch {
+        Issue.record("unexpected error type: \(error)", sourceLocation: sourceLocation)
     }
 }
