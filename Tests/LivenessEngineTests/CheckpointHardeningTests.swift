@@ -5,40 +5,6 @@ import Testing
 import ZIPFoundation
 
 extension PickleWriter {
-    /// LONG1 with 8 bytes: any Int, including sizes past Int32 that BININT cannot hold.
-    mutating func long(_ value: Int) {
-        self.op(0x8A)
-        self.op(8)
-        withUnsafeBytes(of: Int64(value).littleEndian) { self.bytes += $0 }
-    }
-
-    /// `_rebuild_tensor_v2` with explicit sizes, strides and numel, written as 8-byte integers.
-    mutating func tensor(storageKey: String, numel: Int, shape: [Int], stride: [Int]) {
-        self.global("torch._utils", "_rebuild_tensor_v2")
-        self.mark()
-        self.mark()
-        self.string("storage")
-        self.global("torch", "FloatStorage")
-        self.string(storageKey)
-        self.string("cpu")
-        self.long(numel)
-        self.tuple()
-        self.op(0x51)  // BINPERSID
-        self.int(0)
-        self.mark()
-        shape.forEach { self.long($0) }
-        self.tuple()
-        self.mark()
-        stride.forEach { self.long($0) }
-        self.tuple()
-        self.op(0x89)  // NEWFALSE
-        self.global("collections", "OrderedDict")
-        self.emptyTuple()
-        self.reduce()
-        self.tuple()
-        self.reduce()
-    }
-
     /// `{'model': {'w': <tensor>}}` for one crafted tensor on storage "0".
     static func oneTensor(numel: Int, shape: [Int], stride: [Int]) -> [UInt8] {
         var writer = PickleWriter()
@@ -46,7 +12,7 @@ extension PickleWriter {
         writer.string("model")
         writer.emptyDict()
         writer.string("w")
-        writer.tensor(storageKey: "0", numel: numel, shape: shape, stride: stride)
+        writer.tensor(storageKey: "0", shape: shape, numel: numel, stride: stride)
         writer.op(0x73)  // SETITEM
         writer.op(0x73)
         writer.stop()

@@ -46,7 +46,18 @@ struct PickleWriter {
     }
 
     /// `_rebuild_tensor_v2(('storage', torch.<storage>, key, 'cpu', numel), 0, shape, stride, False, OrderedDict())`
-    mutating func tensor(storageKey: String, shape: [Int], storage: String = "FloatStorage") {
+    /// LONG1 with 8 bytes: any Int, including sizes past Int32 that BININT cannot hold.
+    mutating func long(_ value: Int) {
+        self.op(0x8A)
+        self.op(8)
+        withUnsafeBytes(of: Int64(value).littleEndian) { self.bytes += $0 }
+    }
+
+    /// `_rebuild_tensor_v2` on storage `storageKey`: contiguous by default; a crafted `numel` and
+    /// `stride` (written as 8-byte integers, so they may be anything) for the refusal tests.
+    mutating func tensor(
+        storageKey: String, shape: [Int], storage: String = "FloatStorage", numel: Int? = nil, stride: [Int]? = nil
+    ) {
         self.global("torch._utils", "_rebuild_tensor_v2")
         self.mark()
         self.mark()
@@ -54,14 +65,25 @@ struct PickleWriter {
         self.global("torch", storage)
         self.string(storageKey)
         self.string("cpu")
-        self.int(shape.reduce(1, *))
+        if let numel { self.long(numel) } else { self.int(shape.reduce(1, *)) }
         self.tuple()
         self.op(0x51)  // BINPERSID
         self.int(0)
-        self.ints(shape)
-        var strides = [Int](repeating: 1, count: shape.count)
-        for axis in stride(from: shape.count - 2, through: 0, by: -1) { strides[axis] = strides[axis + 1] * shape[axis + 1] }
-        self.ints(strides)
+        if let stride {
+            self.mark()
+            shape.forEach { self.long($0) }
+            self.tuple()
+            self.mark()
+            stride.forEach { self.long($0) }
+            self.tuple()
+        } else {
+            self.ints(shape)
+            var strides = [Int](repeating: 1, count: shape.count)
+            for axis in Swift.stride(from: shape.count - 2, through: 0, by: -1) {
+                strides[axis] = strides[axis + 1] * shape[axis + 1]
+            }
+            self.ints(strides)
+        }
         self.op(0x89)  // NEWFALSE
         self.global("collections", "OrderedDict")
         self.emptyTuple()
