@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "livenessd", targets: ["livenessd"]),
         .library(name: "LivenessEngine", targets: ["LivenessEngine"]),
         .library(name: "CaptureKit", targets: ["CaptureKit"]),
+        .library(name: "LivenessServer", targets: ["LivenessServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -18,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C interop shims live inside the module that owns them (docs/ARCHITECTURE.md).
@@ -79,12 +81,34 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        // `struct ucred` with its layout checked by the C compiler (it needs _GNU_SOURCE; see the header).
+        .target(
+            name: "CPeerCredentials",
+            path: "Sources/LivenessServer/CPeerCredentials"
+        ),
+        // The daemon: the event socket (SwiftNIO), its protocol, systemd, and the services that run it.
+        .target(
+            name: "LivenessServer",
+            dependencies: [
+                "CaptureKit",
+                "FramePipeline",
+                "LivenessEngine",
+                "CPeerCredentials",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["CPeerCredentials"]
+        ),
         .executableTarget(
             name: "livenessd",
             dependencies: [
                 "CaptureKit",
                 "FramePipeline",
                 "LivenessEngine",
+                "LivenessServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -111,9 +135,18 @@ let package = Package(
             dependencies: ["FramePipeline", "CaptureKit", "LivenessEngine", "TestSupport"]
         ),
         .testTarget(
+            name: "LivenessServerTests",
+            dependencies: [
+                "LivenessServer", "CaptureKit", "FramePipeline", "LivenessEngine", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "livenessdTests",
             dependencies: [
-                "livenessd", "CaptureKit", "FramePipeline", "LivenessEngine", "TestSupport",
+                "livenessd", "CaptureKit", "FramePipeline", "LivenessEngine", "LivenessServer", "TestSupport",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ]
         ),

@@ -64,6 +64,17 @@ public struct Decision: Sendable, Equatable {
     public var reason: String?
     /// The state differs from the previous decision's.
     public var changed: Bool
+
+    public init(
+        state: LivenessState, smoothedScore: Double?, rawScore: Double?, windowCount: Int, reason: String?, changed: Bool
+    ) {
+        self.state = state
+        self.smoothedScore = smoothedScore
+        self.rawScore = rawScore
+        self.windowCount = windowCount
+        self.reason = reason
+        self.changed = changed
+    }
 }
 
 /// Sliding-window smoothing and the state machine of docs/ARCHITECTURE.md ("Decisions and states").

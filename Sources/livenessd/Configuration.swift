@@ -1,5 +1,6 @@
 import Foundation
 import LivenessEngine
+import LivenessServer
 import Yams
 
 /// The config file (YAML). Every key is optional; command-line flags override it. The documented

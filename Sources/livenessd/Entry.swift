@@ -4,7 +4,7 @@ import Logging
 
 @main
 enum Entry {
-    static func main() {
+    static func main() async {
         // At most two malloc arenas (glibc's default is 8 per core): the decode, prepare and
         // inference threads each grew their own, and the pages they touched stayed resident.
         // Measured at 30 fps with both opinions: peak RSS 81.2 → 79.5 MB. A user's own
@@ -20,11 +20,11 @@ enum Entry {
         }
         // Before any model is loaded: OpenBLAS picks its kernels once, when the library initialises.
         BLASRuntime.ensureOptimisedCore(logger: Logger(label: "livenessd.blas"))
-        Livenessd.main()
+        await Livenessd.main()
     }
 }
 
-struct Livenessd: ParsableCommand {
+struct Livenessd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "livenessd",
         abstract: "Face liveness (presentation-attack) detection for kiosks and door terminals.",

@@ -4,6 +4,7 @@ import Dispatch
 import FramePipeline
 import Foundation
 import LivenessEngine
+import Synchronization
 
 /// Scores the labelled samples at several crop scales: the measurement behind the default crop
 /// (docs/CROP_POLICY.md).
@@ -242,5 +243,15 @@ final class FrameScorer: @unchecked Sendable {
         }
         done.wait()
         return collected.value
+    }
+}
+
+/// A value shared between threads behind a lock (a Mutex cannot be copied into closures).
+final class LockedValue<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { self.mutex = Mutex(value) }
+    var value: Value {
+        get { self.mutex.withLock { $0 } }
+        set { self.mutex.withLock { $0 = newValue } }
     }
 }

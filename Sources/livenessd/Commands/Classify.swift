@@ -3,6 +3,7 @@ import CaptureKit
 import FramePipeline
 import Foundation
 import LivenessEngine
+import LivenessServer
 
 /// Options every model-using command shares.
 struct ModelOptions: ParsableArguments {

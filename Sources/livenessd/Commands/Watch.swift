@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LivenessServer
 
 struct Watch: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -5,17 +5,20 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import CPeerCredentials
 
 /// Who may connect: the peer's uid/gid (SO_PEERCRED) must be on a list; root and the daemon's own
 /// user always may.
-struct AccessPolicy: Sendable, Equatable {
-    var allowedUIDs: Set<UInt32> = []
-    var allowedGIDs: Set<UInt32> = []
+public struct AccessPolicy: Sendable, Equatable {
+    public var allowedUIDs: Set<UInt32> = []
+    public var allowedGIDs: Set<UInt32> = []
     /// Socket file mode (e.g. 0o660) and group, applied after binding.
-    var socketMode: UInt32 = 0o660
-    var socketGroup: String?
+    public var socketMode: UInt32 = 0o660
+    public var socketGroup: String?
 
-    func allows(uid: UInt32, gid: UInt32) -> Bool {
+    public init() {}
+
+    public func allows(uid: UInt32, gid: UInt32) -> Bool {
         uid == 0 || uid == getuid() || self.allowedUIDs.contains(uid) || self.allowedGIDs.contains(gid)
     }
 }
@@ -25,31 +28,42 @@ struct AccessPolicy: Sendable, Equatable {
 /// Publishing never waits for a client: each client has a bounded queue (writes not yet taken by
 /// the kernel); a client that lets it fill is sent one `bye` line with the reason and closed,
 /// and nobody else notices.
-final class EventServer: @unchecked Sendable {
+public final class EventServer: @unchecked Sendable {
     // @unchecked: mutable state is behind Mutexes; per-client state lives on the client's event loop.
 
-    struct Configuration: Sendable {
-        var path: String
+    public struct Configuration: Sendable {
+        public var path: String
         /// A listening socket handed over by systemd (socket activation) instead of `path`.
-        var inheritedDescriptor: CInt?
+        public var inheritedDescriptor: CInt?
         /// Messages a client may have queued before it is disconnected as too slow.
-        var clientQueueLimit = 256
+        public var clientQueueLimit = 256
         /// Connections open at once (admitted or not); more get one error line and are closed.
-        var maxClients = 64
+        public var maxClients = 64
         /// How long a connection may stay open without sending a request.
-        var idleTimeout = TimeAmount.seconds(30)
-        var access = AccessPolicy()
+        public var idleTimeout = TimeAmount.seconds(30)
+        public var access = AccessPolicy()
+
+        public init(path: String) { self.path = path }
     }
 
     /// What the server asks the daemon for.
-    struct Hooks: Sendable {
-        var status: @Sendable () -> EventProtocol.StatusMessage
+    public struct Hooks: Sendable {
+        public var status: @Sendable () -> EventProtocol.StatusMessage
         /// A client subscribed (every time one does).
-        var subscribed: @Sendable () -> Void
-        var reset: @Sendable ([String]?) -> Void
+        public var subscribed: @Sendable () -> Void
+        public var reset: @Sendable ([String]?) -> Void
+
+        public init(
+            status: @escaping @Sendable () -> EventProtocol.StatusMessage, subscribed: @escaping @Sendable () -> Void,
+            reset: @escaping @Sendable ([String]?) -> Void
+        ) {
+            self.status = status
+            self.subscribed = subscribed
+            self.reset = reset
+        }
     }
 
-    let configuration: Configuration
+    public let configuration: Configuration
     private let hooks: Hooks
     private let logger: Logger
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -63,8 +77,12 @@ final class EventServer: @unchecked Sendable {
     private let clientLimit: Atomic<Int>
     private let access: Mutex<AccessPolicy>
     private let threshold: Mutex<Double>
+    /// Encodes and fans out published events, in order (see `publish`).
+    private let publishing = DispatchQueue(label: "livenessd.events")
+    /// The publishing queue's encoder (a lock nobody contends: only that queue takes it).
+    private let publishingEncoder = Mutex(SafeJSON())
 
-    init(configuration: Configuration, threshold: Double, hooks: Hooks, logger: Logger) {
+    public init(configuration: Configuration, threshold: Double, hooks: Hooks, logger: Logger) {
         self.configuration = configuration
         self.hooks = hooks
         self.logger = logger
@@ -75,7 +93,7 @@ final class EventServer: @unchecked Sendable {
 
     /// Binds (or adopts the inherited socket). A socket file left by a dead daemon is replaced;
     /// one a running daemon still listens on is an error.
-    func start() throws {
+    public func start() throws {
         self.fitClientLimitToDescriptors()
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 64)
@@ -102,29 +120,29 @@ final class EventServer: @unchecked Sendable {
             // Only a socket file is ours to replace: anything else at the path (a directory, a file, a
             // link) was put there by someone else and is never deleted.
             guard existing.st_mode & S_IFMT == S_IFSOCK else {
-                throw CommandError(
+                throw ServerError(
                     "\(path) exists and is not a socket (\(Self.fileKind(existing.st_mode))); livenessd replaces only "
                         + "a stale socket file: choose another --socket path (or socket.path) or move it away")
             }
             if Self.someoneListens(at: path) {
-                throw CommandError(
+                throw ServerError(
                     "\(path) is in use by a running livenessd (or another program); stop it or choose --socket")
             }
             if unlink(path) != 0 && errno != ENOENT {
-                throw CommandError("cannot remove the stale socket \(path): \(String(cString: strerror(errno)))")
+                throw ServerError("cannot remove the stale socket \(path): \(String(cString: strerror(errno)))")
             }
         }
         do {
             self.channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
         } catch {
-            throw CommandError("cannot listen on \(path): \(error) (does its directory exist and is it writable?)")
+            throw ServerError("cannot listen on \(path): \(error) (does its directory exist and is it writable?)")
         }
         let policy = self.access.withLock { $0 }
         chmod(path, mode_t(policy.socketMode))
         if let name = policy.socketGroup {
-            guard let entry = getgrnam(name) else { throw CommandError("socket group '\(name)' does not exist") }
+            guard let entry = getgrnam(name) else { throw ServerError("socket group '\(name)' does not exist") }
             if chown(path, uid_t.max, entry.pointee.gr_gid) != 0 {
-                throw CommandError("cannot give \(path) to group \(name): \(String(cString: strerror(errno)))")
+                throw ServerError("cannot give \(path) to group \(name): \(String(cString: strerror(errno)))")
             }
         }
         self.logger.info("listening", metadata: ["socket.path": "\(path)"])
@@ -175,7 +193,9 @@ final class EventServer: @unchecked Sendable {
     }
 
     /// Says goodbye to every client, closes them and the listener.
-    func shutdown(reason: String) {
+    public func shutdown(reason: String) {
+        // Events published before this call reach the clients' loops before their bye does.
+        self.flushPublished()
         let handlers = self.clients.withLock { Array($0.values) }
         let closed = handlers.map { bound in
             bound.eventLoop.flatSubmit { bound.value.close(reason: reason) }
@@ -186,23 +206,34 @@ final class EventServer: @unchecked Sendable {
         try? self.group.syncShutdownGracefully()
     }
 
-    var clientCount: Int { self.clients.withLock { $0.count } }
+    public var clientCount: Int { self.clients.withLock { $0.count } }
 
     /// A new policy applies to open connections too: a client it no longer allows is told so and closed.
-    func updateAccess(_ policy: AccessPolicy) {
+    public func updateAccess(_ policy: AccessPolicy) {
         self.access.withLock { $0 = policy }
         for bound in self.clients.withLock({ Array($0.values) }) {
             bound.eventLoop.execute { bound.value.recheck(policy) }
         }
     }
-    func updateThreshold(_ value: Double) { self.threshold.withLock { $0 = value } }
-    var accessPolicy: AccessPolicy { self.access.withLock { $0 } }
+    public func updateThreshold(_ value: Double) { self.threshold.withLock { $0 = value } }
+    public var accessPolicy: AccessPolicy { self.access.withLock { $0 } }
 
-    // MARK: - Publishing (pipeline thread)
+    // MARK: - Publishing
 
-    func publish(_ event: PipelineEvent) {
-        let number = self.eventCounter.add(1, ordering: .relaxed).newValue
+    /// Hands the event to the publishing queue and returns at once: encoding and fan-out never run on
+    /// the caller's thread (the pipeline's inference queue, which every camera shares).
+    public func publish(_ event: PipelineEvent) {
+        if case .source(_, .frame) = event { return }
         let now = Date().timeIntervalSince1970
+        self.publishing.async { self.encodeAndDeliver(event, time: now) }
+    }
+
+    /// Waits until every event published so far has been handed to the clients' event loops.
+    public func flushPublished() { self.publishing.sync {} }
+
+    /// Publishing queue only (tests on an `EmbeddedChannel` call it on theirs): numbers the event, encodes it once, and queues it to every client.
+    func encodeAndDeliver(_ event: PipelineEvent, time now: Double) {
+        let number = self.eventCounter.add(1, ordering: .relaxed).newValue
         let line: String
         let source: String
         var isChange = false
@@ -212,14 +243,17 @@ final class EventServer: @unchecked Sendable {
             isChange = decided.decision.changed
             let snapshot = EventProtocol.snapshot(of: decided)
             self.latest.withLock { $0[source] = snapshot }
-            line = EventProtocol.line(
-                EventProtocol.DecisionMessage(
+            let message = EventProtocol.DecisionMessage(
                     event: number, source: source, seq: decided.sequence, pts: decided.presentationTimeSeconds,
                     state: decided.decision.state.rawValue, changed: decided.decision.changed,
                     smoothed: decided.decision.smoothedScore, raw: decided.decision.rawScore,
-                    scores: decided.decision.rawScore == nil ? nil : decided.scores.finite, window: decided.decision.windowCount, threshold: self.threshold.withLock { $0 },
-                    box: decided.box.map(EventProtocol.Box.init), faces: decided.faceCount, reason: decided.decision.reason,
-                    latencyMs: Double(decided.decidedTimeNanoseconds &- decided.captureTimeNanoseconds) / 1e6, time: now))
+                    scores: decided.decision.rawScore == nil ? nil : decided.scores.finite,
+                    window: decided.decision.windowCount, threshold: self.threshold.withLock { $0 },
+                    box: decided.box.map(EventProtocol.Box.init), faces: decided.faceCount,
+                    reason: decided.decision.reason,
+                    latencyMs: Double(decided.decidedTimeNanoseconds &- decided.captureTimeNanoseconds) / 1e6,
+                    time: now)
+            line = self.publishingEncoder.withLock { EventProtocol.line(message, encoder: &$0) }
         case .source(let id, let sourceEvent):
             source = id
             isChange = true
@@ -231,7 +265,8 @@ final class EventServer: @unchecked Sendable {
             case .ended(let end): (kind, reason) = ("ended", "\(end)")
             case .frame: return
             }
-            line = EventProtocol.line(EventProtocol.SourceMessage(event: number, source: id, kind: kind, reason: reason, time: now))
+            let message = EventProtocol.SourceMessage(event: number, source: id, kind: kind, reason: reason, time: now)
+            line = self.publishingEncoder.withLock { EventProtocol.line(message, encoder: &$0) }
         }
         let buffer = ByteBuffer(string: line)
         let change = isChange
@@ -240,7 +275,7 @@ final class EventServer: @unchecked Sendable {
         }
     }
 
-    func snapshot() -> [String: EventProtocol.SourceSnapshot] { self.latest.withLock { $0 } }
+    public func snapshot() -> [String: EventProtocol.SourceSnapshot] { self.latest.withLock { $0 } }
 
     // MARK: - Client bookkeeping (client event loops)
 
@@ -263,25 +298,25 @@ final class EventServer: @unchecked Sendable {
 
     fileprivate func closeConnection() { self.connections.subtract(1, ordering: .relaxed) }
 
-    var connectionCount: Int { self.connections.load(ordering: .relaxed) }
+    public var connectionCount: Int { self.connections.load(ordering: .relaxed) }
 
     fileprivate func unregister(_ handler: ClientHandler) {
         _ = self.clients.withLock { $0.removeValue(forKey: ObjectIdentifier(handler)) }
     }
 
-    fileprivate func handle(_ request: EventProtocol.Request) -> String? {
+    fileprivate func handle(_ request: EventProtocol.Request, encoder: inout SafeJSON) -> String? {
         switch request.op {
         case "status":
             var status = self.hooks.status()
             status.id = request.id
-            return EventProtocol.line(status)
+            return EventProtocol.line(status, encoder: &encoder)
         case "snapshot":
             var sources = self.snapshot()
             if let wanted = request.sources { sources = sources.filter { wanted.contains($0.key) } }
-            return EventProtocol.line(EventProtocol.SnapshotMessage(id: request.id, sources: sources))
+            return EventProtocol.line(EventProtocol.SnapshotMessage(id: request.id, sources: sources), encoder: &encoder)
         case "reset":
             self.hooks.reset(request.sources)
-            return EventProtocol.line(EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "reset"))
+            return EventProtocol.line(EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "reset"), encoder: &encoder)
         default:
             return nil
         }
@@ -295,13 +330,8 @@ final class EventServer: @unchecked Sendable {
     fileprivate var idleTimeout: TimeAmount { self.configuration.idleTimeout }
 }
 
-/// `struct ucred` of <sys/socket.h> (pid_t, uid_t, gid_t): Glibc exports it to Swift only under
-/// _GNU_SOURCE, so the layout is restated here; getsockopt(SO_PEERCRED) fills these 12 bytes.
-struct PeerCredentials: Sendable {
-    var pid: Int32 = 0
-    var uid: UInt32 = 0
-    var gid: UInt32 = 0
-}
+/// What getsockopt(SO_PEERCRED) fills: the kernel's `struct ucred`, its layout checked by the C shim.
+typealias PeerCredentials = livenessd_peer_credentials
 
 /// One connected client, on its channel's event loop.
 final class ClientHandler: ChannelInboundHandler {
@@ -322,8 +352,27 @@ final class ClientHandler: ChannelInboundHandler {
     private var counted = false
     private var idle: Scheduled<Void>?
     private var credentials: PeerCredentials?
+    /// This connection's own encoder for its replies and heartbeats.
+    private var encoder = SafeJSON()
+    private let decoder = JSONDecoder()
 
-    init(server: EventServer) { self.server = server }
+    /// Where the peer's credentials come from: the kernel (SO_PEERCRED) on a real socket; tests on an
+    /// `EmbeddedChannel` hand in their own.
+    private let peerCredentials: (Channel) -> EventLoopFuture<PeerCredentials>
+
+    init(server: EventServer, peerCredentials: @escaping (Channel) -> EventLoopFuture<PeerCredentials> = socketPeerCredentials) {
+        self.server = server
+        self.peerCredentials = peerCredentials
+    }
+
+    /// SO_PEERCRED: the connecting process's pid, uid and gid, from the kernel.
+    static func socketPeerCredentials(_ channel: Channel) -> EventLoopFuture<PeerCredentials> {
+        guard let provider = channel as? SocketOptionProvider else {
+            return channel.eventLoop.makeFailedFuture(ServerError("not a socket"))
+        }
+        return provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(livenessd_so_peercred()))
+    }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
@@ -362,13 +411,7 @@ final class ClientHandler: ChannelInboundHandler {
         self.idle = context.eventLoop.scheduleTask(in: timeout) {
             idleBound.value.close(reason: "no request within \(seconds) s (socket.idle_timeout_seconds)")
         }
-        // SO_PEERCRED: the connecting process's pid, uid and gid, from the kernel.
-        guard let provider = context.channel as? SocketOptionProvider else {
-            self.refuse("cannot read peer credentials")
-            return
-        }
-        let future: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
-            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+        let future = self.peerCredentials(context.channel)
         let loop = context.eventLoop
         future.assumeIsolated().whenComplete { [self] result in
             switch result {
@@ -423,15 +466,15 @@ final class ClientHandler: ChannelInboundHandler {
         guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { return }
         self.idle?.cancel()
         self.idle = nil
-        guard let request = try? JSONDecoder().decode(EventProtocol.Request.self, from: Data(line.utf8)) else {
-            self.send(EventProtocol.line(EventProtocol.ReplyMessage(type: "error", error: "not a JSON request: \(line.prefix(80))")))
+        guard let request = try? self.decoder.decode(EventProtocol.Request.self, from: Data(line.utf8)) else {
+            self.send(self.line(EventProtocol.ReplyMessage(type: "error", error: "not a JSON request: \(line.prefix(80))")))
             return
         }
         if request.op == "subscribe" {
             guard let milliseconds = EventProtocol.heartbeatMilliseconds(request.heartbeatSeconds) else {
                 let range = EventProtocol.heartbeatRange
                 self.send(
-                    EventProtocol.line(
+                    self.line(
                         EventProtocol.ReplyMessage(
                             type: "error", id: request.id, op: request.op,
                             error: "heartbeat_seconds must be a number from \(range.lowerBound) to "
@@ -448,15 +491,15 @@ final class ClientHandler: ChannelInboundHandler {
                     initialDelay: .milliseconds(milliseconds), delay: .milliseconds(milliseconds)
                 ) { _ in bound.value.sendHeartbeat() }
             }
-            self.send(EventProtocol.line(EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "subscribe")))
+            self.send(self.line(EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "subscribe")))
             self.server.clientSubscribed()
             return
         }
-        if let reply = self.server.handle(request) {
+        if let reply = self.server.handle(request, encoder: &self.encoder) {
             self.send(reply)
         } else {
             self.send(
-                EventProtocol.line(
+                self.line(
                     EventProtocol.ReplyMessage(
                         type: "error", id: request.id, op: request.op,
                         error: "unknown op '\(request.op)'; use subscribe, status, snapshot or reset")))
@@ -478,7 +521,7 @@ final class ClientHandler: ChannelInboundHandler {
     private func sendHeartbeat() {
         var sources = self.server.snapshot()
         if let filter = self.sourceFilter { sources = sources.filter { filter.contains($0.key) } }
-        self.send(EventProtocol.line(EventProtocol.HeartbeatMessage(time: Date().timeIntervalSince1970, sources: sources)))
+        self.send(self.line(EventProtocol.HeartbeatMessage(time: Date().timeIntervalSince1970, sources: sources)))
     }
 
     /// A published event, if this client wants it.
@@ -487,6 +530,10 @@ final class ClientHandler: ChannelInboundHandler {
         if let filter = self.sourceFilter, !filter.contains(source) { return }
         if self.changesOnly && !isChange { return }
         self.write(buffer)
+    }
+
+    private func line<Message: Encodable>(_ message: Message) -> String {
+        EventProtocol.line(message, encoder: &self.encoder)
     }
 
     private func send(_ line: String) { self.write(ByteBuffer(string: line)) }
@@ -510,7 +557,7 @@ final class ClientHandler: ChannelInboundHandler {
     private func refuse(_ reason: String, linger: Bool = true) {
         guard let context = self.context else { return }
         self.closing = true
-        let line = EventProtocol.line(EventProtocol.ReplyMessage(type: "error", error: reason))
+        let line = self.line(EventProtocol.ReplyMessage(type: "error", error: reason))
         let channel = context.channel
         context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line))).whenComplete { _ in
             channel.close(mode: linger ? .output : .all, promise: nil)
@@ -528,7 +575,7 @@ final class ClientHandler: ChannelInboundHandler {
         self.closing = true
         self.heartbeat?.cancel()
         self.server.logLabel.info("closing a client", metadata: ["client.reason": "\(reason)"])
-        let line = EventProtocol.line(EventProtocol.ReplyMessage(type: "bye", error: reason))
+        let line = self.line(EventProtocol.ReplyMessage(type: "bye", error: reason))
         let promise = context.eventLoop.makePromise(of: Void.self)
         let channel = context.channel
         let written = context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: line)))

@@ -4,12 +4,12 @@ import Foundation
 /// both are a few lines of documented protocol):
 /// * sd_notify(3): datagrams like "READY=1" to the socket in $NOTIFY_SOCKET ('@' = abstract).
 /// * sd_listen_fds(3): sockets passed from fd 3 on when $LISTEN_PID is this process.
-struct SystemdNotifier: Sendable {
-    let socketPath: String?
+public struct SystemdNotifier: Sendable {
+    public let socketPath: String?
     /// Half the watchdog interval systemd set (WATCHDOG_USEC), nil when no watchdog is configured.
-    let watchdogIntervalSeconds: Double?
+    public let watchdogIntervalSeconds: Double?
 
-    init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.socketPath = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
         if let text = environment["WATCHDOG_USEC"], let microseconds = Double(text), microseconds > 0,
             environment["WATCHDOG_PID"].map({ Int32($0) == getpid() }) ?? true
@@ -20,10 +20,10 @@ struct SystemdNotifier: Sendable {
         }
     }
 
-    var isActive: Bool { self.socketPath != nil }
+    public var isActive: Bool { self.socketPath != nil }
 
     /// Sends `state` (e.g. "READY=1\nSTATUS=…"); silently does nothing outside systemd.
-    func notify(_ state: String) {
+    public func notify(_ state: String) {
         guard let path = self.socketPath else { return }
         let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { return }
@@ -35,7 +35,7 @@ struct SystemdNotifier: Sendable {
     }
 
     /// The first socket systemd passed (socket activation), if any.
-    static func listenDescriptor(environment: [String: String] = ProcessInfo.processInfo.environment) -> CInt? {
+    public static func listenDescriptor(environment: [String: String] = ProcessInfo.processInfo.environment) -> CInt? {
         guard let pid = environment["LISTEN_PID"].flatMap(Int32.init), pid == getpid(),
             let count = environment["LISTEN_FDS"].flatMap(Int.init), count >= 1
         else { return nil }

@@ -1,0 +1,43 @@
+import CaptureKit
+import FramePipeline
+import Synchronization
+
+/// Frame flow as the daemon sees it: for READY, the watchdog, STATUS and fps.
+final class DaemonMonitor: Sendable {
+    struct State {
+        var firstDecision = false
+        var processed = 0
+        var states: [String: String] = [:]
+        var recent: [String: [UInt64]] = [:]  // decision times of the last 2 s, per source
+        var ended: Set<String> = []
+    }
+
+    let state = Mutex(State())
+
+    func observe(_ event: PipelineEvent) {
+        let now = monotonicNanoseconds()
+        self.state.withLock { state in
+            switch event {
+            case .decision(let decided):
+                state.firstDecision = true
+                state.processed += 1
+                state.states[decided.sourceID] = decided.decision.state.rawValue
+                var times = state.recent[decided.sourceID, default: []]
+                times.append(now)
+                times.removeAll { now &- $0 > 2_000_000_000 }
+                state.recent[decided.sourceID] = times
+            case .source(let id, let sourceEvent):
+                if case .ended = sourceEvent { state.ended.insert(id) }
+                if case .disconnected = sourceEvent { state.states[id] = "disconnected" }
+            }
+        }
+    }
+
+    func fps(_ source: String) -> Double {
+        let now = monotonicNanoseconds()
+        return self.state.withLock { state in
+            let times = (state.recent[source] ?? []).filter { now &- $0 <= 2_000_000_000 }
+            return Double(times.count) / 2
+        }
+    }
+}

@@ -1,0 +1,204 @@
+import CaptureKit
+import FramePipeline
+import Foundation
+import LivenessEngine
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import LivenessServer
+
+/// The server's per-client logic on `EmbeddedChannel`s: no process, no socket, no sleeps; time is the
+/// embedded loop's own (`advanceTime`).
+@Suite struct EventServerChannelTests {
+    /// A server that is never started (no socket); clients are attached by hand.
+    final class Harness {
+        let server: EventServer
+        var resets: [[String]?] { self.resetLog.withLockedValue { $0 } }
+        let resetLog = NIOLockedValueBox<[[String]?]>([])
+
+        init(queueLimit: Int = 256, access: AccessPolicy = AccessPolicy()) {
+            var configuration = EventServer.Configuration(path: "/nonexistent/embedded.sock")
+            configuration.clientQueueLimit = queueLimit
+            configuration.access = access
+            let log = self.resetLog
+            self.server = EventServer(
+                configuration: configuration, threshold: 0.28,
+                hooks: .init(
+                    status: {
+                        EventProtocol.StatusMessage(
+                            version: "test", uptimeSeconds: 1, modelSHA256: "", models: [], threshold: 0.28, sources: [:])
+                    },
+                    subscribed: {},
+                    reset: { sources in log.withLockedValue { $0.append(sources) } }),
+                logger: .init(label: "test"))
+        }
+
+        /// A client with the given credentials, connected and admitted (or refused) already.
+        func connect(uid: UInt32 = getuid(), gid: UInt32 = getgid(), stuck: Bool = false) throws -> EmbeddedChannel {
+            let channel = EmbeddedChannel()
+            if stuck { try channel.pipeline.syncOperations.addHandler(NeverWritten()) }
+            let credentials = PeerCredentials(pid: 42, uid: uid, gid: gid)
+            try channel.pipeline.syncOperations.addHandler(
+                ClientHandler(server: self.server) { $0.eventLoop.makeSucceededFuture(credentials) })
+            try channel.connect(to: SocketAddress(unixDomainSocketPath: "/embedded")).wait()
+            channel.embeddedEventLoop.run()
+            return channel
+        }
+
+        func send(_ channel: EmbeddedChannel, _ text: String) throws {
+            try channel.writeInbound(ByteBuffer(string: text))
+            channel.embeddedEventLoop.run()
+        }
+
+        func publish(_ event: PipelineEvent, loops: [EmbeddedChannel]) {
+            self.server.encodeAndDeliver(event, time: 1)
+            for channel in loops { channel.embeddedEventLoop.run() }
+        }
+    }
+
+    /// Holds every write forever: a client whose kernel buffer is full and who never reads.
+    final class NeverWritten: ChannelOutboundHandler {
+        typealias OutboundIn = ByteBuffer
+        var held: [EventLoopPromise<Void>] = []
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            if let promise { self.held.append(promise) }
+        }
+        func flush(context: ChannelHandlerContext) {}
+        func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+            for held in self.held { held.fail(ChannelError.ioOnClosedChannel) }
+            self.held = []
+            context.close(mode: mode, promise: promise)
+        }
+    }
+
+    static func lines(_ channel: EmbeddedChannel) throws -> [[String: Any]] {
+        var result: [[String: Any]] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            for line in String(buffer: buffer).split(separator: "\n") {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                result.append(try #require(object, "not a JSON object: \(line)"))
+            }
+        }
+        return result
+    }
+
+    static func decision(_ source: String, _ sequence: UInt64, state: LivenessState = .live, changed: Bool = false)
+        -> PipelineEvent
+    {
+        .decision(
+            FrameDecision(
+                sourceID: source, sequence: sequence, presentationTimeSeconds: Double(sequence) / 30,
+                decision: Decision(
+                    state: state, smoothedScore: 0.1, rawScore: 0.1, windowCount: 5, reason: nil, changed: changed),
+                scores: OpinionScores(vit: 0.1, minifasnet: 0.1)))
+    }
+
+    @Test func requestsSplitAcrossReadsAndSharingOneReadAreAnsweredInOrder() throws {
+        let harness = Harness()
+        let channel = try harness.connect()
+        try harness.send(channel, #"{"op":"status","id":"a"}"# + "\n" + #"{"op":"snap"#)
+        try harness.send(channel, #"shot","id":"b"}"# + "\n" + #"{"op":"reset","id":"c","sources":["cam"]}"# + "\n")
+        let replies = try Self.lines(channel)
+        #expect(replies.map { $0["id"] as? String } == ["a", "b", "c"])
+        #expect(replies.map { $0["type"] as? String } == ["status", "snapshot", "ok"])
+        #expect(harness.resets == [["cam"]])
+    }
+
+    @Test func aLineLongerThanTheLimitEndsTheConnectionWithAReason() throws {
+        let harness = Harness()
+        let channel = try harness.connect()
+        try harness.send(channel, String(repeating: "x", count: ClientHandler.lineLimit + 1))
+        let replies = try Self.lines(channel)
+        #expect(replies.count == 1)
+        #expect(replies.first?["type"] as? String == "bye")
+        #expect((replies.first?["error"] as? String)?.contains("longer than 64 KiB") == true)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        #expect(!channel.isActive)
+    }
+
+    @Test func aPeerOutsideTheAllowListIsRefusedAndNothingItSendsIsAnswered() throws {
+        var access = AccessPolicy()
+        access.allowedUIDs = [4242]
+        let harness = Harness(access: access)
+        // Neither root, nor this process's user, nor on the list.
+        let outsider: UInt32 = getuid() == 31_337 ? 31_338 : 31_337
+        let channel = try harness.connect(uid: outsider, gid: outsider)
+        try harness.send(channel, #"{"op":"status","id":"x"}"# + "\n")
+        let replies = try Self.lines(channel)
+        #expect(replies.count == 1)
+        #expect(replies.first?["type"] as? String == "error")
+        #expect((replies.first?["error"] as? String)?.contains("access denied for uid \(outsider)") == true)
+        #expect(harness.server.clientCount == 0)
+        // An allowed uid on the same server is admitted.
+        let member = try harness.connect(uid: 4242, gid: outsider)
+        try harness.send(member, #"{"op":"status","id":"y"}"# + "\n")
+        #expect(try Self.lines(member).first?["id"] as? String == "y")
+    }
+
+    @Test func subscribersGetOnlyTheirSourcesAndChangesOnlyModeOnlyChanges() throws {
+        let harness = Harness()
+        let everything = try harness.connect()
+        let oneSource = try harness.connect()
+        let changes = try harness.connect()
+        try harness.send(everything, #"{"op":"subscribe"}"# + "\n")
+        try harness.send(oneSource, #"{"op":"subscribe","sources":["door"]}"# + "\n")
+        try harness.send(changes, #"{"op":"subscribe","mode":"changes","heartbeat_seconds":3600}"# + "\n")
+        for channel in [everything, oneSource, changes] { _ = try Self.lines(channel) }  // the ok replies
+        let loops = [everything, oneSource, changes]
+        harness.publish(Self.decision("door", 1, changed: true), loops: loops)
+        harness.publish(Self.decision("door", 2), loops: loops)
+        harness.publish(Self.decision("lobby", 1, changed: true), loops: loops)
+        harness.publish(.source(id: "lobby", .disconnected("unplugged")), loops: loops)
+        let all = try Self.lines(everything)
+        #expect(all.map { $0["source"] as? String } == ["door", "door", "lobby", "lobby"])
+        // Server-wide event numbers strictly increase.
+        let numbers = all.compactMap { ($0["event"] as? NSNumber)?.intValue }
+        #expect(numbers == numbers.sorted() && Set(numbers).count == 4)
+        #expect(try Self.lines(oneSource).map { $0["seq"] as? Int } == [1, 2])
+        let changed = try Self.lines(changes)
+        #expect(changed.map { $0["type"] as? String } == ["decision", "decision", "source"])
+        #expect(changed.map { $0["source"] as? String } == ["door", "lobby", "lobby"])
+    }
+
+    @Test func changesOnlySubscribersGetHeartbeatsAtTheirInterval() throws {
+        let harness = Harness()
+        let channel = try harness.connect()
+        try harness.send(channel, #"{"op":"subscribe","mode":"changes","heartbeat_seconds":0.5}"# + "\n")
+        harness.publish(Self.decision("door", 1, changed: true), loops: [channel])
+        _ = try Self.lines(channel)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1_600))
+        let heartbeats = try Self.lines(channel)
+        #expect(heartbeats.count == 3)
+        #expect(heartbeats.allSatisfy { $0["type"] as? String == "heartbeat" })
+        let sources = heartbeats.last?["sources"] as? [String: Any]
+        #expect((sources?["door"] as? [String: Any])?["state"] as? String == "live")
+    }
+
+    @Test func aClientThatStopsReadingIsClosedAtItsQueueLimitAndOthersGetEverything() throws {
+        let harness = Harness(queueLimit: 8)
+        let stuck = try harness.connect(stuck: true)
+        let reader = try harness.connect()
+        try harness.send(stuck, #"{"op":"subscribe"}"# + "\n")
+        try harness.send(reader, #"{"op":"subscribe"}"# + "\n")
+        _ = try Self.lines(reader)
+        for sequence in 1...50 { harness.publish(Self.decision("door", UInt64(sequence)), loops: [stuck, reader]) }
+        #expect(try Self.lines(reader).map { $0["seq"] as? Int } == Array(1...50))
+        stuck.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        #expect(!stuck.isActive)
+        #expect(harness.server.clientCount == 1)
+    }
+
+    @Test func aClientThatNeverAsksAnythingIsClosedAfterTheIdleTimeout() throws {
+        let harness = Harness()
+        let channel = try harness.connect()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(29))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        let replies = try Self.lines(channel)
+        #expect((replies.last?["error"] as? String)?.contains("socket.idle_timeout_seconds") == true)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        #expect(!channel.isActive)
+    }
+}
