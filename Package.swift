@@ -58,6 +58,7 @@ let package = Package(
             dependencies: [
                 "COpenBLAS",
                 "CLivenessKernels",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

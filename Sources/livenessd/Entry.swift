@@ -1,5 +1,6 @@
 import Foundation
 import ArgumentParser
+import LivenessEngine
 import Logging
 
 @main

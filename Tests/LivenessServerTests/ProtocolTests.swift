@@ -1,4 +1,5 @@
 import Foundation
+import FramePipeline
 import LivenessEngine
 import Testing
 
@@ -41,5 +42,17 @@ import Testing
             #expect(EventProtocol.line(message, encoder: &encoder) == EventProtocol.line(message))
             #expect(encoder.encode(box, fallback: "") == SafeJSON.encode(box, fallback: ""))
         }
+    }
+
+    /// H4: a classify result holding NaN or infinity prints valid JSON (`classify --json` writes it
+    /// with SafeJSON); `classify` never printed `nan LIVE` again (HardeningTests.nanWeightsAreRefused).
+    @Test func nonFiniteClassificationScoresEncodeAsNull() throws {
+        var result = ClassificationResult(path: "a.png", threshold: 0.5)
+        result.scores = OpinionScores(vit: .nan)
+        result.spoofProbability = .infinity
+        let line = SafeJSON.encode(result, fallback: "")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+        #expect(json["spoof_probability"] is NSNull)
+        #expect((json["scores"] as? [String: Any])?["vit"] is NSNull)
     }
 }

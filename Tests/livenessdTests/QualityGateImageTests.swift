@@ -2,7 +2,6 @@ import Foundation
 import TestSupport
 import Testing
 
-@testable import livenessd
 
 /// Every gate reason on real pictures from ../shared, spoiled by FFmpeg filters (not hand-made
 /// pixels), through `livenessd classify --json` as a user runs it.

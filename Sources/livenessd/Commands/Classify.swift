@@ -240,49 +240,8 @@ struct Classify: ParsableCommand {
     }
 }
 
-/// One image's outcome, as printed by `classify`.
-struct ClassificationResult: Codable, Equatable {
-    var path: String
-    /// The fused spoof probability (with one opinion: that opinion's).
-    var spoofProbability: Double?
-    /// Each opinion's spoof probability.
-    var scores: OpinionScores?
-    var decision: String?
-    var threshold: Double
-    var width: Int?
-    var height: Int?
-    var exifOrientation: Int?
-    /// The face judged (frame pixels, clipped to the picture), when detection ran and found one.
-    var box: Box?
-    /// Faces found (the largest is judged); nil for --crop full.
-    var faces: Int?
-    /// Why the picture was not judged: a `QualityGates.Reason` raw value (no_face, too_dark …).
-    var gate: String?
-    /// The region the model judged.
-    var crop: Box?
-    var error: String?
-    var errorCode: String?
-
-    struct Box: Codable, Equatable {
-        var x, y, width, height: Int
-
-        init(_ rect: PixelRect) {
-            self.x = rect.x
-            self.y = rect.y
-            self.width = rect.width
-            self.height = rect.height
-        }
-
-        var text: String { "\(self.width)x\(self.height)+\(self.x)+\(self.y)" }
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case path, decision, threshold, width, height, error, box, faces, gate, crop, scores
-        case spoofProbability = "spoof_probability"
-        case exifOrientation = "exif_orientation"
-        case errorCode = "error_code"
-    }
-
+/// How `classify` prints a result: one JSON object per line, or one tab-separated text line.
+extension ClassificationResult {
     func jsonLine() -> String {
         SafeJSON.encode(self, fallback: #"{"error":"cannot encode the result","error_code":"unknown"}"#)
     }
@@ -299,74 +258,5 @@ struct ClassificationResult: Codable, Equatable {
             }.joined(separator: " ")
         }
         return "\(self.path)\t\(String(format: "%.6f", self.spoofProbability ?? 0))\t\(self.decision ?? "")\(opinions)\(face)"
-    }
-}
-
-/// Decode → (detect, gate, crop) → preprocess → infer for still images. Without a locator the whole
-/// picture is judged, as the reference does.
-struct ImageClassifier {
-    let opinions: Opinions
-    let threshold: Double
-    var locator: DetectorLocator? = nil
-
-    func classify(path: String) -> ClassificationResult {
-        var result = ClassificationResult(path: path, threshold: self.threshold)
-        do {
-            let (image, orientation) = try ImageDecoder.decode(path: path)
-            result.width = image.width
-            result.height = image.height
-            result.exifOrientation = orientation.rawValue
-            var region = PixelRect(x: 0, y: 0, width: image.width, height: image.height)
-            var pairBox: MiniFASNetCrop.Box?
-            if let locator = self.locator {
-                let frame = image.frame(sourceID: path)
-                let analysis = image.pixels.withUnsafeBufferPointer { pixels in
-                    locator.analyse(
-                        image: PixelSource(
-                            base: pixels.baseAddress!, width: image.width, height: image.height,
-                            rowStride: image.rowStride, layout: .rgb24),
-                        frame: frame)
-                }
-                if let error = analysis.error { throw CommandError(error) }
-                result.faces = analysis.faces.count
-                result.box = analysis.face?.pixels(inFrameWidth: image.width, height: image.height).map(ClassificationResult.Box.init)
-                let location = locator.location(
-                    for: analysis, frameWidth: image.width, frameHeight: image.height, crop: locator.configuration.crop)
-                switch location {
-                case .face(let rect, _, let box):
-                    region = rect
-                    pairBox = box
-                case .noFace: result.gate = QualityGates.Reason.noFace.rawValue
-                case .unusable(let reason, _): result.gate = reason
-                }
-                if result.gate != nil { return result }
-                result.crop = ClassificationResult.Box(region)
-            }
-            let scores = try self.scores(image, region: region, box: pairBox)
-            result.scores = scores
-            guard let probability = self.opinions.fused(scores) else {
-                throw CommandError("the models gave no finite score for this picture (damaged model files?)")
-            }
-            result.spoofProbability = probability
-            result.decision = probability >= self.threshold ? "SPOOF" : "LIVE"
-        } catch let error as CaptureError {
-            result.error = error.message
-            result.errorCode = "\(error.code)"
-        } catch {
-            result.error = "\(error)"
-            result.errorCode = "unknown"
-        }
-        return result
-    }
-
-    /// Every opinion's spoof probability for `region` (the ViT) and `box` (the pair; nil: the whole picture).
-    func scores(_ image: RGBImage, region: PixelRect, box: MiniFASNetCrop.Box?) throws -> OpinionScores {
-        let input = try image.pixels.withUnsafeBufferPointer { pixels in
-            let source = PixelSource(
-                base: pixels.baseAddress!, width: image.width, height: image.height, rowStride: image.rowStride,
-                layout: .rgb24)
-            return try self.opinions.prepare(image: source, region: region, box: box)
-        }
-        return self.opinions.score(input)
     }
 }

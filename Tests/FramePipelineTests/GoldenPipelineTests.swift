@@ -4,7 +4,7 @@ import LivenessEngine
 import TestSupport
 import Testing
 
-@testable import livenessd
+import FramePipeline
 
 /// Decode → preprocess → model against the PyTorch reference (../shared/golden/preprocess, exif).
 @Suite struct GoldenPipelineTests {

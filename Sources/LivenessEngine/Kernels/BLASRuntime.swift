@@ -1,5 +1,4 @@
 import Foundation
-import LivenessEngine
 import Logging
 
 /// Makes sure OpenBLAS runs the kernels this CPU can use.
@@ -8,32 +7,32 @@ import Logging
 /// hypervisor) and falls back to its generic "Prescott" SSE3 kernels: sgemm at ~15 GFLOP/s instead
 /// of ~100 at the model's shapes. OpenBLAS reads OPENBLAS_CORETYPE only while the library
 /// initialises, before `main`, so the fix is to set it and re-execute this same binary once.
-enum BLASRuntime {
-    static let coreTypeVariable = "OPENBLAS_CORETYPE"
-    static let restartMarker = "LIVENESSD_BLAS_RESTARTED"
+public enum BLASRuntime {
+    public static let coreTypeVariable = "OPENBLAS_CORETYPE"
+    public static let restartMarker = "LIVENESSD_BLAS_RESTARTED"
 
     /// Kernel sets OpenBLAS falls back to when it cannot identify the CPU.
-    static let genericCores: Set<String> = [
+    public static let genericCores: Set<String> = [
         "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai", "Coppermine", "Northwood",
         "Banias", "Opteron", "Opteron_SSE3", "Barcelona", "Generic", "generic", "Unknown", "unknown",
     ]
 
     /// The best OpenBLAS core for a set of /proc/cpuinfo flags, or nil when SSE kernels are all it has.
-    static func recommendedCore(cpuFlags flags: Set<String>) -> String? {
+    public static func recommendedCore(cpuFlags flags: Set<String>) -> String? {
         if ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy(flags.contains) { return "SkylakeX" }
         if ["avx2", "fma"].allSatisfy(flags.contains) { return "Haswell" }
         if flags.contains("avx") { return "Sandybridge" }
         return nil
     }
 
-    static func cpuFlags() -> Set<String> {
+    public static func cpuFlags() -> Set<String> {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
             let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
         else { return [] }
         return Set(line.split(separator: ":").last?.split(separator: " ").map(String.init) ?? [])
     }
 
-    enum Decision: Equatable {
+    public enum CoreChoice: Equatable {
         /// The core is fine, or the user chose it: nothing to do.
         case keep
         /// Generic kernels on a capable CPU: restart with OPENBLAS_CORETYPE set to this core.
@@ -43,7 +42,7 @@ enum BLASRuntime {
     }
 
     /// What to do about OpenBLAS's `core` on a CPU with `flags`, given the process environment.
-    static func decide(core: String, environment: [String: String], cpuFlags flags: Set<String>) -> Decision {
+    public static func decide(core: String, environment: [String: String], cpuFlags flags: Set<String>) -> CoreChoice {
         guard Self.genericCores.contains(core) else { return .keep }
         if environment[Self.coreTypeVariable] != nil && environment[Self.restartMarker] == nil { return .keep }
         guard environment[Self.restartMarker] == nil, let target = Self.recommendedCore(cpuFlags: flags) else {
@@ -52,7 +51,7 @@ enum BLASRuntime {
         return .restart(coreType: target)
     }
 
-    static func ensureOptimisedCore(logger: Logger) {
+    public static func ensureOptimisedCore(logger: Logger) {
         let core = BLAS.coreName
         let environment = ProcessInfo.processInfo.environment
         switch Self.decide(core: core, environment: environment, cpuFlags: Self.cpuFlags()) {
