@@ -58,6 +58,7 @@ let package = Package(
                 "CLivenessKernels",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["COpenBLAS", "CKernels"]
         ),

@@ -106,11 +106,11 @@ struct LoadedModels {
     /// Model files with their SHA-256, in a stable order (ViT, then the pair's files).
     func files() throws -> [(kind: String, path: String, sha256: String)] {
         var files: [(String, String, String)] = []
-        if let url = self.vitURL { files.append(("vit", url.path, try Daemon.sha256(of: url))) }
+        if let url = self.vitURL { files.append(("vit", url.path, try FileDigest.sha256(of: url))) }
         if let folder = self.pairURL {
             for name in MiniFASNetPair.fileNames {
                 let url = folder.appendingPathComponent(name)
-                files.append(("minifasnet", url.path, try Daemon.sha256(of: url)))
+                files.append(("minifasnet", url.path, try FileDigest.sha256(of: url)))
             }
         }
         return files

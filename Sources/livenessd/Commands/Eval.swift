@@ -201,7 +201,7 @@ struct Eval: ParsableCommand {
             models: files.map { EvalReport.ModelFile(kind: $0.kind, path: $0.path, sha256: $0.sha256) },
             fusionWeights: Dictionary(uniqueKeysWithValues: loaded.kinds.map { ($0.rawValue, loaded.opinions.fusion.weight($0)) }),
             detector: detector?.url.path,
-            detectorSHA256: try detector.map { try Daemon.sha256(of: $0.url) }, threshold: threshold,
+            detectorSHA256: try detector.map { try FileDigest.sha256(of: $0.url) }, threshold: threshold,
             thresholdSource: thresholdSource,
             crop: .init(mode: detector == nil ? "full" : "detect", scale: detector?.configuration.crop.scale),
             decisions: .init(
