@@ -135,9 +135,9 @@ struct CropOptions: ParsableArguments {
         }
     }
 
-    /// What to judge: a detector setup, or nil for the whole frame. `warn` hears why detection is off
+    /// What to judge: a face locator factory, or nil for the whole frame. `warn` hears why detection is off
     /// when it was not asked for explicitly and no detector file was found.
-    func resolve(configuration: Configuration, warn: (String) -> Void) throws -> DetectorSetup? {
+    func resolve(configuration: Configuration, warn: (String) -> Void) throws -> FaceLocatorFactory? {
         let mode = self.crop ?? configuration.crop?.mode
         if mode == "full" { return nil }
         let url = try DetectorModelLocator.resolve(
@@ -159,21 +159,12 @@ struct CropOptions: ParsableArguments {
             throw CommandError("cannot load the face detector \(url.path): \(error)")
         }
         let scale = self.cropScale ?? configuration.crop?.scale ?? CropPolicy.defaultScale
-        return DetectorSetup(url: url, model: model, configuration: .init(crop: CropPolicy(scale: scale)))
+        return FaceLocatorFactory(url: url, model: model, configuration: .init(crop: CropPolicy(scale: scale)))
     }
 }
 
-/// A loaded detector model and the locator settings; makes one locator per lane.
-struct DetectorSetup: @unchecked Sendable {
-    // @unchecked: the ONNX model is read-only after loading.
-    var url: URL
-    var model: ONNXModel
-    var configuration: DetectorLocator.Configuration
-
-    func makeLocator() throws -> DetectorLocator {
-        DetectorLocator(detector: try FaceDetector(model: self.model), configuration: self.configuration)
-    }
-}
+/// Run.swift's name for the factory until that file's rewrite lands (it is being rewritten elsewhere).
+typealias DetectorSetup = FaceLocatorFactory
 
 struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -183,7 +183,7 @@ struct Eval: ParsableCommand {
     }
 
     private func runInfo(
-        loaded: LoadedModels, detector: DetectorSetup?, threshold: Double,
+        loaded: LoadedModels, detector: FaceLocatorFactory?, threshold: Double,
         thresholdSource: String, decisions: DecisionConfiguration, jobs: Int, started: Date, ended: Date
     ) throws -> EvalReport.RunInfo {
         let smoothing: String

@@ -42,7 +42,7 @@ final class EvalRunner: @unchecked Sendable {
     let opinionKinds: [OpinionKind]
     let options: Options
     private let pipeline: LivenessPipeline
-    private let detector: DetectorSetup?
+    private let detector: FaceLocatorFactory?
     private let state = Mutex(State())
     private let control = DispatchQueue(label: "livenessd.eval.control")
     private let done = DispatchSemaphore(value: 0)
@@ -50,7 +50,7 @@ final class EvalRunner: @unchecked Sendable {
     private let progress: (_ completed: Int, _ total: Int, _ frames: Int) -> Void
 
     init(
-        dataset: EvalDataset, opinions: Opinions, detector: DetectorSetup?, decisions: DecisionConfiguration,
+        dataset: EvalDataset, opinions: Opinions, detector: FaceLocatorFactory?, decisions: DecisionConfiguration,
         options: Options, frameLog: FrameLog?,
         progress: @escaping (_ completed: Int, _ total: Int, _ frames: Int) -> Void = { _, _, _ in }
     ) {
