@@ -187,29 +187,6 @@ private final class RunnerBox: @unchecked Sendable {
     weak var runner: EvalRunner?
 }
 
-/// Passes on every Nth frame of a source (and all its other news): `eval --every N`.
-final class EveryNthFrame: FrameSource, @unchecked Sendable {
-    let inner: FrameSource
-    let every: UInt64
-    var id: String { self.inner.id }
-    var kind: SourceKind { self.inner.kind }
-
-    init(_ inner: FrameSource, every: Int) {
-        self.inner = inner
-        self.every = UInt64(max(1, every))
-    }
-
-    func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
-        let every = self.every
-        try self.inner.start { event in
-            if case .frame(let frame) = event, frame.sequence % every != 0 { return }  // its buffer goes back to the pool
-            handler(event)
-        }
-    }
-
-    func stop() { self.inner.stop() }
-}
-
 /// frames.jsonl: one JSON object per decided frame, appended as the pipeline publishes them (so an
 /// interrupted run keeps every line it produced).
 final class FrameLog: @unchecked Sendable {
