@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "livenessd", targets: ["livenessd"]),
         .library(name: "LivenessEngine", targets: ["LivenessEngine"]),
         .library(name: "CaptureKit", targets: ["CaptureKit"]),
+        .library(name: "LivenessEval", targets: ["LivenessEval"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -80,12 +81,18 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        // Evaluation: datasets, the replay runner, ISO/IEC 30107-3 metrics, reports, calibration.
+        .target(
+            name: "LivenessEval",
+            dependencies: ["CaptureKit", "FramePipeline", "LivenessEngine"]
+        ),
         .executableTarget(
             name: "livenessd",
             dependencies: [
                 "CaptureKit",
                 "FramePipeline",
                 "LivenessEngine",
+                "LivenessEval",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),

@@ -4,6 +4,7 @@ import Dispatch
 import FramePipeline
 import Foundation
 import LivenessEngine
+import LivenessEval
 
 /// Scores the labelled samples at several crop scales: the measurement behind the default crop
 /// (docs/CROP_POLICY.md).
