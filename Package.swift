@@ -119,6 +119,10 @@ let package = Package(
             dependencies: ["FramePipeline", "CaptureKit", "LivenessEngine", "TestSupport"]
         ),
         .testTarget(
+            name: "LivenessEvalTests",
+            dependencies: ["LivenessEval", "FramePipeline", "LivenessEngine", "TestSupport"]
+        ),
+        .testTarget(
             name: "livenessdTests",
             dependencies: [
                 "livenessd", "CaptureKit", "FramePipeline", "LivenessEngine", "TestSupport",
