@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "LivenessEngine", targets: ["LivenessEngine"]),
         .library(name: "CaptureKit", targets: ["CaptureKit"]),
         .library(name: "LivenessServer", targets: ["LivenessServer"]),
+        .library(name: "LivenessEval", targets: ["LivenessEval"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -61,6 +62,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["COpenBLAS", "CKernels"]
         ),
@@ -103,6 +105,11 @@ let package = Package(
             ],
             exclude: ["CPeerCredentials"]
         ),
+        // Evaluation: datasets, the replay runner, ISO/IEC 30107-3 metrics, reports, calibration.
+        .target(
+            name: "LivenessEval",
+            dependencies: ["CaptureKit", "FramePipeline", "LivenessEngine"]
+        ),
         .executableTarget(
             name: "livenessd",
             dependencies: [
@@ -110,12 +117,11 @@ let package = Package(
                 "FramePipeline",
                 "LivenessEngine",
                 "LivenessServer",
+                "LivenessEval",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // Locates ../shared (or $LIVENESSD_TEST_ASSETS) and reads golden files; tests only.
@@ -143,6 +149,10 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
+        ),
+        .testTarget(
+            name: "LivenessEvalTests",
+            dependencies: ["LivenessEval", "FramePipeline", "LivenessEngine", "TestSupport"]
         ),
         .testTarget(
             name: "livenessdTests",

@@ -4,8 +4,6 @@ import LivenessEngine
 import TestSupport
 import Testing
 
-@testable import livenessd
-
 /// `livenessd eval` and `calibrate` as a test lab runs them: real files, real decoding, the real
 /// model and detector, the binary's own output files.
 @Suite(.serialized) struct EvalCommandTests {
@@ -244,7 +242,7 @@ import Testing
         for (level, scores) in [("presentation", presentationScores), ("frame", frameScores)] {
             let figures = try #require(metrics[level] as? [String: Any])
             let point = try #require(figures["at_configured_threshold"] as? [String: Any])
-            let brute = EvalMetricsTests.BruteForce(
+            let brute = PADBruteForce(
                 live: scores.filter { !$0.attack }.map(\.score), attacks: scores.filter(\.attack).map(\.score))
             let bpcer = try #require((point["bpcer"] as? [String: Any])?["value"] as? Double)
             #expect(abs(bpcer - brute.rates(threshold).bpcer) < 1e-12, "\(level)")

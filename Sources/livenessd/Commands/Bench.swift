@@ -408,7 +408,7 @@ struct BenchPipeline: ParsableCommand {
 
     func run() throws {
         let loaded: LoadedModels
-        let detector: DetectorSetup?
+        let detector: FaceLocatorFactory?
         do {
             loaded = try self.modelOptions.load()
             detector = try self.cropOptions.resolve(configuration: loaded.configuration) {

@@ -5,6 +5,7 @@ import FramePipeline
 import Foundation
 import LivenessEngine
 import Synchronization
+import LivenessEval
 
 /// Scores the labelled samples at several crop scales: the measurement behind the default crop
 /// (docs/CROP_POLICY.md).

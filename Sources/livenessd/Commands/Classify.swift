@@ -107,11 +107,11 @@ struct LoadedModels {
     /// Model files with their SHA-256, in a stable order (ViT, then the pair's files).
     func files() throws -> [(kind: String, path: String, sha256: String)] {
         var files: [(String, String, String)] = []
-        if let url = self.vitURL { files.append(("vit", url.path, try Daemon.sha256(of: url))) }
+        if let url = self.vitURL { files.append(("vit", url.path, try FileDigest.sha256(of: url))) }
         if let folder = self.pairURL {
             for name in MiniFASNetPair.fileNames {
                 let url = folder.appendingPathComponent(name)
-                files.append(("minifasnet", url.path, try Daemon.sha256(of: url)))
+                files.append(("minifasnet", url.path, try FileDigest.sha256(of: url)))
             }
         }
         return files
@@ -136,9 +136,9 @@ struct CropOptions: ParsableArguments {
         }
     }
 
-    /// What to judge: a detector setup, or nil for the whole frame. `warn` hears why detection is off
+    /// What to judge: a face locator factory, or nil for the whole frame. `warn` hears why detection is off
     /// when it was not asked for explicitly and no detector file was found.
-    func resolve(configuration: Configuration, warn: (String) -> Void) throws -> DetectorSetup? {
+    func resolve(configuration: Configuration, warn: (String) -> Void) throws -> FaceLocatorFactory? {
         let mode = self.crop ?? configuration.crop?.mode
         if mode == "full" { return nil }
         let url = try DetectorModelLocator.resolve(
@@ -160,19 +160,7 @@ struct CropOptions: ParsableArguments {
             throw CommandError("cannot load the face detector \(url.path): \(error)")
         }
         let scale = self.cropScale ?? configuration.crop?.scale ?? CropPolicy.defaultScale
-        return DetectorSetup(url: url, model: model, configuration: .init(crop: CropPolicy(scale: scale)))
-    }
-}
-
-/// A loaded detector model and the locator settings; makes one locator per lane.
-struct DetectorSetup: @unchecked Sendable {
-    // @unchecked: the ONNX model is read-only after loading.
-    var url: URL
-    var model: ONNXModel
-    var configuration: DetectorLocator.Configuration
-
-    func makeLocator() throws -> DetectorLocator {
-        DetectorLocator(detector: try FaceDetector(model: self.model), configuration: self.configuration)
+        return FaceLocatorFactory(url: url, model: model, configuration: .init(crop: CropPolicy(scale: scale)))
     }
 }
 

@@ -4,6 +4,7 @@ import Dispatch
 import FramePipeline
 import Foundation
 import LivenessEngine
+import LivenessEval
 import Synchronization
 
 struct Eval: ParsableCommand {
@@ -67,6 +68,9 @@ struct Eval: ParsableCommand {
         } catch let error as CommandError {
             FileHandle.standardError.write(Data("livenessd eval: \(error)\n".utf8))
             throw ExitCode(2)
+        } catch let error as EvalError {
+            FileHandle.standardError.write(Data("livenessd eval: \(error)\n".utf8))
+            throw ExitCode(2)
         }
     }
 
@@ -116,24 +120,13 @@ struct Eval: ParsableCommand {
         let (metrics, calibration) = EvalReport.analyse(
             finished, threshold: threshold, targetAPCER: self.targetAPCER, rule: self.calibrateOn)
         let ended = Date()
-        let wall = ended.timeIntervalSince(started)
-        let frames = finished.reduce(0) { $0 + $1.result.frames.decoded }
-        let clips = finished.filter { $0.result.kind == "clip" }.count
         let report = EvalReport(
             complete: !interrupted,
             run: try self.runInfo(loaded: loaded, detector: detector, threshold: threshold, thresholdSource: thresholdSource,
                 decisions: decisions, jobs: options.jobs, started: started, ended: ended),
-            dataset: Self.summary(dataset),
-            throughput: EvalReport.Throughput(
-                presentationsFinished: finished.count, clips: clips, stills: finished.count - clips, frames: frames,
-                wallSeconds: wall, framesPerSecond: Double(frames) / max(wall, 1e-9),
-                clipsPerMinute: Double(clips) / max(wall, 1e-9) * 60,
-                presentationsPerMinute: Double(finished.count) / max(wall, 1e-9) * 60),
-            metrics: metrics, calibration: calibration,
-            failuresToAcquire: finished.compactMap { item in
-                item.result.failure.map { EvalReport.Failure(path: item.result.path, label: item.result.label.rawValue, reason: $0) }
-            },
-            presentations: finished.map(\.result))
+            dataset: EvalReport.DatasetSummary(dataset),
+            throughput: EvalReport.Throughput(finished: finished, wallSeconds: ended.timeIntervalSince(started)),
+            metrics: metrics, calibration: calibration, finished: finished)
         try self.write(report, finished: finished, hysteresis: decisions.hysteresis, calibration: calibration)
         Self.printSummary(report, output: self.output)
         if interrupted { throw ExitCode(130) }
@@ -168,30 +161,10 @@ struct Eval: ParsableCommand {
         }
     }
 
-    static func summary(_ dataset: EvalDataset) -> EvalReport.DatasetSummary {
-        var species: [String: Int] = [:]
-        var splits: [String: Int] = [:]
-        for item in dataset.presentations {
-            if item.label == .attack { species[item.species ?? "unknown", default: 0] += 1 }
-            if let split = item.split { splits[split, default: 0] += 1 }
-        }
-        return EvalReport.DatasetSummary(
-            origin: dataset.origin, presentations: dataset.presentations.count,
-            bonaFide: dataset.presentations.filter { $0.label == .bonaFide }.count,
-            attacks: dataset.presentations.filter { $0.label == .attack }.count, attacksBySpecies: species, splits: splits,
-            excluded: dataset.excluded.map { EvalReport.Failure(path: $0.path, label: nil, reason: $0.reason) })
-    }
-
     private func runInfo(
-        loaded: LoadedModels, detector: DetectorSetup?, threshold: Double,
+        loaded: LoadedModels, detector: FaceLocatorFactory?, threshold: Double,
         thresholdSource: String, decisions: DecisionConfiguration, jobs: Int, started: Date, ended: Date
     ) throws -> EvalReport.RunInfo {
-        let smoothing: String
-        switch decisions.smoothing {
-        case .mean: smoothing = "mean"
-        case .median: smoothing = "median"
-        case .exponential(let alpha): smoothing = "ema(alpha \(alpha))"
-        }
         let iso = ISO8601DateFormatter()
         let files = try loaded.files()
         return EvalReport.RunInfo(
@@ -201,13 +174,10 @@ struct Eval: ParsableCommand {
             models: files.map { EvalReport.ModelFile(kind: $0.kind, path: $0.path, sha256: $0.sha256) },
             fusionWeights: Dictionary(uniqueKeysWithValues: loaded.kinds.map { ($0.rawValue, loaded.opinions.fusion.weight($0)) }),
             detector: detector?.url.path,
-            detectorSHA256: try detector.map { try Daemon.sha256(of: $0.url) }, threshold: threshold,
+            detectorSHA256: try detector.map { try FileDigest.sha256(of: $0.url) }, threshold: threshold,
             thresholdSource: thresholdSource,
             crop: .init(mode: detector == nil ? "full" : "detect", scale: detector?.configuration.crop.scale),
-            decisions: .init(
-                hysteresis: decisions.hysteresis, windowFrames: decisions.windowFrames, windowSeconds: decisions.windowSeconds,
-                minimumScoredFrames: decisions.minimumScoredFrames, smoothing: smoothing,
-                faceLostResetSeconds: decisions.faceLostResetSeconds),
+            decisions: .init(decisions),
             every: self.every, jobs: jobs, machine: MachineInfo.current(), startedUTC: iso.string(from: started),
             finishedUTC: iso.string(from: ended))
     }
@@ -289,12 +259,7 @@ struct Calibrate: ParsableCommand {
                 Data("livenessd calibrate: \(self.report) is not a readable eval report (\(error)); run `livenessd eval` first\n".utf8))
             throw ExitCode(2)
         }
-        let finished = report.presentations.enumerated().map {
-            EvalRunner.Finished(index: $0.offset, result: $0.element, series: FrameSeries(), frameScores: [], telltaleCrop: nil)
-        }
-        let (_, calibration) = EvalReport.analyse(
-            finished, threshold: report.run.threshold, targetAPCER: self.targetAPCER, rule: self.calibrateOn)
-        guard let calibration,
+        guard let calibration = report.recalibrated(targetAPCER: self.targetAPCER, rule: self.calibrateOn),
             let snippet = EvalReport.thresholdSnippet(
                 calibration, origin: report.dataset.origin, date: ISO8601DateFormatter().string(from: Date()))
         else {
@@ -305,7 +270,7 @@ struct Calibrate: ParsableCommand {
         if let output = self.output {
             do {
                 try writeAtomically(Data(snippet.utf8), to: output)
-            } catch let error as CommandError {
+            } catch let error as EvalError {
                 FileHandle.standardError.write(Data("livenessd calibrate: \(error)\n".utf8))
                 throw ExitCode(2)
             }
@@ -348,40 +313,6 @@ final class ProgressLine: @unchecked Sendable {
 
     func finish() {
         if self.enabled { FileHandle.standardError.write(Data("\n".utf8)) }
-    }
-}
-
-/// Where and on what a run happened, for reports.
-enum MachineInfo {
-    static func current() -> EvalReport.RunInfo.Machine {
-        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let cpu = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
-            .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" } ?? "unknown"
-        let release = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
-        let os = release.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
-            .map { String($0.dropFirst("PRETTY_NAME=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "unknown"
-        var name = utsname()
-        uname(&name)
-        let kernel = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        return EvalReport.RunInfo.Machine(
-            cpu: cpu, logicalCPUs: ProcessInfo.processInfo.activeProcessorCount, os: os, kernel: kernel,
-            openBLASCore: BLAS.coreName)
-    }
-}
-
-/// The source commit this binary was built from: `livenessd.buildinfo` beside the executable
-/// (written by scripts/setup.sh) or in ../share/livenessd/ (scripts/install.sh), else $LIVENESSD_COMMIT.
-enum BuildInfo {
-    static var commit: String {
-        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let folder = (executable as NSString).deletingLastPathComponent
-        for file in [folder + "/livenessd.buildinfo", folder + "/../share/livenessd/livenessd.buildinfo"] {
-            if let text = try? String(contentsOfFile: file, encoding: .utf8) {
-                let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
-                if !value.isEmpty { return value }
-            }
-        }
-        return ProcessInfo.processInfo.environment["LIVENESSD_COMMIT"] ?? "unknown"
     }
 }
 

@@ -1,6 +1,5 @@
 import ArgumentParser
 import CaptureKit
-import Crypto
 import FramePipeline
 import Foundation
 import LivenessEngine
@@ -172,13 +171,5 @@ struct Run: AsyncParsableCommand {
                 threshold: threshold, decisions: configuration.decisionConfiguration(threshold: threshold),
                 access: configuration.accessPolicy)
         }
-    }
-}
-
-/// The SHA-256 of model files, as `status` and eval reports name them.
-enum Daemon {
-    static func sha256(of url: URL) throws -> String {
-        let data = try Data(contentsOf: url)
-        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
     }
 }

@@ -4,46 +4,46 @@ import Foundation
 import LivenessEngine
 
 /// What one presentation amounted to (report.json's `presentations`).
-struct PresentationResult: Codable, Sendable {
-    var path: String
-    var label: PresentationLabel
-    var species: String?
-    var split: String?
+public struct PresentationResult: Codable, Sendable {
+    public var path: String
+    public var label: PresentationLabel
+    public var species: String?
+    public var split: String?
     /// `still` (one picture) or `clip`.
-    var kind: String
-    var frames: FrameCounts
+    public var kind: String
+    public var frames: FrameCounts
     /// The presentation's score: called an attack iff score ≥ threshold, exactly as the daemon
     /// behaves (see `rule`); nil for a failure to acquire.
-    var score: Double?
+    public var score: Double?
     /// `window`: the daemon's window reached its minimum of scored frames; score = lowest smoothed
     /// score + hysteresis, i.e. the daemon said `live` at some frame iff score < threshold (the door
     /// would have opened). `short`: too few scored frames for a verdict (stills): score = mean frame
     /// score, judged like `livenessd classify`.
-    var rule: String?
+    public var rule: String?
     /// At the configured threshold: `attack` or `bona_fide`; nil for a failure to acquire.
-    var decision: PresentationLabel?
+    public var decision: PresentationLabel?
     /// The daemon's own states over the clip.
-    var daemon: DaemonOutcome
-    var medianFrameScore: Double?
+    public var daemon: DaemonOutcome
+    public var medianFrameScore: Double?
     /// Each opinion's presentation score, by the same rule as `score`, as if that opinion judged
     /// alone (its own window over its own frame scores); present when several opinions judged.
-    var opinions: OpinionScores?
+    public var opinions: OpinionScores?
     /// Why this presentation could not be acquired (unreadable, truncated, no face …); it then
     /// counts as a non-response, not in APCER/BPCER.
-    var failure: String?
+    public var failure: String?
     /// The run was interrupted before this presentation finished.
-    var interrupted: Bool
+    public var interrupted: Bool
     /// How the source ended (`end of file`, `truncated: …`).
-    var end: String
-    var damagedPacketsSkipped: Int
+    public var end: String
+    public var damagedPacketsSkipped: Int
 
-    struct FrameCounts: Codable, Sendable, Equatable {
-        var decoded = 0
-        var scored = 0
-        var noFace = 0
-        var unusable = 0
+    public struct FrameCounts: Codable, Sendable, Equatable {
+        public var decoded = 0
+        public var scored = 0
+        public var noFace = 0
+        public var unusable = 0
         /// Unusable frames by gate reason.
-        var unusableReasons: [String: Int] = [:]
+        public var unusableReasons: [String: Int] = [:]
 
         enum CodingKeys: String, CodingKey {
             case decoded, scored
@@ -53,13 +53,13 @@ struct PresentationResult: Codable, Sendable {
         }
     }
 
-    struct DaemonOutcome: Codable, Sendable, Equatable {
+    public struct DaemonOutcome: Codable, Sendable, Equatable {
         /// First `live` or `spoof` the daemon published, and when (frame time, seconds).
-        var firstVerdict: String?
-        var firstVerdictSeconds: Double?
+        public var firstVerdict: String?
+        public var firstVerdictSeconds: Double?
         /// The daemon said `live` at some frame.
-        var reachedLive = false
-        var finalState: String?
+        public var reachedLive = false
+        public var finalState: String?
 
         enum CodingKeys: String, CodingKey {
             case firstVerdict = "first_verdict"

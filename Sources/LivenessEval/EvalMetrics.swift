@@ -10,12 +10,12 @@ struct LabelledScore: Sendable, Equatable {
 }
 
 /// k errors out of n, with a 95 % Clopper–Pearson (exact binomial) interval.
-struct Proportion: Codable, Sendable, Equatable {
-    var value: Double?
-    var errors: Int
-    var total: Int
+public struct Proportion: Codable, Sendable, Equatable {
+    public var value: Double?
+    public var errors: Int
+    public var total: Int
     /// [lower, upper]; nil when total is 0.
-    var ci95: [Double]?
+    public var ci95: [Double]?
 
     init(errors: Int, total: Int) {
         self.errors = errors
@@ -32,26 +32,26 @@ struct Proportion: Codable, Sendable, Equatable {
 }
 
 /// A rate that is not one binomial proportion (ACER, EER, AUC), with the interval and how it was made.
-struct DerivedRate: Codable, Sendable, Equatable {
-    var value: Double?
-    var ci95: [Double]?
-    var threshold: Double?
+public struct DerivedRate: Codable, Sendable, Equatable {
+    public var value: Double?
+    public var ci95: [Double]?
+    public var threshold: Double?
 }
 
 /// ISO/IEC 30107-3 error rates at one threshold.
-struct OperatingPoint: Codable, Sendable, Equatable {
-    var threshold: Double
+public struct OperatingPoint: Codable, Sendable, Equatable {
+    public var threshold: Double
     /// Attacks called bona fide / attacks, per attack species.
-    var apcerBySpecies: [String: Proportion]
+    public var apcerBySpecies: [String: Proportion]
     /// All attacks pooled.
-    var apcerPooled: Proportion
+    public var apcerPooled: Proportion
     /// The species with the highest APCER (ISO's APCER for the test), and its rate.
-    var apcerWorstSpecies: String?
-    var apcerWorst: Proportion?
+    public var apcerWorstSpecies: String?
+    public var apcerWorst: Proportion?
     /// Bona fide presentations called attacks / bona fide presentations.
-    var bpcer: Proportion
+    public var bpcer: Proportion
     /// (worst-species APCER + BPCER) / 2; interval = the same mean of the two intervals' bounds.
-    var acer: DerivedRate
+    public var acer: DerivedRate
 
     enum CodingKeys: String, CodingKey {
         case threshold, bpcer, acer
@@ -105,13 +105,13 @@ struct OperatingPoint: Codable, Sendable, Equatable {
 }
 
 /// BPCER at the threshold that keeps (pooled) APCER at or below a target.
-struct BPCERAtAPCER: Codable, Sendable, Equatable {
+public struct BPCERAtAPCER: Codable, Sendable, Equatable {
     /// The APCER target (0.01 for BPCER100, 0.05 for BPCER20, 0.1 for BPCER10).
-    var targetAPCER: Double
+    public var targetAPCER: Double
     /// The largest threshold whose APCER ≤ target (nil: none needed, every attack may pass).
-    var threshold: Double?
-    var apcer: Proportion
-    var bpcer: Proportion
+    public var threshold: Double?
+    public var apcer: Proportion
+    public var bpcer: Proportion
 
     enum CodingKeys: String, CodingKey {
         case threshold, apcer, bpcer
@@ -120,14 +120,14 @@ struct BPCERAtAPCER: Codable, Sendable, Equatable {
 }
 
 /// Threshold-free figures: the DET sweep, EER, AUC, BPCER at fixed APCERs.
-struct CurveMetrics: Codable, Sendable, Equatable {
+public struct CurveMetrics: Codable, Sendable, Equatable {
     /// Mean of APCER and BPCER at the threshold (among observed scores, and +∞) where they are
     /// closest; interval = mean of their Clopper–Pearson bounds there.
-    var eer: DerivedRate
+    public var eer: DerivedRate
     /// Probability that a random attack scores above a random bona fide sample (ties: half);
     /// 95 % interval by Hanley & McNeil (1982).
-    var auc: DerivedRate
-    var bpcerAtAPCER: [BPCERAtAPCER]
+    public var auc: DerivedRate
+    public var bpcerAtAPCER: [BPCERAtAPCER]
 
     enum CodingKeys: String, CodingKey {
         case eer, auc
@@ -143,7 +143,7 @@ struct DETPoint: Sendable, Equatable {
 }
 
 /// Which APCER a calibrated threshold keeps at or below its target.
-enum CalibrationRule: String, Codable, Sendable, CaseIterable {
+public enum CalibrationRule: String, Codable, Sendable, CaseIterable {
     /// Every attack species on its own (the default: ISO/IEC 30107-3 reports APCER per species).
     case worstSpecies = "worst-species"
     /// All attacks pooled.

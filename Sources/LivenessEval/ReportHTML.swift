@@ -4,14 +4,14 @@ import LivenessEngine
 
 /// report.html: one static page (inline CSS and SVG, thumbnails as data: URIs; no script, no
 /// network) that shows what report.json holds.
-struct ReportHTML {
+public struct ReportHTML {
     let report: EvalReport
     let finished: [EvalRunner.Finished]
     let hysteresis: Double
 
     /// With a dev/eval split the page shows the eval rows only, as report.json's figures do (the dev
     /// rows chose the threshold); otherwise every presentation.
-    init(report: EvalReport, finished: [EvalRunner.Finished], hysteresis: Double) {
+    public init(report: EvalReport, finished: [EvalRunner.Finished], hysteresis: Double) {
         self.report = report
         self.hysteresis = hysteresis
         if report.metrics.subset == "eval" {
@@ -31,7 +31,7 @@ struct ReportHTML {
     /// Misses shown per class at most.
     var missLimit = 8
 
-    func render() -> String {
+    public func render() -> String {
         var page = """
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8">

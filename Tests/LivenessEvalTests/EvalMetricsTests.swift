@@ -4,7 +4,7 @@ import LivenessEngine
 import TestSupport
 import Testing
 
-@testable import livenessd
+@testable import LivenessEval
 
 /// The eval report's arithmetic, checked against independent references: SciPy's beta quantiles for
 /// the intervals, and a brute-force reimplementation (every threshold, every pair) for the curves.
@@ -62,32 +62,6 @@ import Testing
         #expect(curve.bpcerAtAPCER.first { $0.targetAPCER == 0.01 }?.bpcer.errors == 1)
     }
 
-    /// Brute force: every candidate threshold counted directly, AUC over every pair.
-    struct BruteForce {
-        let live: [Double]
-        let attacks: [Double]
-        func rates(_ t: Double) -> (apcer: Double, bpcer: Double) {
-            (Double(attacks.filter { $0 < t }.count) / Double(attacks.count), Double(live.filter { $0 >= t }.count) / Double(live.count))
-        }
-        var candidates: [Double] { Array(Set(live + attacks)).sorted() + [.infinity] }
-        var eer: Double {
-            var best = (gap: Double.infinity, value: 0.0)
-            for t in self.candidates {
-                let r = self.rates(t)
-                if abs(r.apcer - r.bpcer) < best.gap { best = (abs(r.apcer - r.bpcer), (r.apcer + r.bpcer) / 2) }
-            }
-            return best.value
-        }
-        var auc: Double {
-            var wins = 0.0
-            for a in attacks { for b in live { wins += a > b ? 1 : (a == b ? 0.5 : 0) } }
-            return wins / Double(attacks.count * live.count)
-        }
-        func bpcer(atAPCER target: Double) -> Double {
-            self.candidates.filter { self.rates($0).apcer <= target + 1e-12 }.map { self.rates($0).bpcer }.min()!
-        }
-    }
-
     @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8])
     func curvesAgreeWithBruteForce(seed: UInt64) {
         var random = SeededRandom(seed: seed)
@@ -100,7 +74,7 @@ import Testing
         let scores = live.map { LabelledScore(score: $0, label: .bonaFide) }
             + attacks.map { LabelledScore(score: $0, label: .attack, species: "x") }
         let curve = PADErrorRates.curve(scores)
-        let brute = BruteForce(live: live, attacks: attacks)
+        let brute = PADBruteForce(live: live, attacks: attacks)
         #expect(abs(curve.eer.value! - brute.eer) < 1e-12)
         #expect(abs(curve.auc.value! - brute.auc) < 1e-12)
         for entry in curve.bpcerAtAPCER {
@@ -205,19 +179,6 @@ import Testing
         #expect(plain.presentations.map(\.path) == ["live/a, \"quoted\".jpg", "/abs/e.mov"])
         #expect(plain.presentations[1].location == "/abs/e.mov" && plain.presentations[1].split == "test")
 
-        #expect(throws: CommandError.self) { try EvalDataset.load(path: root.appendingPathComponent("missing").path) }
-    }
-}
-
-/// A small deterministic generator (SplitMix64) so failures reproduce.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed &* 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        #expect(throws: EvalError.self) { try EvalDataset.load(path: root.appendingPathComponent("missing").path) }
     }
 }

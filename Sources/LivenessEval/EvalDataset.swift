@@ -1,7 +1,7 @@
 import Foundation
 
 /// The ground truth of one presentation (ISO/IEC 30107-3 terms).
-enum PresentationLabel: String, Codable, Sendable {
+public enum PresentationLabel: String, Codable, Sendable {
     case bonaFide = "bona_fide"
     case attack
 
@@ -16,25 +16,25 @@ enum PresentationLabel: String, Codable, Sendable {
 }
 
 /// One file to present to the pipeline, with its label.
-struct Presentation: Codable, Sendable, Equatable {
+public struct Presentation: Codable, Sendable, Equatable {
     /// As given (relative to the dataset folder or manifest when it was relative there).
-    var path: String
-    var label: PresentationLabel
+    public var path: String
+    public var label: PresentationLabel
     /// Presentation attack instrument species (`print`, `replay`, `mask` …); nil for bona fide.
-    var species: String?
+    public var species: String?
     /// `dev`, `eval`, `train` … when the manifest has a split column.
-    var split: String?
+    public var split: String?
     /// Filesystem location.
-    var location: String
+    public var location: String
 }
 
 /// The presentations of an evaluation run, and the rows that were left out (with why).
-struct EvalDataset: Sendable {
-    var presentations: [Presentation]
+public struct EvalDataset: Sendable {
+    public var presentations: [Presentation]
     /// Rows or files that are not presentations (unknown label, not a media file …), with the reason.
-    var excluded: [(path: String, reason: String)]
+    public var excluded: [(path: String, reason: String)]
     /// Where the list came from (a folder layout or a manifest path).
-    var origin: String
+    public var origin: String
 
     static let mediaExtensions: Set<String> = [
         "jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "gif", "pgm", "ppm",
@@ -49,10 +49,12 @@ struct EvalDataset: Sendable {
 
     /// `path` is a manifest (.tsv/.csv) or a folder: a folder holding a manifest uses it, else its
     /// layout (`live/…`, `spoof/<species>/…`).
-    static func load(path: String) throws -> EvalDataset {
+    public static func load(path: String) throws -> EvalDataset {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw CommandError("\(path): no such file or folder; give a folder laid out as live/ and spoof/<species>/, or a manifest (.tsv/.csv)")
+            throw EvalError(
+                "\(path): no such file or folder; give a folder laid out as live/ and spoof/<species>/, "
+                    + "or a manifest (.tsv/.csv)")
         }
         if !isDirectory.boolValue { return try Self.manifest(path: path) }
         for name in Self.manifestNames where FileManager.default.fileExists(atPath: path + "/" + name) {
@@ -99,7 +101,7 @@ struct EvalDataset: Sendable {
             }
         }
         guard !presentations.isEmpty else {
-            throw CommandError(
+            throw EvalError(
                 "\(folder): no pictures or clips under live/ or spoof/<species>/ (and no MANIFEST.tsv); see `livenessd eval --help`")
         }
         return EvalDataset(presentations: presentations, excluded: excluded, origin: folder)
@@ -115,17 +117,18 @@ struct EvalDataset: Sendable {
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            throw CommandError("\(path): cannot read the manifest (\(error.localizedDescription))")
+            throw EvalError("\(path): cannot read the manifest (\(error.localizedDescription))")
         }
         let separator: Character = path.lowercased().hasSuffix(".csv") ? "," : (text.contains("\t") ? "\t" : ",")
         let rows = DelimitedText.rows(text, separator: separator).filter { !($0.count == 1 && $0[0].isEmpty) }
-        guard let first = rows.first else { throw CommandError("\(path): the manifest is empty") }
+        guard let first = rows.first else { throw EvalError("\(path): the manifest is empty") }
         let names = first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
         func column(_ candidates: [String]) -> Int? { names.firstIndex { candidates.contains($0) } }
         let header = column(["path", "file", "filename", "file_name"]) != nil
         let pathColumn = header ? column(["path", "file", "filename", "file_name"])! : 0
         guard let labelColumn = header ? column(["label", "class", "ground_truth"]) : 1 else {
-            throw CommandError("\(path): the manifest's header has no `label` column (columns: path, label, species, split)")
+            throw EvalError(
+                "\(path): the manifest's header has no `label` column (columns: path, label, species, split)")
         }
         let speciesColumn = header ? column(["species", "attack_type", "attack", "pai", "pai_species", "type"]) : 2
         let splitColumn = header ? column(["split", "set", "subset", "partition"]) : 3
@@ -160,7 +163,7 @@ struct EvalDataset: Sendable {
                 Presentation(path: file, label: label, species: species, split: field(splitColumn)?.lowercased(), location: location))
         }
         guard !presentations.isEmpty else {
-            throw CommandError("\(path): no labelled rows (labels live|bona_fide / spoof|attack)")
+            throw EvalError("\(path): no labelled rows (labels live|bona_fide / spoof|attack)")
         }
         return EvalDataset(presentations: presentations, excluded: excluded, origin: path)
     }

@@ -1,6 +1,5 @@
+import LivenessEval
 import Testing
-
-@testable import livenessd
 
 @Suite struct PADMetricsTests {
     /// Worked by hand: live {0.1, 0.4, 0.35, 0.8}, attacks {0.9, 0.35, 0.6}. Pairs (attack > live):

@@ -3,18 +3,18 @@ import LivenessEngine
 
 /// report.json: everything an eval run measured, schema-versioned. Field names are snake_case;
 /// rates are fractions (0–1) with 95 % intervals; see docs/EVAL.md.
-struct EvalReport: Codable {
-    var schema = "livenessd-eval-report"
-    var schemaVersion = 1
+public struct EvalReport: Codable {
+    public var schema = "livenessd-eval-report"
+    public var schemaVersion = 1
     /// Every presentation ran to its end (false after an interrupt: only finished ones count).
-    var complete: Bool
-    var run: RunInfo
-    var dataset: DatasetSummary
-    var throughput: Throughput
-    var metrics: Metrics
-    var calibration: Calibration?
-    var failuresToAcquire: [Failure]
-    var presentations: [PresentationResult]
+    public var complete: Bool
+    public var run: RunInfo
+    public var dataset: DatasetSummary
+    public var throughput: Throughput
+    public var metrics: Metrics
+    public var calibration: Calibration?
+    public var failuresToAcquire: [Failure]
+    public var presentations: [PresentationResult]
 
     enum CodingKeys: String, CodingKey {
         case schema, complete, run, dataset, throughput, metrics, calibration, presentations
@@ -22,43 +22,88 @@ struct EvalReport: Codable {
         case failuresToAcquire = "failures_to_acquire"
     }
 
-    struct RunInfo: Codable {
-        var livenessdVersion: String
-        var commit: String
-        var command: [String]
+    public struct RunInfo: Codable {
+        public var livenessdVersion: String
+        public var commit: String
+        public var command: [String]
         /// The ViT checkpoint when it judged, else the first model file (see `models`).
-        var model: String
-        var modelSHA256: String
+        public var model: String
+        public var modelSHA256: String
         /// The opinions that judged (`vit`, `minifasnet`); the decision ran on their fused score.
-        var opinions: [String]?
+        public var opinions: [String]?
         /// Every model file, with its kind and SHA-256.
-        var models: [ModelFile]?
+        public var models: [ModelFile]?
         /// Fusion weights of the opinions' logits.
-        var fusionWeights: [String: Double]?
-        var detector: String?
-        var detectorSHA256: String?
-        var threshold: Double
-        var thresholdSource: String
-        var crop: Crop
-        var decisions: Decisions
-        var every: Int
-        var jobs: Int
-        var machine: Machine
-        var startedUTC: String
-        var finishedUTC: String
+        public var fusionWeights: [String: Double]?
+        public var detector: String?
+        public var detectorSHA256: String?
+        public var threshold: Double
+        public var thresholdSource: String
+        public var crop: Crop
+        public var decisions: Decisions
+        public var every: Int
+        public var jobs: Int
+        public var machine: Machine
+        public var startedUTC: String
+        public var finishedUTC: String
 
-        struct Crop: Codable {
-            var mode: String
-            var scale: Double?
+        public init(
+            livenessdVersion: String, commit: String, command: [String], model: String, modelSHA256: String,
+            opinions: [String]?, models: [ModelFile]?, fusionWeights: [String: Double]?, detector: String?,
+            detectorSHA256: String?, threshold: Double, thresholdSource: String, crop: Crop, decisions: Decisions,
+            every: Int, jobs: Int, machine: Machine, startedUTC: String, finishedUTC: String
+        ) {
+            self.livenessdVersion = livenessdVersion
+            self.commit = commit
+            self.command = command
+            self.model = model
+            self.modelSHA256 = modelSHA256
+            self.opinions = opinions
+            self.models = models
+            self.fusionWeights = fusionWeights
+            self.detector = detector
+            self.detectorSHA256 = detectorSHA256
+            self.threshold = threshold
+            self.thresholdSource = thresholdSource
+            self.crop = crop
+            self.decisions = decisions
+            self.every = every
+            self.jobs = jobs
+            self.machine = machine
+            self.startedUTC = startedUTC
+            self.finishedUTC = finishedUTC
         }
 
-        struct Decisions: Codable {
-            var hysteresis: Double
-            var windowFrames: Int
-            var windowSeconds: Double
-            var minimumScoredFrames: Int
-            var smoothing: String
-            var faceLostResetSeconds: Double
+        public struct Crop: Codable {
+            public var mode: String
+            public var scale: Double?
+
+            public init(mode: String, scale: Double?) {
+                self.mode = mode
+                self.scale = scale
+            }
+        }
+
+        public struct Decisions: Codable {
+            public var hysteresis: Double
+            public var windowFrames: Int
+            public var windowSeconds: Double
+            public var minimumScoredFrames: Int
+            public var smoothing: String
+            public var faceLostResetSeconds: Double
+
+            public init(_ decisions: DecisionConfiguration) {
+                switch decisions.smoothing {
+                case .mean: self.smoothing = "mean"
+                case .median: self.smoothing = "median"
+                case .exponential(let alpha): self.smoothing = "ema(alpha \(alpha))"
+                }
+                self.hysteresis = decisions.hysteresis
+                self.windowFrames = decisions.windowFrames
+                self.windowSeconds = decisions.windowSeconds
+                self.minimumScoredFrames = decisions.minimumScoredFrames
+                self.faceLostResetSeconds = decisions.faceLostResetSeconds
+            }
 
             enum CodingKeys: String, CodingKey {
                 case hysteresis, smoothing
@@ -69,12 +114,12 @@ struct EvalReport: Codable {
             }
         }
 
-        struct Machine: Codable {
-            var cpu: String
-            var logicalCPUs: Int
-            var os: String
-            var kernel: String
-            var openBLASCore: String
+        public struct Machine: Codable {
+            public var cpu: String
+            public var logicalCPUs: Int
+            public var os: String
+            public var kernel: String
+            public var openBLASCore: String
 
             enum CodingKeys: String, CodingKey {
                 case cpu, os, kernel
@@ -95,14 +140,31 @@ struct EvalReport: Codable {
         }
     }
 
-    struct DatasetSummary: Codable {
-        var origin: String
-        var presentations: Int
-        var bonaFide: Int
-        var attacks: Int
-        var attacksBySpecies: [String: Int]
-        var splits: [String: Int]
-        var excluded: [Failure]
+    public struct DatasetSummary: Codable {
+        public var origin: String
+        public var presentations: Int
+        public var bonaFide: Int
+        public var attacks: Int
+        public var attacksBySpecies: [String: Int]
+        public var splits: [String: Int]
+        public var excluded: [Failure]
+
+        /// What the dataset holds: presentations by label, attacks by species, rows by split.
+        public init(_ dataset: EvalDataset) {
+            var species: [String: Int] = [:]
+            var splits: [String: Int] = [:]
+            for item in dataset.presentations {
+                if item.label == .attack { species[item.species ?? "unknown", default: 0] += 1 }
+                if let split = item.split { splits[split, default: 0] += 1 }
+            }
+            self.origin = dataset.origin
+            self.presentations = dataset.presentations.count
+            self.bonaFide = dataset.presentations.filter { $0.label == .bonaFide }.count
+            self.attacks = dataset.presentations.filter { $0.label == .attack }.count
+            self.attacksBySpecies = species
+            self.splits = splits
+            self.excluded = dataset.excluded.map { Failure(path: $0.path, label: nil, reason: $0.reason) }
+        }
 
         enum CodingKeys: String, CodingKey {
             case origin, presentations, attacks, splits, excluded
@@ -111,21 +173,35 @@ struct EvalReport: Codable {
         }
     }
 
-    struct Failure: Codable, Equatable {
-        var path: String
-        var label: String?
-        var reason: String
+    public struct Failure: Codable, Equatable {
+        public var path: String
+        public var label: String?
+        public var reason: String
     }
 
-    struct Throughput: Codable {
-        var presentationsFinished: Int
-        var clips: Int
-        var stills: Int
-        var frames: Int
-        var wallSeconds: Double
-        var framesPerSecond: Double
-        var clipsPerMinute: Double
-        var presentationsPerMinute: Double
+    public struct Throughput: Codable {
+        public var presentationsFinished: Int
+        public var clips: Int
+        public var stills: Int
+        public var frames: Int
+        public var wallSeconds: Double
+        public var framesPerSecond: Double
+        public var clipsPerMinute: Double
+        public var presentationsPerMinute: Double
+
+        /// What the finished presentations amount to in `wallSeconds`.
+        public init(finished: [EvalRunner.Finished], wallSeconds wall: Double) {
+            let frames = finished.reduce(0) { $0 + $1.result.frames.decoded }
+            let clips = finished.filter { $0.result.kind == "clip" }.count
+            self.presentationsFinished = finished.count
+            self.clips = clips
+            self.stills = finished.count - clips
+            self.frames = frames
+            self.wallSeconds = wall
+            self.framesPerSecond = Double(frames) / max(wall, 1e-9)
+            self.clipsPerMinute = Double(clips) / max(wall, 1e-9) * 60
+            self.presentationsPerMinute = Double(finished.count) / max(wall, 1e-9) * 60
+        }
 
         enum CodingKeys: String, CodingKey {
             case clips, stills, frames
@@ -137,30 +213,36 @@ struct EvalReport: Codable {
         }
     }
 
-    struct ModelFile: Codable, Equatable {
-        var kind: String
-        var path: String
-        var sha256: String
+    public struct ModelFile: Codable, Equatable {
+        public var kind: String
+        public var path: String
+        public var sha256: String
+
+        public init(kind: String, path: String, sha256: String) {
+            self.kind = kind
+            self.path = path
+            self.sha256 = sha256
+        }
     }
 
-    struct Metrics: Codable {
+    public struct Metrics: Codable {
         /// Which presentations the figures are over: `all`, or `eval` when the manifest had splits.
-        var subset: String
+        public var subset: String
         /// The decision's score: the fused one when several opinions judged.
-        var presentation: LevelMetrics
-        var frame: LevelMetrics
+        public var presentation: LevelMetrics
+        public var frame: LevelMetrics
         /// Each opinion judged on its own (present when several judged), on the same presentations.
-        var opinions: [String: OpinionMetrics]?
+        public var opinions: [String: OpinionMetrics]?
     }
 
     /// One opinion's figures: threshold-free curves, and the operating point at its own threshold
     /// calibrated by the same rule and target as the fused one (so the opinions compare at equal APCER).
-    struct OpinionMetrics: Codable {
-        var presentation: CurveMetrics
-        var frame: CurveMetrics
-        var calibratedThreshold: Double?
+    public struct OpinionMetrics: Codable {
+        public var presentation: CurveMetrics
+        public var frame: CurveMetrics
+        public var calibratedThreshold: Double?
         /// Presentation level, at `calibratedThreshold`.
-        var atCalibratedThreshold: OperatingPoint?
+        public var atCalibratedThreshold: OperatingPoint?
 
         enum CodingKeys: String, CodingKey {
             case presentation, frame
@@ -169,15 +251,15 @@ struct EvalReport: Codable {
         }
     }
 
-    struct LevelMetrics: Codable {
-        var bonaFide: Int
-        var attacks: Int
+    public struct LevelMetrics: Codable {
+        public var bonaFide: Int
+        public var attacks: Int
         /// Failures to acquire (presentation level: files; frame level: frames without a usable face,
         /// within acquired presentations) over all attempted.
-        var nonResponse: Proportion
-        var curve: CurveMetrics
-        var atConfiguredThreshold: OperatingPoint
-        var atCalibratedThreshold: OperatingPoint?
+        public var nonResponse: Proportion
+        public var curve: CurveMetrics
+        public var atConfiguredThreshold: OperatingPoint
+        public var atCalibratedThreshold: OperatingPoint?
 
         enum CodingKeys: String, CodingKey {
             case attacks, curve
@@ -188,23 +270,23 @@ struct EvalReport: Codable {
         }
     }
 
-    struct Calibration: Codable {
+    public struct Calibration: Codable {
         /// The split the threshold was chosen on (`dev`, or `all` when there is none: optimistic).
-        var split: String
-        var level: String
-        var targetAPCER: Double
+        public var split: String
+        public var level: String
+        public var targetAPCER: Double
         /// Which APCER the threshold keeps ≤ target: each species' (`worst-species`) or the pooled one.
-        var rule: CalibrationRule
+        public var rule: CalibrationRule
         /// Largest 6-decimal threshold with presentation-level APCER ≤ target (under `rule`) on that
         /// split, at least 5·10⁻⁷ below the attack score that bounds it; nil: no attacks there.
-        var threshold: Double?
+        public var threshold: Double?
         /// Pooled APCER at the threshold on the calibration split.
-        var apcer: Proportion?
+        public var apcer: Proportion?
         /// Worst species' APCER there, and which species.
-        var apcerWorst: Proportion?
-        var apcerWorstSpecies: String?
-        var bpcer: Proportion?
-        var note: String
+        public var apcerWorst: Proportion?
+        public var apcerWorstSpecies: String?
+        public var bpcer: Proportion?
+        public var note: String
 
         enum CodingKeys: String, CodingKey {
             case split, level, rule, threshold, apcer, bpcer, note
@@ -229,7 +311,7 @@ struct EvalReport: Codable {
             self.note = note
         }
 
-        init(from decoder: Decoder) throws {
+        public init(from decoder: Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             self.split = try container.decode(String.self, forKey: .split)
             self.level = try container.decode(String.self, forKey: .level)
@@ -247,11 +329,37 @@ struct EvalReport: Codable {
 
     // MARK: - Building
 
+    /// The report of a run: failures to acquire and presentations come from `finished` (dataset order).
+    public init(
+        complete: Bool, run: RunInfo, dataset: DatasetSummary, throughput: Throughput, metrics: Metrics,
+        calibration: Calibration?, finished: [EvalRunner.Finished]
+    ) {
+        self.complete = complete
+        self.run = run
+        self.dataset = dataset
+        self.throughput = throughput
+        self.metrics = metrics
+        self.calibration = calibration
+        self.failuresToAcquire = finished.compactMap { item in
+            item.result.failure.map { Failure(path: item.result.path, label: item.result.label.rawValue, reason: $0) }
+        }
+        self.presentations = finished.map(\.result)
+    }
+
+    /// The calibration `livenessd calibrate` proposes from a written report's presentation scores.
+    public func recalibrated(targetAPCER: Double, rule: CalibrationRule) -> Calibration? {
+        let finished = self.presentations.enumerated().map {
+            EvalRunner.Finished(
+                index: $0.offset, result: $0.element, series: FrameSeries(), frameScores: [], telltaleCrop: nil)
+        }
+        return Self.analyse(finished, threshold: self.run.threshold, targetAPCER: targetAPCER, rule: rule).calibration
+    }
+
     static let devSplits: Set<String> = ["dev", "devel", "development", "val", "validation", "calibration"]
     static let evalSplits: Set<String> = ["eval", "test", "evaluation"]
 
     /// Metrics and calibration from the finished presentations.
-    static func analyse(
+    public static func analyse(
         _ finished: [EvalRunner.Finished], threshold: Double, targetAPCER: Double, rule: CalibrationRule = .worstSpecies
     ) -> (metrics: Metrics, calibration: Calibration?) {
         let counted = finished.filter { !$0.result.interrupted }
@@ -311,7 +419,7 @@ struct EvalReport: Codable {
     }
 
     /// The threshold snippet for livenessd.yaml.
-    static func thresholdSnippet(_ calibration: Calibration, origin: String, date: String) -> String? {
+    public static func thresholdSnippet(_ calibration: Calibration, origin: String, date: String) -> String? {
         guard let threshold = calibration.threshold else { return nil }
         let apcer = calibration.apcer?.value.map { String(format: "%.4f", $0) } ?? "n/a"
         let worst = calibration.apcerWorst?.value.map { String(format: "%.4f", $0) } ?? "n/a"
@@ -329,10 +437,10 @@ struct EvalReport: Codable {
 
 /// Writes `data` to `path` through a temporary file in the same folder and a rename, so a reader
 /// (or an interrupted run) never sees half a report.
-func writeAtomically(_ data: Data, to path: String) throws {
+public func writeAtomically(_ data: Data, to path: String) throws {
     do {
         try data.write(to: URL(fileURLWithPath: path), options: .atomic)
     } catch {
-        throw CommandError("cannot write \(path): \(error.localizedDescription)")
+        throw EvalError("cannot write \(path): \(error.localizedDescription)")
     }
 }

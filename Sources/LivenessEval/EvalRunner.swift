@@ -7,20 +7,22 @@ import Synchronization
 
 /// Plays every presentation of a dataset through the daemon's own `LivenessPipeline` in replay
 /// (lossless) mode, `jobs` files at a time, and collects what the daemon decided.
-final class EvalRunner: @unchecked Sendable {
+public final class EvalRunner: @unchecked Sendable {
     // @unchecked: mutable state lives in `state` (a Mutex); the pipeline is thread-safe.
 
-    struct Options {
-        var jobs = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    public struct Options: Sendable {
+        public var jobs = max(1, ProcessInfo.processInfo.activeProcessorCount)
         /// Score every Nth decoded frame of a clip (1: all).
-        var every = 1
+        public var every = 1
         /// Keep each presentation's telltale crop (for the report's thumbnails).
-        var keepCrops = true
+        public var keepCrops = true
+
+        public init() {}
     }
 
-    struct Finished {
-        var index: Int
-        var result: PresentationResult
+    public struct Finished: Sendable {
+        public var index: Int
+        public var result: PresentationResult
         var series: FrameSeries
         var frameScores: [LabelledScore]
         var telltaleCrop: [UInt8]?
@@ -42,15 +44,15 @@ final class EvalRunner: @unchecked Sendable {
     let opinionKinds: [OpinionKind]
     let options: Options
     private let pipeline: LivenessPipeline
-    private let detector: DetectorSetup?
+    private let detector: FaceLocatorFactory?
     private let state = Mutex(State())
     private let control = DispatchQueue(label: "livenessd.eval.control")
     private let done = DispatchSemaphore(value: 0)
     private let frameLog: FrameLog?
     private let progress: (_ completed: Int, _ total: Int, _ frames: Int) -> Void
 
-    init(
-        dataset: EvalDataset, opinions: Opinions, detector: DetectorSetup?, decisions: DecisionConfiguration,
+    public init(
+        dataset: EvalDataset, opinions: Opinions, detector: FaceLocatorFactory?, decisions: DecisionConfiguration,
         options: Options, frameLog: FrameLog?,
         progress: @escaping (_ completed: Int, _ total: Int, _ frames: Int) -> Void = { _, _, _ in }
     ) {
@@ -70,7 +72,7 @@ final class EvalRunner: @unchecked Sendable {
     }
 
     /// Runs every presentation (or until `interrupt()`), returning the finished ones in dataset order.
-    func run() -> [Finished] {
+    public func run() -> [Finished] {
         if self.dataset.presentations.isEmpty { return [] }
         self.control.async {
             for _ in 0..<min(self.options.jobs, self.dataset.presentations.count) { self.startNext() }
@@ -82,7 +84,7 @@ final class EvalRunner: @unchecked Sendable {
 
     /// Stops starting new files and stops the ones playing; `run()` then returns what finished
     /// (the stopped ones marked interrupted).
-    func interrupt() {
+    public func interrupt() {
         let alreadyInterrupted = self.state.withLock { state -> Bool in
             defer { state.interrupted = true }
             return state.interrupted
@@ -187,32 +189,9 @@ private final class RunnerBox: @unchecked Sendable {
     weak var runner: EvalRunner?
 }
 
-/// Passes on every Nth frame of a source (and all its other news): `eval --every N`.
-final class EveryNthFrame: FrameSource, @unchecked Sendable {
-    let inner: FrameSource
-    let every: UInt64
-    var id: String { self.inner.id }
-    var kind: SourceKind { self.inner.kind }
-
-    init(_ inner: FrameSource, every: Int) {
-        self.inner = inner
-        self.every = UInt64(max(1, every))
-    }
-
-    func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
-        let every = self.every
-        try self.inner.start { event in
-            if case .frame(let frame) = event, frame.sequence % every != 0 { return }  // its buffer goes back to the pool
-            handler(event)
-        }
-    }
-
-    func stop() { self.inner.stop() }
-}
-
 /// frames.jsonl: one JSON object per decided frame, appended as the pipeline publishes them (so an
 /// interrupted run keeps every line it produced).
-final class FrameLog: @unchecked Sendable {
+public final class FrameLog: @unchecked Sendable {
     // @unchecked: written from the pipeline's one inference queue; `buffer` behind a Mutex anyway.
     private let handle: FileHandle
     private let buffer = Mutex(Data())
@@ -223,9 +202,9 @@ final class FrameLog: @unchecked Sendable {
         return encoder
     }()
 
-    init(path: String) throws {
+    public init(path: String) throws {
         guard FileManager.default.createFile(atPath: path, contents: nil) else {
-            throw CommandError("cannot create \(path): check the output folder is writable")
+            throw EvalError("cannot create \(path): check the output folder is writable")
         }
         self.handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     }
