@@ -2,6 +2,7 @@ import Foundation
 import ArgumentParser
 import LivenessEngine
 import Logging
+import LivenessServer
 
 @main
 enum Entry {
@@ -37,7 +38,7 @@ struct Livenessd: AsyncParsableCommand {
             --config, default /etc/livenessd/livenessd.yaml.
             """,
         version: LivenessdVersion.string,
-        subcommands: [Run.self, Watch.self, Classify.self, Eval.self, Calibrate.self, Probe.self, Bench.self]
+        subcommands: [Run.self, Watch.self, Classify.self, Eval.self, Calibrate.self, Probe.self, Bench.self, Config.self]
     )
 }
 

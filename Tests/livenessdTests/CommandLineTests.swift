@@ -3,7 +3,6 @@ import LivenessEngine
 import TestSupport
 import Testing
 
-@testable import livenessd
 
 /// Runs the built `livenessd` binary as a user would.
 enum Binary {
@@ -91,41 +90,56 @@ enum Binary {
         #expect(refused.standardError.contains("not a torch.save checkpoint"))
     }
 
+    /// `config check`'s JSON, or nil (and the message) when it refuses the file.
+    static func check(_ arguments: [String], environment: [String: String] = [:]) throws -> ([String: Any]?, Binary.Output) {
+        let run = try Binary.run(["config", "check"] + arguments, environment: environment)
+        guard run.status == 0 else { return (nil, run) }
+        let object = try JSONSerialization.jsonObject(with: Data(run.standardOutput.utf8)) as? [String: Any]
+        return (try #require(object, "not JSON: \(run.standardOutput)"), run)
+    }
+
     @Test func modelIsFoundByFlagThenEnvironmentThenConfig() throws {
         let directory = try TestAssets.temporaryDirectory()
         let a = directory.appendingPathComponent("a.pt")
         let b = directory.appendingPathComponent("b.pt")
         let c = directory.appendingPathComponent("c.pt")
         for url in [a, b, c] { FileManager.default.createFile(atPath: url.path, contents: Data()) }
-        let configuration = Configuration(model: c.path)
-        let environment = ["LIVENESSD_MODEL": b.path]
-        #expect(try ModelLocator.resolve(flag: a.path, configuration: configuration, environment: environment).path == a.path)
-        #expect(try ModelLocator.resolve(flag: nil, configuration: configuration, environment: environment).path == b.path)
-        #expect(try ModelLocator.resolve(flag: nil, configuration: configuration, environment: [:]).path == c.path)
-
         let file = directory.appendingPathComponent("livenessd.yaml")
         try "model: \(c.path)\nthreshold: 0.3\n".write(to: file, atomically: true, encoding: .utf8)
-        #expect(try Configuration.load(path: file.path) == Configuration(model: c.path, threshold: 0.3))
+        let environment = ["LIVENESSD_MODEL": b.path]
+        let vit = ["--models", "vit", file.path]
+        #expect(try Self.check(["--model", a.path] + vit, environment: environment).0?["model"] as? String == a.path)
+        #expect(try Self.check(vit, environment: environment).0?["model"] as? String == b.path)
+        let fromFile = try Self.check(vit).0
+        #expect(fromFile?["model"] as? String == c.path)
+        #expect(fromFile?["threshold"] as? Double == 0.3)
+        #expect(fromFile?["config"] as? String == file.path)
+
         try "threshold: [oops".write(to: file, atomically: true, encoding: .utf8)
-        #expect(throws: CommandError.self) { try Configuration.load(path: file.path) }
+        let (refused, run) = try Self.check(vit)
+        #expect(refused == nil && run.status == 2)
+        #expect(run.standardError.contains("config file \(file.path) is not valid"), "\(run.standardError)")
+        let missing = try Self.check(["--models", "vit", directory.appendingPathComponent("none.yaml").path]).1
+        #expect(missing.status == 2 && missing.standardError.contains("does not exist"))
     }
 
     /// `models:` takes a name, a list or `both`; unknown names and bad fusion weights are refused.
     @Test func modelSelectionAndFusionWeightsInTheConfig() throws {
         let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
-        func load(_ text: String) throws -> Configuration {
+        let model = try TestAssets.file("models/face-liveness-vit/model.pt").path
+        func check(_ text: String) throws -> ([String: Any]?, Binary.Output) {
             try text.write(to: file, atomically: true, encoding: .utf8)
-            return try Configuration.load(path: file.path)
+            return try Self.check(["--model", model, file.path])
         }
-        #expect(try load("models: vit\n").models?.kinds == [.vit])
-        #expect(try load("models: [minifasnet, vit]\n").models?.kinds == [.minifasnet, .vit])
-        #expect(try load("models: both\n").models?.kinds == [.vit, .minifasnet])
-        #expect(try load("threshold: 0.4\n").models == nil)
-        #expect(throws: CommandError.self) { try load("models: [vit, resnet]\n") }
-        let weighted = try load("fusion: {vit: 0.5, minifasnet: 2}\n")
-        #expect(weighted.scoreFusion.weight(.vit) == 0.5 && weighted.scoreFusion.weight(.minifasnet) == 2)
-        #expect(throws: CommandError.self) { try load("fusion: {vit: -1}\n") }
-        #expect(throws: CommandError.self) { try load("fusion: {minifasnet: .nan}\n") }
+        #expect(try check("models: vit\n").0?["models"] as? [String] == ["vit"])
+        #expect(try check("models: [minifasnet, vit]\n").0?["models"] as? [String] == ["minifasnet", "vit"])
+        #expect(try check("models: both\n").0?["models"] as? [String] == ["vit", "minifasnet"])
+        #expect(try check("threshold: 0.4\n").0?["models"] as? [String] == ["vit", "minifasnet"])
+        #expect(try check("models: [vit, resnet]\n").1.standardError.contains("unknown model 'resnet'"))
+        let weighted = try check("fusion: {vit: 0.5, minifasnet: 2}\n").0?["fusion"] as? [String: Double]
+        #expect(weighted == ["vit": 0.5, "minifasnet": 2])
+        #expect(try check("fusion: {vit: -1}\n").1.standardError.contains("fusion.vit"))
+        #expect(try check("fusion: {minifasnet: .nan}\n").1.standardError.contains("fusion.minifasnet"))
     }
 
     /// Both opinions on still pictures: text and JSON show each opinion and the fused score.
@@ -155,14 +169,7 @@ enum Binary {
 
 }
 
-@Suite struct LoggingTests {
-    @Test func journaldLinesCarryThePriority() {
-        let line = JournaldLogHandler.line(
-            level: .warning, label: "livenessd", message: "camera gone", metadata: ["capture.device": "/dev/video0"])
-        #expect(line == "<4>livenessd: camera gone capture.device=/dev/video0\n")
-        #expect(JournaldLogHandler.priority(.info) == 6 && JournaldLogHandler.priority(.error) == 3)
-    }
-
+@Suite struct WatchCommandTests {
     /// `livenessd watch` against a daemon: prints the status line.
     @Test func watchPrintsStatus() throws {
         let daemon = try DaemonProcess(["--source", try TestAssets.file("samples/live/pad-tdreal__621f74a8_live_video.MOV").path])

@@ -2,7 +2,6 @@ import Foundation
 import TestSupport
 import Testing
 
-@testable import livenessd
 
 /// Regression tests for the socket server and capture items of issue 15 (H2, H7, M1, M2).
 @Suite(.serialized) struct ServerHardeningTests {
