@@ -1,7 +1,6 @@
 /// Passes on every Nth frame of a source (and all its other news): `eval --every N`. A dropped
 /// frame's buffer goes back to its pool as soon as the frame is released.
-public final class EveryNthFrame: FrameSource, @unchecked Sendable {
-    // @unchecked: both stored properties are immutable; the wrapped source is Sendable.
+public final class EveryNthFrame: FrameSource, Sendable {
     public let inner: FrameSource
     public let every: UInt64
     public var id: String { self.inner.id }

@@ -3,8 +3,7 @@ import LivenessEngine
 
 /// A face detector model loaded once and the locator settings; makes one `DetectorLocator` per source
 /// lane (a locator keeps the detector's buffers and is not thread-safe, the model is only read).
-public struct FaceLocatorFactory: @unchecked Sendable {
-    // @unchecked: the ONNX model is read-only after loading.
+public struct FaceLocatorFactory: Sendable {
     /// The model file, for logs and reports.
     public var url: URL
     public var model: ONNXModel

@@ -7,8 +7,7 @@ import Synchronization
 
 /// Plays every presentation of a dataset through the daemon's own `LivenessPipeline` in replay
 /// (lossless) mode, `jobs` files at a time, and collects what the daemon decided.
-public final class EvalRunner: @unchecked Sendable {
-    // @unchecked: mutable state lives in `state` (a Mutex); the pipeline is thread-safe.
+public final class EvalRunner: Sendable {
 
     public struct Options: Sendable {
         public var jobs = max(1, ProcessInfo.processInfo.activeProcessorCount)
@@ -49,12 +48,12 @@ public final class EvalRunner: @unchecked Sendable {
     private let control = DispatchQueue(label: "livenessd.eval.control")
     private let done = DispatchSemaphore(value: 0)
     private let frameLog: FrameLog?
-    private let progress: (_ completed: Int, _ total: Int, _ frames: Int) -> Void
+    private let progress: @Sendable (_ completed: Int, _ total: Int, _ frames: Int) -> Void
 
     public init(
         dataset: EvalDataset, opinions: Opinions, detector: FaceLocatorFactory?, decisions: DecisionConfiguration,
         options: Options, frameLog: FrameLog?,
-        progress: @escaping (_ completed: Int, _ total: Int, _ frames: Int) -> Void = { _, _, _ in }
+        progress: @escaping @Sendable (_ completed: Int, _ total: Int, _ frames: Int) -> Void = { _, _, _ in }
     ) {
         self.dataset = dataset
         self.decisions = decisions
@@ -185,21 +184,25 @@ public final class EvalRunner: @unchecked Sendable {
 }
 
 /// Lets the pipeline's sink reach the runner that owns the pipeline (set once, before any source).
-private final class RunnerBox: @unchecked Sendable {
-    weak var runner: EvalRunner?
+private final class RunnerBox: Sendable {
+    private struct Reference { weak var runner: EvalRunner? }
+    private let reference = Mutex(Reference())
+    var runner: EvalRunner? {
+        get { self.reference.withLock { $0.runner } }
+        set { self.reference.withLock { $0.runner = newValue } }
+    }
 }
 
 /// frames.jsonl: one JSON object per decided frame, appended as the pipeline publishes them (so an
 /// interrupted run keeps every line it produced).
-public final class FrameLog: @unchecked Sendable {
-    // @unchecked: written from the pipeline's one inference queue; `buffer` behind a Mutex anyway.
+public final class FrameLog: Sendable {
     private let handle: FileHandle
     private let buffer = Mutex(Data())
-    /// One encoder for every line (the pipeline's inference queue is the only caller of `append`).
-    private let encoder: JSONEncoder = {
+    /// One encoder for every line (behind its own lock, which only the inference queue takes).
+    private let encoder: Mutex<JSONEncoder> = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
+        return Mutex(encoder)
     }()
 
     public init(path: String) throws {
@@ -233,7 +236,7 @@ public final class FrameLog: @unchecked Sendable {
             smoothed: frame.decision.smoothedScore,
             scores: frame.decision.rawScore == nil ? nil : frame.scores.finite, window: frame.decision.windowCount, reason: frame.decision.reason,
             box: frame.box.map { [$0.x, $0.y, $0.width, $0.height] }, faces: frame.faceCount)
-        guard var data = try? self.encoder.encode(line) else { return }
+        guard var data = self.encoder.withLock({ try? $0.encode(line) }) else { return }
         data.append(0x0A)
         let full = self.buffer.withLock { buffer -> Data? in
             buffer.append(data)

@@ -28,8 +28,8 @@ public struct AccessPolicy: Sendable, Equatable {
 /// Publishing never waits for a client: each client has a bounded queue (writes not yet taken by
 /// the kernel); a client that lets it fill is sent one `bye` line with the reason and closed,
 /// and nobody else notices.
-public final class EventServer: @unchecked Sendable {
-    // @unchecked: mutable state is behind Mutexes; per-client state lives on the client's event loop.
+public final class EventServer: Sendable {
+    // Per-client state lives in each ClientHandler, on its channel's event loop.
 
     public struct Configuration: Sendable {
         public var path: String
@@ -67,7 +67,7 @@ public final class EventServer: @unchecked Sendable {
     private let hooks: Hooks
     private let logger: Logger
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    private var channel: Channel?
+    private let channel = Mutex<Channel?>(nil)
     private let clients = Mutex<[ObjectIdentifier: NIOLoopBound<ClientHandler>]>([:])
     private let latest = Mutex<[String: EventProtocol.SourceSnapshot]>([:])
     private let eventCounter = Atomic<UInt64>(0)
@@ -110,7 +110,8 @@ public final class EventServer: @unchecked Sendable {
                 }
             }
         if let descriptor = self.configuration.inheritedDescriptor {
-            self.channel = try bootstrap.withBoundSocket(descriptor).wait()
+            let bound = try bootstrap.withBoundSocket(descriptor).wait()
+            self.channel.withLock { $0 = bound }
             self.logger.info("listening on the socket systemd passed", metadata: ["socket.fd": "\(descriptor)"])
             return
         }
@@ -133,7 +134,8 @@ public final class EventServer: @unchecked Sendable {
             }
         }
         do {
-            self.channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
+            let bound = try bootstrap.bind(unixDomainSocketPath: path).wait()
+            self.channel.withLock { $0 = bound }
         } catch {
             throw ServerError("cannot listen on \(path): \(error) (does its directory exist and is it writable?)")
         }
@@ -201,7 +203,7 @@ public final class EventServer: @unchecked Sendable {
             bound.eventLoop.flatSubmit { bound.value.close(reason: reason) }
         }
         _ = try? EventLoopFuture.andAllComplete(closed, on: self.group.next()).wait()
-        try? self.channel?.close().wait()
+        try? self.channel.withLock({ $0 })?.close().wait()
         if self.configuration.inheritedDescriptor == nil { unlink(self.configuration.path) }
         try? self.group.syncShutdownGracefully()
     }

@@ -282,8 +282,7 @@ struct Calibrate: ParsableCommand {
 }
 
 /// One progress line on standard error, redrawn in place (terminals only).
-final class ProgressLine: @unchecked Sendable {
-    // @unchecked: `lastDraw` behind the Mutex.
+final class ProgressLine: Sendable {
     private let enabled: Bool
     private let started: Date
     private let lastDraw = Mutex(0.0)
