@@ -69,9 +69,10 @@ public struct ColourDescription: Sendable, Equatable {
 /// A frame holds its buffer until the last reference to it is dropped; then the buffer goes back.
 /// `acquire(waiting:)` returns nil when all buffers are out and the caller does not want to wait
 /// (a live camera then drops the frame and counts it); a replay source waits instead.
-public final class FramePool: @unchecked Sendable {
-    // @unchecked: the buffers are owned by the pool and lent to one PooledBuffer at a time;
-    // all shared state is behind the Mutex.
+public final class FramePool: Sendable {
+    // Checked Sendable: the free list and counters are behind the Mutex; the buffers themselves are
+    // kept as addresses, since the pool never touches their bytes (it lends each to one PooledBuffer
+    // at a time and frees them in deinit, when no PooledBuffer is left).
     public let bufferSize: Int
     public let capacity: Int
     private struct State {
@@ -83,7 +84,8 @@ public final class FramePool: @unchecked Sendable {
 
     private let state: Mutex<State>
     private let returned = NSCondition()
-    private let storage: [UnsafeMutableRawPointer]
+    /// Every buffer's address, to free them.
+    private let storage: [UInt]
 
     public init(bufferSize: Int, capacity: Int) {
         precondition(bufferSize > 0 && capacity > 0)
@@ -92,16 +94,19 @@ public final class FramePool: @unchecked Sendable {
         let buffers = (0..<capacity).map { _ in
             UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 64)
         }
-        self.storage = buffers
-        self.state = Mutex(State(free: buffers.map { UInt(bitPattern: $0) }))
+        self.storage = buffers.map { UInt(bitPattern: $0) }
+        self.state = Mutex(State(free: self.storage))
     }
 
     deinit {
-        for buffer in self.storage { buffer.deallocate() }
+        for address in self.storage { UnsafeMutableRawPointer(bitPattern: address)!.deallocate() }
     }
 
     /// Buffers currently held by frames.
     public var outstanding: Int { self.state.withLock { $0.outstanding } }
+
+    /// Whether `close` was called (tests: a stopped source leaves no pool open).
+    var isClosed: Bool { self.state.withLock { $0.closed } }
 
     /// A free buffer, or nil when none is free and `waiting` is false (or the pool was closed).
     public func acquire(waiting: Bool) -> PooledBuffer? {
@@ -143,10 +148,14 @@ public final class FramePool: @unchecked Sendable {
 
 /// One buffer on loan from a `FramePool`; returned when this value is freed.
 public final class PooledBuffer: @unchecked Sendable {
-    // @unchecked: the pointer is exclusively this object's until deinit hands it back.
+    // @unchecked because of `pointer` (raw pointers are not Sendable), which is safe to share: the
+    // pool lends the buffer to this object alone until deinit hands it back, its bytes are written
+    // only by the producer before the Frame holding it is published (handing the frame to another
+    // thread orders those writes before every read), and consumers only read them.
     public let pointer: UnsafeMutableRawPointer
     public let size: Int
-    private let pool: FramePool
+    /// Where the buffer goes back to (tests see which pool a frame's pixels came from).
+    let pool: FramePool
 
     init(pointer: UnsafeMutableRawPointer, size: Int, pool: FramePool) {
         self.pointer = pointer
@@ -159,7 +168,7 @@ public final class PooledBuffer: @unchecked Sendable {
 
 /// A captured or decoded picture: pixels (in a pooled buffer), format, size, timing and origin.
 /// Immutable once delivered; safe to pass between queues.
-public final class Frame: @unchecked Sendable {
+public final class Frame: Sendable {
     public struct Plane: Sendable, Equatable {
         public var offset: Int
         public var rowStride: Int

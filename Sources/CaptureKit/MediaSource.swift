@@ -6,8 +6,10 @@ import Synchronization
 /// Frames from anything FFmpeg opens: files of any container/codec it reads, still images,
 /// image sequences and network URLs (rtsp://, http://). Frames arrive upright (display-matrix
 /// rotation and EXIF orientation applied), in a pooled buffer, on a thread the source owns.
-public final class MediaSource: FrameSource, @unchecked Sendable {
-    // @unchecked: mutable state is touched only by the decode thread, except `control` (a Mutex).
+public final class MediaSource: FrameSource, Sendable {
+    // Sendable as checked by the compiler: what the decode thread changes lives in its
+    // `MediaDecoder` (made by `start`, moved into the thread, never shared); what `stop` and the
+    // thread share is in `control`.
 
     public enum Pacing: Sendable, Equatable {
         /// As a camera would deliver: each frame at its presentation time (daemon demos).
@@ -48,19 +50,146 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
         return scheme != "file"
     }
 
-    private struct Control {
+    fileprivate struct Control {
         var stopping = false
         var running = false
+        /// The pools the decode thread acquires from, kept here so that `stop` can close them (a
+        /// replay reader waiting for a buffer wakes up); see `install`.
+        var pool: FramePool?
+        var rgbPool: FramePool?
     }
 
     private let control = Mutex(Control())
-    private let interruptFlag = InterruptFlag()
-    private let finished = DispatchSemaphore(value: 0)
+    fileprivate let interruptFlag = InterruptFlag()
+    /// Entered by `start`, left by the decode thread after `ended`: every `stop` waits on it.
+    private let finished = DispatchGroup()
 
-    // Decode-thread state.
-    private var input: MediaInput?
+    public init(location: String, id: String? = nil, options: Options = Options()) {
+        self.location = location
+        self.id = id ?? location
+        self.options = options
+    }
+
+    /// Opens the input (throwing a clear error when it cannot be read at all), then decodes on a
+    /// thread of its own, delivering events to `handler`.
+    public func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
+        let alreadyRunning = self.control.withLock { state -> Bool in
+            if state.running { return true }
+            state.running = true
+            // Entered with `running` set, so a `stop` that sees it running waits for the thread.
+            self.finished.enter()
+            return false
+        }
+        precondition(!alreadyRunning, "MediaSource.start called twice")
+        let decoder: MediaDecoder
+        do {
+            if !self.isNetwork && JPEGStillDecoder.isJPEGFile(self.location) {
+                // A still JPEG file is decoded as the reference (PIL → libjpeg-turbo) decodes it, not by
+                // FFmpeg, so eval's stills get the pixels `classify` gets. A damaged one fails here, clearly.
+                let (rgb, orientation) = try JPEGStillDecoder.decode(path: self.location)
+                decoder = MediaDecoder(source: self, still: orientation.apply(to: rgb))
+            } else {
+                let input = try MediaInput(
+                    location: self.location, timeoutSeconds: self.isNetwork ? self.options.networkTimeoutSeconds : nil,
+                    decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
+                decoder = MediaDecoder(source: self, input: input)
+            }
+        } catch {
+            self.control.withLock { $0.running = false }
+            self.finished.leave()
+            throw error
+        }
+        // The decoder is not Sendable: the box moves it (a disconnected value) into the thread, which
+        // takes it out once; from then on it is that thread's alone.
+        let handoff = Mutex<MediaDecoder?>(decoder)
+        let thread = Thread { [self] in
+            guard let decoder = handoff.withLock({ $0.take() }) else { preconditionFailure("decoder taken twice") }
+            let end =
+                decoder.still.map { decoder.deliver(still: $0, handler: handler) } ?? decoder.run(handler: handler)
+            decoder.input = nil
+            decoder.still = nil
+            handler(.ended(end))
+            self.finished.leave()
+        }
+        thread.name = "livenessd.media"
+        thread.start()
+    }
+
+    public func stop() {
+        let wasRunning = self.control.withLock { state -> Bool in
+            state.stopping = true
+            // Closed under the lock that `install` takes: a pool is either here now (closed) or
+            // installed later (and then closed by `install`), so whichever pool the decode thread
+            // waits on is closed.
+            state.pool?.close()
+            state.rgbPool?.close()
+            return state.running
+        }
+        guard wasRunning else { return }
+        self.interruptFlag.set()
+        self.finished.wait()
+        self.control.withLock { $0.running = false }
+    }
+
+    var stopping: Bool { self.control.withLock { $0.stopping } }
+
+    /// The pools the decode thread acquires from at present (tests: all closed once `stop` returns).
+    var currentPools: [FramePool] { self.control.withLock { [$0.pool, $0.rgbPool].compactMap { $0 } } }
+
+    /// Called by the decode thread with each pool it is about to acquire from (`slot`: which one):
+    /// closes the pool it replaces, and closes this one at once when `stop` has begun.
+    fileprivate func install(_ pool: FramePool, as slot: WritableKeyPath<Control, FramePool?>) {
+        self.control.withLock { state in
+            state[keyPath: slot]?.close()
+            state[keyPath: slot] = pool
+            if state.stopping { pool.close() }
+        }
+    }
+
+    /// Formats delivered as decoded; the first four can also be turned upright in place.
+    static let rotatableFormats: Set<PixelFormat> = [.yuv420p, .gray8, .rgb24, .bgr24]
+    static let deliverableFormats: Set<PixelFormat> = rotatableFormats.union([.nv12, .yuyv422])
+
+    /// Pixel width, rows and bytes per pixel of each plane of the formats MediaSource delivers.
+    static func planeGeometry(_ format: PixelFormat, width: Int, height: Int) -> [(width: Int, height: Int, bytesPerPixel: Int)] {
+        let chromaWidth = (width + 1) / 2
+        let chromaHeight = (height + 1) / 2
+        switch format {
+        case .yuv420p: return [(width, height, 1), (chromaWidth, chromaHeight, 1), (chromaWidth, chromaHeight, 1)]
+        case .nv12: return [(width, height, 1), (chromaWidth, chromaHeight, 2)]
+        case .yuyv422: return [(chromaWidth * 2, height, 2)]
+        case .rgb24, .bgr24: return [(width, height, 3)]
+        default: return [(width, height, 1)]  // gray8
+        }
+    }
+
+    static func isRGBLike(_ format: PixelFormat) -> Bool {
+        guard let descriptor = av_pix_fmt_desc_get(format.avFormat) else { return false }
+        let flags = descriptor.pointee.flags
+        return flags & UInt64(AV_PIX_FMT_FLAG_RGB) != 0 || flags & UInt64(AV_PIX_FMT_FLAG_PAL) != 0
+    }
+
+    static let logger = Logger(label: "livenessd.media")
+
+    /// Sleeps in short steps so that `stop()` is honoured promptly.
+    static func sleep(nanoseconds: UInt64, unless stop: () -> Bool) {
+        var remaining = nanoseconds
+        while remaining > 0 && !stop() {
+            let step = min(remaining, 20_000_000)
+            var request = timespec(tv_sec: Int(step / 1_000_000_000), tv_nsec: Int(step % 1_000_000_000))
+            nanosleep(&request, nil)
+            remaining -= step
+        }
+    }
+}
+
+/// The decode thread's side of a `MediaSource`: the input, the pools it fills and the conversion
+/// state. Not Sendable: `start` makes it and moves it into the decode thread, which alone uses it.
+final class MediaDecoder {
+    let source: MediaSource
+    var input: MediaInput?
     /// A still JPEG file, already decoded (upright) by `start`: delivered as one RGB24 frame.
-    private var still: RGBImage?
+    var still: RGBImage?
     private var pool: FramePool?
     private var poolLayout: (format: PixelFormat, width: Int, height: Int)?
     private var planeLayout: [Frame.Plane] = []
@@ -73,69 +202,26 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
     private var rgbPoolSize: (width: Int, height: Int)?
     private let rgbConverter = PixelConverter()
 
-    public init(location: String, id: String? = nil, options: Options = Options()) {
-        self.location = location
-        self.id = id ?? location
-        self.options = options
+    init(source: MediaSource, input: MediaInput? = nil, still: RGBImage? = nil) {
+        self.source = source
+        self.input = input
+        self.still = still
     }
 
     deinit {
         if let scaler = self.scaler { sws_freeContext(scaler) }
     }
 
-    /// Opens the input (throwing a clear error when it cannot be read at all), then decodes on a
-    /// thread of its own, delivering events to `handler`.
-    public func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
-        let alreadyRunning = self.control.withLock { state -> Bool in
-            if state.running { return true }
-            state.running = true
-            return false
-        }
-        precondition(!alreadyRunning, "MediaSource.start called twice")
-        do {
-            if !self.isNetwork && JPEGStillDecoder.isJPEGFile(self.location) {
-                // A still JPEG file is decoded as the reference (PIL → libjpeg-turbo) decodes it, not by
-                // FFmpeg, so eval's stills get the pixels `classify` gets. A damaged one fails here, clearly.
-                let (rgb, orientation) = try JPEGStillDecoder.decode(path: self.location)
-                self.still = orientation.apply(to: rgb)
-            } else {
-                self.input = try MediaInput(
-                    location: self.location, timeoutSeconds: self.isNetwork ? self.options.networkTimeoutSeconds : nil,
-                    decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
-            }
-        } catch {
-            self.control.withLock { $0.running = false }
-            throw error
-        }
-        let thread = Thread { [self] in
-            let end = self.still.map { self.deliver(still: $0, handler: handler) } ?? self.run(handler: handler)
-            self.input = nil
-            self.still = nil
-            handler(.ended(end))
-            self.finished.signal()
-        }
-        thread.name = "livenessd.media"
-        thread.start()
-    }
-
-    public func stop() {
-        let wasRunning = self.control.withLock { state -> Bool in
-            state.stopping = true
-            return state.running
-        }
-        guard wasRunning else { return }
-        self.interruptFlag.set()
-        self.pool?.close()
-        self.rgbPool?.close()
-        self.finished.wait()
-        self.control.withLock { $0.running = false }
-    }
-
-    var stopping: Bool { self.control.withLock { $0.stopping } }
+    private var id: String { self.source.id }
+    private var location: String { self.source.location }
+    private var options: MediaSource.Options { self.source.options }
+    private var kind: SourceKind { self.source.kind }
+    private var isNetwork: Bool { self.source.isNetwork }
+    private var stopping: Bool { self.source.stopping }
 
     // MARK: - Decode loop
 
-    private func run(handler: @Sendable (SourceEvent) -> Void) -> SourceEnd {
+    func run(handler: @Sendable (SourceEvent) -> Void) -> SourceEnd {
         var clock = PacingClock()
         var backoff = 0.1
         while true {
@@ -145,11 +231,11 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
                     let pts = input.presentationTimeSeconds(of: frame)
                     switch clock.wait(forPresentationTime: pts, now: monotonicNanoseconds()) {
                     case .deliver: break
-                    case .sleep(let nanoseconds): Self.sleep(nanoseconds: nanoseconds, unless: { self.stopping })
+                    case .sleep(let nanoseconds): MediaSource.sleep(nanoseconds: nanoseconds, unless: { self.stopping })
                     case .reanchored(let jump):
                         if !clock.reportedJump {
                             clock.reportedJump = true
-                            Self.logger.warning(
+                            MediaSource.logger.warning(
                                 "timestamps jumped; real-time pacing restarts at the new time (reported once per source)",
                                 metadata: ["source": "\(self.id)", "jump_seconds": "\(jump)"])
                         }
@@ -185,16 +271,17 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
     }
 
     /// Delivers a decoded still as one upright RGB24 frame, then ends as a one-frame file does.
-    private func deliver(still image: RGBImage, handler: @Sendable (SourceEvent) -> Void) -> SourceEnd {
+    func deliver(still image: RGBImage, handler: @Sendable (SourceEvent) -> Void) -> SourceEnd {
         guard let layout = PixelFormat.rgb24.planeLayout(width: image.width, height: image.height),
             let plane = layout.first
         else { return .error("cannot lay out a \(image.width)x\(image.height) RGB frame") }
         self.planeLayout = layout
         let byteCount = plane.offset + plane.rowStride * plane.rows
-        self.pool = FramePool(bufferSize: byteCount, capacity: self.options.poolCapacity)
+        let pool = FramePool(bufferSize: byteCount, capacity: self.options.poolCapacity)
+        self.source.install(pool, as: \.pool)  // closed at once when stopping
+        self.pool = pool
         self.poolLayout = (.rgb24, image.width, image.height)
-        if self.stopping { self.pool?.close() }
-        guard let pool = self.pool, let buffer = pool.acquire(waiting: self.kind == .replay) else {
+        guard let buffer = pool.acquire(waiting: self.kind == .replay) else {
             if self.stopping { return .stopped }
             return .error("no frame buffer free for the picture")
         }
@@ -220,12 +307,12 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
         handler(.disconnected(reason))
         self.input = nil
         while self.input == nil {
-            Self.sleep(nanoseconds: UInt64(backoff * 1e9), unless: { self.stopping })
+            MediaSource.sleep(nanoseconds: UInt64(backoff * 1e9), unless: { self.stopping })
             if self.stopping { return false }
             backoff = min(backoff * 2, 5)
             self.input = try? MediaInput(
                 location: self.location, timeoutSeconds: self.options.networkTimeoutSeconds,
-                decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
+                decoderThreads: self.options.decoderThreads, interrupt: self.source.interruptFlag)
         }
         handler(.reconnected)
         return true
@@ -252,8 +339,8 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             colour.range = .full
         }
         let orientation = input.orientation(of: frame)
-        let rotatable = Self.rotatableFormats
-        let deliverable = Self.deliverableFormats
+        let rotatable = MediaSource.rotatableFormats
+        let deliverable = MediaSource.deliverableFormats
         var planes: [(UnsafePointer<UInt8>, Int)] = []
         if deliverable.contains(format) && (orientation == .up || rotatable.contains(format)) {
             let data = frame.pointee.data
@@ -265,7 +352,7 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
         } else {
             // Anything else (10-bit, 4:2:2, 4:4:4, RGBA, palettes …) becomes 8-bit 4:2:0, or RGB24
             // for RGB-like sources, keeping the range as it is.
-            let target: PixelFormat = Self.isRGBLike(format) ? .rgb24 : .yuv420p
+            let target: PixelFormat = MediaSource.isRGBLike(format) ? .rgb24 : .yuv420p
             guard let converted = self.convert(frame, to: target, width: width, height: height, colour: colour) else {
                 self.skipped += 1
                 return .skipped(count: self.skipped, reason: "cannot convert pixel format \(format)")
@@ -280,19 +367,19 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             guard let layout = format.planeLayout(width: size.width, height: size.height) else { return nil }
             let byteCount = layout.last.map { $0.offset + $0.rowStride * $0.rows } ?? 0
             self.planeLayout = layout
-            self.pool?.close()
-            self.pool = FramePool(bufferSize: byteCount, capacity: self.options.poolCapacity)
+            let pool = FramePool(bufferSize: byteCount, capacity: self.options.poolCapacity)
+            self.source.install(pool, as: \.pool)  // closes the old one; this one too when stopping
+            self.pool = pool
             self.poolLayout = (format, size.width, size.height)
-            if self.stopping { self.pool?.close() }
         }
-        guard let buffer = self.pool!.acquire(waiting: self.kind == .replay) else {
+        guard let pool = self.pool, let buffer = pool.acquire(waiting: self.kind == .replay) else {
             if self.stopping { return nil }
             self.skipped += 1
             return .skipped(count: self.skipped, reason: "all frame buffers busy (consumer too slow)")
         }
         let destination = buffer.pointer.assumingMemoryBound(to: UInt8.self)
         let layout = self.planeLayout
-        for (index, geometry) in Self.planeGeometry(format, width: width, height: height).enumerated() {
+        for (index, geometry) in MediaSource.planeGeometry(format, width: width, height: height).enumerated() {
             PlaneRotation.apply(
                 orientation, source: planes[index].0, sourceStride: planes[index].1, width: geometry.width,
                 height: geometry.height, bytesPerPixel: geometry.bytesPerPixel,
@@ -310,12 +397,12 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
     /// `frame` with its RGB24 twin (`Options.attachRGB24`); nil when stopping.
     private func attachingRGB(to frame: Frame) -> Frame? {
         if self.rgbPool == nil || self.rgbPoolSize?.width != frame.width || self.rgbPoolSize?.height != frame.height {
-            self.rgbPool?.close()
-            self.rgbPool = FramePool(bufferSize: frame.width * frame.height * 3, capacity: self.options.poolCapacity)
+            let rgbPool = FramePool(bufferSize: frame.width * frame.height * 3, capacity: self.options.poolCapacity)
+            self.source.install(rgbPool, as: \.rgbPool)  // closes the old one; this one too when stopping
+            self.rgbPool = rgbPool
             self.rgbPoolSize = (frame.width, frame.height)
-            if self.stopping { self.rgbPool?.close() }
         }
-        guard let buffer = self.rgbPool!.acquire(waiting: self.kind == .replay) else {
+        guard let rgbPool = self.rgbPool, let buffer = rgbPool.acquire(waiting: self.kind == .replay) else {
             return self.stopping ? nil : frame  // no RGB buffer free (live): the consumer converts itself
         }
         do {
@@ -328,29 +415,6 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             planes: frame.planes, colour: frame.colour, presentationTimeSeconds: frame.presentationTimeSeconds,
             captureTimeNanoseconds: frame.captureTimeNanoseconds, sequence: frame.sequence, sourceID: frame.sourceID,
             rgb: buffer)
-    }
-
-    /// Formats delivered as decoded; the first four can also be turned upright in place.
-    static let rotatableFormats: Set<PixelFormat> = [.yuv420p, .gray8, .rgb24, .bgr24]
-    static let deliverableFormats: Set<PixelFormat> = rotatableFormats.union([.nv12, .yuyv422])
-
-    /// Pixel width, rows and bytes per pixel of each plane of the formats MediaSource delivers.
-    static func planeGeometry(_ format: PixelFormat, width: Int, height: Int) -> [(width: Int, height: Int, bytesPerPixel: Int)] {
-        let chromaWidth = (width + 1) / 2
-        let chromaHeight = (height + 1) / 2
-        switch format {
-        case .yuv420p: return [(width, height, 1), (chromaWidth, chromaHeight, 1), (chromaWidth, chromaHeight, 1)]
-        case .nv12: return [(width, height, 1), (chromaWidth, chromaHeight, 2)]
-        case .yuyv422: return [(chromaWidth * 2, height, 2)]
-        case .rgb24, .bgr24: return [(width, height, 3)]
-        default: return [(width, height, 1)]  // gray8
-        }
-    }
-
-    static func isRGBLike(_ format: PixelFormat) -> Bool {
-        guard let descriptor = av_pix_fmt_desc_get(format.avFormat) else { return false }
-        let flags = descriptor.pointee.flags
-        return flags & UInt64(AV_PIX_FMT_FLAG_RGB) != 0 || flags & UInt64(AV_PIX_FMT_FLAG_PAL) != 0
     }
 
     /// swscale into the source's scratch buffer (same size, no range change).
@@ -391,24 +455,10 @@ public final class MediaSource: FrameSource, @unchecked Sendable {
             return layout.map { (UnsafePointer(base + $0.offset), $0.rowStride) }
         }
     }
-
-    static let logger = Logger(label: "livenessd.media")
-
-    /// Sleeps in short steps so that `stop()` is honoured promptly.
-    static func sleep(nanoseconds: UInt64, unless stop: () -> Bool) {
-        var remaining = nanoseconds
-        while remaining > 0 && !stop() {
-            let step = min(remaining, 20_000_000)
-            var request = timespec(tv_sec: Int(step / 1_000_000_000), tv_nsec: Int(step % 1_000_000_000))
-            nanosleep(&request, nil)
-            remaining -= step
-        }
-    }
 }
 
 /// A flag FFmpeg's interrupt callback polls, so a blocked network read returns when stopping.
-final class InterruptFlag: @unchecked Sendable {
-    // @unchecked: a single atomic flag.
+final class InterruptFlag: Sendable {
     private let value = Atomic<Bool>(false)
     func set() { self.value.store(true, ordering: .relaxed) }
     var isSet: Bool { self.value.load(ordering: .relaxed) }

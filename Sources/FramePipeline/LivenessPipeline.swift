@@ -114,8 +114,9 @@ public struct LaneStatistics: Sendable {
 /// as `busy`); nothing ever blocks a live source's thread. A replay source never drops: its
 /// thread waits for a free slot (`replayInFlight` frames per source), which slows the reader.
 public final class LivenessPipeline: @unchecked Sendable {
-    // @unchecked: each lane's mutable state is confined to its prepare queue or behind its Mutex;
-    // the model and the decision machines are confined to `inferenceQueue`.
+    // @unchecked because of `opinions` (not Sendable: its models keep scratch): `score` and `fused` run
+    // on `inferenceQueue` only (`drain` → `process`); `prepare`, pure, runs on any lane's prepare queue.
+    // Every other stored property is a `let` of a Sendable type (`inbox`, `lanes`: Mutexes).
 
     public struct Configuration: Sendable {
         public var decisions: DecisionConfiguration
@@ -149,6 +150,10 @@ public final class LivenessPipeline: @unchecked Sendable {
     }
 
     final class Lane: @unchecked Sendable {
+        // @unchecked because of the fields one queue owns: `machine` is used on `inferenceQueue` only
+        // (`process`; `reset` and `updateDecisions` dispatch there); `rgb`, `converter` and `locator`
+        // (both keep scratch) on `prepareQueue` only (`prepare`). `admission` and `statistics` are
+        // Mutexes; the rest are `let`s of Sendable types.
         let id: String
         let kind: SourceKind
         let source: FrameSource
