@@ -64,6 +64,8 @@ public final class LivenessDaemon: Sendable {
     let notifier: SystemdNotifier
     let sources: [DaemonSource]
     private let reloadSettings: @Sendable (_ runningThreshold: Double) throws -> DaemonSettings
+    /// False once a drain timed out: frames may still be inside the models (see `run`).
+    let drained = Atomic<Bool>(true)
     /// One element per `subscribe` request (only the newest is kept): ends `holdUntilSubscribed`.
     private let subscriptions: AsyncStream<Void>
     private let subscribed: AsyncStream<Void>.Continuation
@@ -118,7 +120,11 @@ public final class LivenessDaemon: Sendable {
 
     /// Runs until every source has ended or a signal asks to stop. `signals` should be made (it traps
     /// SIGTERM, SIGINT and SIGHUP) before the slow start-up work, so a signal during it is kept.
-    public func run(signals: UnixSignalsSequence) async throws {
+    /// Returns false when in-flight frames did not drain in time: a lane may still be inside a model,
+    /// and the caller must then leave with `_exit` rather than `exit` (exit's destructors unmap
+    /// OpenBLAS's buffers under that lane: SIGSEGV at exit, issue 15 M4).
+    @discardableResult
+    public func run(signals: UnixSignalsSequence) async throws -> Bool {
         var configuration = ServiceGroupConfiguration(
             services: [
                 .init(service: ServerService(daemon: self)),
@@ -136,6 +142,7 @@ public final class LivenessDaemon: Sendable {
         configuration.maximumCancellationDuration = .seconds(5)
         try await ServiceGroup(configuration: configuration).run()
         self.logger.info("stopped", metadata: ["frames.processed": "\(self.monitor.state.withLock { $0.processed })"])
+        return self.drained.load(ordering: .relaxed)
     }
 
     /// SIGHUP: threshold, decision rules and access list again; clients and sources stay.
@@ -206,6 +213,7 @@ struct PipelineService: Service {
                 let timeout = daemon.options.drainTimeoutSeconds
                 if !daemon.pipeline.stop(timeoutSeconds: timeout) {
                     daemon.logger.warning("in-flight frames did not drain within \(timeout) s")
+                    daemon.drained.store(false, ordering: .relaxed)
                 }
                 finished.fire()
             }

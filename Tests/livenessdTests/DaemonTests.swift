@@ -168,6 +168,65 @@ import Testing
         #expect(ends.count == 2 && ends.allSatisfy { $0["reason"] as? String == "stopped" })
     }
 
+    /// M4: stopping while frames are still inside the models (drain timeout 0, frames replayed as fast
+    /// as possible, both opinions) once crashed at exit (OpenBLAS unmapped its buffers under a running
+    /// sgemm: SIGSEGV). Now the daemon says so and leaves with status 0, every time.
+    @Test func stopWithFramesInFlightExitsCleanly() throws {
+        for attempt in 1...3 {
+            let daemon = try DaemonProcess(
+                ["--pacing", "fast", "--drain-timeout", "0", "--hold-until-subscribed"] + Self.clipArguments())
+            let client = try EventClient(path: daemon.socketPath)
+            try client.send(["op": "subscribe", "mode": "frames"])
+            var decided = 0
+            while decided < 5, let message = try client.next(seconds: 60) {
+                if message["type"] as? String == "decision" { decided += 1 }
+            }
+            daemon.signal(SIGTERM)
+            _ = try client.readToEnd(seconds: 30)
+            let status = daemon.waitForExit(seconds: 30)
+            #expect(status == 0, "attempt \(attempt): exit \(String(describing: status)); log: \(daemon.log.suffix(800))")
+        }
+    }
+
+    /// The same source twice is refused with a message and status 2 (it crashed the daemon: SIGILL).
+    @Test func aSourceGivenTwiceIsRefused() throws {
+        let clip = try TestAssets.file(Self.live).path
+        let model = try TestAssets.file("models/face-liveness-vit/model.pt").path
+        let run = try Binary.run([
+            "run", "--models", "vit", "--model", model, "--socket", "/tmp/livenessd-twice-\(getpid()).sock",
+            "--source", clip, "--source", clip,
+        ])
+        #expect(run.status == 2, "\(run.standardError)")
+        #expect(run.standardError.contains("is given twice as a source"))
+    }
+
+    /// SIGHUP before the sources start (--hold-until-subscribed) is handled, not lost: the daemon
+    /// answers `status` with the reloaded threshold; SIGTERM still drains and removes the socket.
+    @Test func signalsWhileHoldingAreHandled() throws {
+        let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try "threshold: 0.2\n".write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(
+            ["--config", config.path, "--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())
+        let client = try EventClient(path: daemon.socketPath)
+        try "threshold: 0.7\n".write(to: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        var threshold: Double?
+        for _ in 0..<50 where threshold != 0.7 {
+            try client.send(["op": "status", "id": "s"])
+            while let message = try client.next(seconds: 20), message["type"] as? String != "status" {}
+            threshold = daemon.log.contains("configuration reloaded") ? 0.7 : nil
+        }
+        try client.send(["op": "status", "id": "t"])
+        var status: [String: Any]?
+        while status == nil, let message = try client.next(seconds: 20) {
+            if message["type"] as? String == "status" { status = message }
+        }
+        #expect(status?["threshold"] as? Double == 0.7, "\(String(describing: status)) log: \(daemon.log.suffix(800))")
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(seconds: 15) == 0)
+        #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
+    }
+
     /// SIGHUP: the new threshold from the config file applies to the next decisions; the client stays.
     @Test func sighupReloadsTheThreshold() throws {
         let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")

@@ -68,7 +68,13 @@ struct Run: AsyncParsableCommand {
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
         do {
             let daemon = try self.makeDaemon(logger: logger)
-            try await daemon.run(signals: signals)
+            if try await !daemon.run(signals: signals) {
+                // Frames still inside the models: leave without exit's destructors (they would unmap
+                // OpenBLAS's buffers under a running sgemm). Events and the socket are already closed.
+                logger.notice("leaving without waiting for the frames still in the models")
+                fflush(nil)  // every C stream (the log handlers write through FileHandle, unbuffered)
+                _exit(0)
+            }
         } catch let error as CommandError {
             FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
             throw ExitCode(2)
@@ -76,6 +82,12 @@ struct Run: AsyncParsableCommand {
             FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
             throw ExitCode(2)
         } catch let error as CaptureError {
+            FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
+            throw ExitCode(2)
+        } catch {
+            // Anything else that stops the daemon is a start-up failure too (a detector graph the
+            // locator refuses, a source that cannot start): the README promises exit status 2.
+            logger.error("cannot run: \(error)")
             FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
             throw ExitCode(2)
         }
@@ -122,6 +134,12 @@ struct Run: AsyncParsableCommand {
         guard !locations.isEmpty else {
             throw CommandError(
                 "no source to watch: give --device /dev/videoN or --source FILE|URL (or `sources:` in the config file)")
+        }
+        // Sources are known by their location (events, status, reset): one given twice once crashed the
+        // daemon at start-up (a duplicate dictionary key).
+        var seen = Set<String>()
+        for location in locations where !seen.insert(location).inserted {
+            throw CommandError("\(location) is given twice as a source; each camera, file or stream may be watched once")
         }
         var mediaOptions = MediaSource.Options()
         mediaOptions.pacing = self.pacing == "fast" ? .asFastAsPossible : .realTime
