@@ -137,9 +137,14 @@ let package = Package(
             name: "CaptureKitTests",
             dependencies: ["CaptureKit", "TestSupport"]
         ),
+        // Counts heap allocations on chosen threads (the test binary's malloc wraps glibc's); tests only.
+        .target(
+            name: "AllocationCounter",
+            path: "Tests/AllocationCounter"
+        ),
         .testTarget(
             name: "FramePipelineTests",
-            dependencies: ["FramePipeline", "CaptureKit", "LivenessEngine", "TestSupport"]
+            dependencies: ["FramePipeline", "CaptureKit", "LivenessEngine", "TestSupport", "AllocationCounter"]
         ),
         .testTarget(
             name: "LivenessServerTests",

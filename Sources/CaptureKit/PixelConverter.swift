@@ -1,5 +1,38 @@
 import CFFmpeg
 
+/// A packed 8-bit picture whose rows have room for swscale's whole-vector stores past a row's end
+/// (each row padded to a multiple of 64 bytes plus 64, one spare row at the bottom), so swscale can
+/// write into it directly: no scratch picture and no row copy. Owned by one thread at a time; the
+/// memory is kept (and grown, never shrunk) from one conversion to the next.
+public final class PaddedPicture {
+    public private(set) var pointer: UnsafeMutablePointer<UInt8>
+    public private(set) var width = 0
+    public private(set) var height = 0
+    /// Bytes from one row to the next.
+    public private(set) var rowStride = 0
+    private var capacity = 0
+
+    public init() {
+        self.pointer = UnsafeMutablePointer<UInt8>.allocate(capacity: 64)
+        self.capacity = 64
+    }
+
+    deinit { self.pointer.deallocate() }
+
+    /// Sizes the picture for `width` × `height` pixels of `bytesPerPixel` (contents undefined after growth).
+    func resize(width: Int, height: Int, bytesPerPixel: Int) {
+        let rowStride = PixelConverter.paddedStride(rowBytes: width * bytesPerPixel)
+        let bytes = rowStride * (height + 1)
+        if bytes > self.capacity {
+            self.pointer.deallocate()
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+            self.pointer = raw.bindMemory(to: UInt8.self, capacity: bytes)
+            self.capacity = bytes
+        }
+        (self.width, self.height, self.rowStride) = (width, height, rowStride)
+    }
+}
+
 /// Converts frames to the 8-bit layouts the engine reads, at a requested size, over libswscale.
 ///
 /// GRAY8 is the luma PIL's `convert('L')` would give for the RGB picture (ITU-R 601-2 weights,
@@ -56,18 +89,62 @@ public final class PixelConverter {
             let count = width * height * 3
             if self.rgbScratch.count < count { self.rgbScratch = [UInt8](repeating: 0, count: count) }
             try self.rgbScratch.withUnsafeMutableBufferPointer { rgb in
-                try self.scale(frame, to: .rgb24, width: width, height: height, into: rgb.baseAddress!)
+                try self.scale(
+                    frame, to: .rgb24, width: width, height: height, into: rgb.baseAddress!, rowStride: width * 3,
+                    padded: false)
                 Self.pillowLuma(rgb: rgb.baseAddress!, pixels: width * height, into: destination)
             }
             return
         }
-        let format: PixelFormat
+        let rowBytes = width * target.bytesPerPixel
+        try self.scale(
+            frame, to: Self.pixelFormat(target), width: width, height: height, into: destination, rowStride: rowBytes,
+            padded: false)
+    }
+
+    static func pixelFormat(_ target: Target) -> PixelFormat {
         switch target {
-        case .gray8: format = .gray8
-        case .rgb24: format = .rgb24
-        case .bgr24: format = .bgr24
+        case .gray8: return .gray8
+        case .rgb24: return .rgb24
+        case .bgr24: return .bgr24
         }
-        try self.scale(frame, to: format, width: width, height: height, into: destination)
+    }
+
+    /// A row of `rowBytes` padded for swscale's whole-vector stores.
+    static func paddedStride(rowBytes: Int) -> Int { (rowBytes + 63) / 64 * 64 + 64 }
+
+    /// Writes `frame` as `target` at `width` × `height` (default: the frame's size) into `picture`,
+    /// straight from swscale (its rows are padded for swscale's stores, see `PaddedPicture`).
+    public func convert(
+        _ frame: Frame, to target: Target, width: Int? = nil, height: Int? = nil, into picture: PaddedPicture
+    ) throws {
+        let width = width ?? frame.width
+        let height = height ?? frame.height
+        guard width > 0, height > 0 else {
+            throw CaptureError(
+                code: .decodeFailed, source: frame.sourceID, message: "invalid output size \(width)x\(height)")
+        }
+        picture.resize(width: width, height: height, bytesPerPixel: target.bytesPerPixel)
+        let isRGB = frame.pixelFormat == .rgb24 || frame.pixelFormat == .bgr24
+        if target == .gray8 && frame.pixelFormat != .gray8 && (isRGB || frame.colour.matrix == .bt709) {
+            // Through RGB, then Pillow's L, row by row into the padded rows.
+            let count = width * height * 3
+            if self.rgbScratch.count < count { self.rgbScratch = [UInt8](repeating: 0, count: count) }
+            try self.rgbScratch.withUnsafeMutableBufferPointer { rgb in
+                try self.scale(
+                    frame, to: .rgb24, width: width, height: height, into: rgb.baseAddress!, rowStride: width * 3,
+                    padded: false)
+                for row in 0..<height {
+                    Self.pillowLuma(
+                        rgb: rgb.baseAddress! + row * width * 3, pixels: width,
+                        into: picture.pointer + row * picture.rowStride)
+                }
+            }
+            return
+        }
+        try self.scale(
+            frame, to: Self.pixelFormat(target), width: width, height: height, into: picture.pointer,
+            rowStride: picture.rowStride, padded: true)
     }
 
     /// Convenience: a new array holding the converted picture.
@@ -89,14 +166,19 @@ public final class PixelConverter {
         }
     }
 
+    /// swscale (or a row copy when nothing changes) into `destination`, rows `rowStride` apart. An unpadded
+    /// destination (`padded` false: exactly `rowStride` × `height` bytes) is written through the scratch
+    /// picture, because swscale's SIMD output paths store whole vectors and may write past a row's end
+    /// (writing straight into an exactly sized buffer corrupted the heap in tests).
     private func scale(
-        _ frame: Frame, to format: PixelFormat, width: Int, height: Int, into destination: UnsafeMutablePointer<UInt8>
+        _ frame: Frame, to format: PixelFormat, width: Int, height: Int, into destination: UnsafeMutablePointer<UInt8>,
+        rowStride: Int, padded: Bool
     ) throws {
+        let rowBytes = width * (format == .gray8 ? 1 : 3)
         if format == frame.pixelFormat && width == frame.width && height == frame.height && frame.planes.count == 1 {
-            let rowBytes = width * (format == .gray8 ? 1 : 3)
             let plane = frame.planes[0]
             for row in 0..<height {
-                (destination + row * rowBytes).update(from: frame.plane(0) + row * plane.rowStride, count: rowBytes)
+                (destination + row * rowStride).update(from: frame.plane(0) + row * plane.rowStride, count: rowBytes)
             }
             return
         }
@@ -105,23 +187,44 @@ public final class PixelConverter {
             height: height, fullRange: frame.colour.range == .full || frame.pixelFormat == .gray8,
             bt709: frame.colour.matrix == .bt709)
         let context = try self.context(for: key, sourceID: frame.sourceID)
-        var sources: [UnsafePointer<UInt8>?] = (0..<4).map { $0 < frame.planes.count ? UnsafePointer(frame.plane($0)) : nil }
-        var sourceStrides: [Int32] = (0..<4).map { $0 < frame.planes.count ? Int32(frame.planes[$0].rowStride) : 0 }
-        // swscale's SIMD output paths store whole vectors and may write past the end of a row: into a
-        // padded scratch picture first, then rows copied out (≈ 0.05 ms per 640×480 RGB frame).
-        let rowBytes = width * (format == .gray8 ? 1 : 3)
-        let paddedStride = (rowBytes + 63) / 64 * 64 + 64
-        if self.scratch.count < paddedStride * (height + 1) { self.scratch = [UInt8](repeating: 0, count: paddedStride * (height + 1)) }
-        let rows = self.scratch.withUnsafeMutableBufferPointer { scratch -> Int32 in
-            var destinations: [UnsafeMutablePointer<UInt8>?] = [scratch.baseAddress!, nil, nil, nil]
-            var destinationStrides: [Int32] = [Int32(paddedStride), 0, 0, 0]
-            let rows = sws_scale(context, &sources, &sourceStrides, 0, Int32(frame.height), &destinations, &destinationStrides)
-            if rows > 0 {
-                for row in 0..<height {
-                    (destination + row * rowBytes).update(from: scratch.baseAddress! + row * paddedStride, count: rowBytes)
+        // Plane pointers and strides on the stack: four small arrays per call were four heap allocations.
+        func scale(into target: UnsafeMutablePointer<UInt8>, stride: Int) -> Int32 {
+            withUnsafeTemporaryAllocation(of: UnsafePointer<UInt8>?.self, capacity: 4) { sources in
+                withUnsafeTemporaryAllocation(of: UnsafeMutablePointer<UInt8>?.self, capacity: 4) { destinations in
+                    withUnsafeTemporaryAllocation(of: Int32.self, capacity: 8) { strides in
+                        for index in 0..<4 {
+                            let present = index < frame.planes.count
+                            sources[index] = present ? UnsafePointer(frame.plane(index)) : nil
+                            strides[index] = present ? Int32(frame.planes[index].rowStride) : 0
+                            destinations[index] = index == 0 ? target : nil
+                            strides[4 + index] = index == 0 ? Int32(stride) : 0
+                        }
+                        return sws_scale(
+                            context, sources.baseAddress!, strides.baseAddress!, 0, Int32(frame.height),
+                            destinations.baseAddress!, strides.baseAddress! + 4)
+                    }
                 }
             }
-            return rows
+        }
+        let rows: Int32
+        if padded {
+            rows = scale(into: destination, stride: rowStride)
+        } else {
+            // Into the padded scratch picture first, then rows copied out (≈ 0.05 ms per 640×480 RGB frame).
+            let paddedStride = Self.paddedStride(rowBytes: rowBytes)
+            if self.scratch.count < paddedStride * (height + 1) {
+                self.scratch = [UInt8](repeating: 0, count: paddedStride * (height + 1))
+            }
+            rows = self.scratch.withUnsafeMutableBufferPointer { scratch -> Int32 in
+                let rows = scale(into: scratch.baseAddress!, stride: paddedStride)
+                if rows > 0 {
+                    for row in 0..<height {
+                        (destination + row * rowStride).update(
+                            from: scratch.baseAddress! + row * paddedStride, count: rowBytes)
+                    }
+                }
+                return rows
+            }
         }
         guard rows > 0 else {
             throw CaptureError(

@@ -46,8 +46,10 @@ public final class DetectorLocator: FaceLocator {
     public let configuration: Configuration
     private let detector: FaceDetector
     private let converter = PixelConverter()
-    private var bgr: [UInt8] = []
+    private let bgr = PaddedPicture()
     private var luma: [UInt8] = []
+    /// The last analysis's faces; its memory is reused by the next one.
+    private var faces: [FaceBox] = []
 
     public init(detector: FaceDetector, configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -95,22 +97,24 @@ public final class DetectorLocator: FaceLocator {
             return analysis
         }
         let height = max(1, Int((Double(width) * Double(frame.height) / Double(frame.width)).rounded()))
-        if self.bgr.count < width * height * 3 { self.bgr = [UInt8](repeating: 0, count: width * height * 3) }
         var detected: [DetectedFace] = []
         do {
-            detected = try self.bgr.withUnsafeMutableBufferPointer { buffer -> [DetectedFace] in
-                try self.converter.convert(frame, to: .bgr24, width: width, height: height, into: buffer.baseAddress!)
-                return try self.detector.detect(bgr: buffer.baseAddress!, width: width, height: height, rowStride: width * 3)
-            }
+            // Straight from swscale into the padded picture YuNet reads (no scratch picture, no row copy).
+            try self.converter.convert(frame, to: .bgr24, width: width, height: height, into: self.bgr)
+            detected = try self.detector.detect(
+                bgr: self.bgr.pointer, width: width, height: height, rowStride: self.bgr.rowStride)
             let scaleX = Double(frame.width) / Double(width)
             let scaleY = Double(frame.height) / Double(height)
-            analysis.faces = detected.map {
-                FaceBox(
-                    x: Double($0.x) * scaleX, y: Double($0.y) * scaleY, width: Double($0.width) * scaleX,
-                    height: Double($0.height) * scaleY)
+            // Into the previous analysis's memory (it was dropped with the frame it described).
+            self.faces.removeAll(keepingCapacity: true)
+            for face in detected {
+                let box = FaceBox(
+                    x: Double(face.x) * scaleX, y: Double(face.y) * scaleY, width: Double(face.width) * scaleX,
+                    height: Double(face.height) * scaleY)
+                // A box that is not finite (NaN weights, a bad frame) locates nothing: judged as no face.
+                if box.isFinite { self.faces.append(box) }
             }
-            // A box that is not finite (NaN weights, a bad frame) locates nothing: judged as no face.
-            .filter(\.isFinite)
+            analysis.faces = self.faces
         } catch {
             analysis.error = "face detection failed: \(error)"
             return analysis

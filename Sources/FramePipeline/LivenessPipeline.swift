@@ -168,7 +168,11 @@ public final class LivenessPipeline: @unchecked Sendable {
         }
         let admission = Mutex(Admission())
         let statistics = Mutex(LaneStatistics())
-        var rgb: [UInt8] = []  // prepare queue only
+        let rgb = PaddedPicture()  // prepare queue only
+        let preprocessing = Preprocessor.Scratch()  // prepare queue only
+        /// Inputs the inference queue has scored, handed back so the next frames are prepared into their
+        /// memory (as many as this lane ever had in flight at once).
+        let spareInputs = Mutex([Opinions.FaceInput]())
 
         init(source: FrameSource, locator: FaceLocator, decisions: DecisionConfiguration, replayInFlight: Int) {
             self.id = source.id
@@ -194,6 +198,10 @@ public final class LivenessPipeline: @unchecked Sendable {
     private let inbox = Mutex(Inbox())
     private let lanes = Mutex([String: Lane]())
     private let idle = DispatchGroup()
+    /// The inference queue's working arrays, kept between batches so that deciding allocates nothing.
+    private var processing: [Item] = []  // inference queue only
+    private var batchInputs: [Opinions.FaceInput] = []  // inference queue only
+    private var batchScores: [OpinionScores] = []  // inference queue only
 
     public init(opinions: Opinions, configuration: Configuration, sink: @escaping @Sendable (PipelineEvent) -> Void) {
         self.opinions = opinions
@@ -315,31 +323,33 @@ public final class LivenessPipeline: @unchecked Sendable {
         let started = monotonicNanoseconds()
         var location = FaceLocation.noFace
         var input: Opinions.FaceInput?
-        func judge(_ pixels: UnsafePointer<UInt8>) {
+        func judge(_ pixels: UnsafePointer<UInt8>, rowStride: Int) {
             let image = PixelSource(
-                base: pixels, width: frame.width, height: frame.height, rowStride: frame.width * 3, layout: .rgb24)
+                base: pixels, width: frame.width, height: frame.height, rowStride: rowStride, layout: .rgb24)
             location = lane.locator.locate(image: image, frame: frame)
             if case .face(let rect, _, let box) = location {
+                // Into the memory of an input this lane had scored before (a new one only while the lane has
+                // more frames in flight than ever before).
+                var prepared = lane.spareInputs.withLock { $0.popLast() } ?? Opinions.FaceInput()
                 do {
-                    input = try self.opinions.prepare(image: image, region: rect, box: box)
+                    try self.opinions.prepare(
+                        image: image, region: rect, box: box, into: &prepared, scratch: lane.preprocessing)
+                    input = prepared
                 } catch {
                     location = .unusable(reason: "cannot crop the face: \(error)", box: rect)
                 }
             }
         }
         if let rgb = frame.rgb {
-            judge(UnsafePointer(rgb.pointer.assumingMemoryBound(to: UInt8.self)))  // converted by the source's thread
+            // Converted by the source's thread.
+            judge(UnsafePointer(rgb.pointer.assumingMemoryBound(to: UInt8.self)), rowStride: frame.width * 3)
         } else {
-            let count = frame.width * frame.height * 3
-            if lane.rgb.count < count { lane.rgb = [UInt8](repeating: 0, count: count) }
-            lane.rgb.withUnsafeMutableBufferPointer { buffer in
-                do {
-                    try lane.converter.convert(frame, to: .rgb24, into: buffer.baseAddress!)
-                } catch {
-                    location = .unusable(reason: "cannot convert the frame: \(error)", box: nil)
-                    return
-                }
-                judge(UnsafePointer(buffer.baseAddress!))
+            do {
+                // Straight from swscale into the lane's padded picture: no scratch picture, no row copy.
+                try lane.converter.convert(frame, to: .rgb24, into: lane.rgb)
+                judge(UnsafePointer(lane.rgb.pointer), rowStride: lane.rgb.rowStride)
+            } catch {
+                location = .unusable(reason: "cannot convert the frame: \(error)", box: nil)
             }
         }
         let metadata = (frame.sequence, frame.presentationTimeSeconds, frame.captureTimeNanoseconds)
@@ -368,27 +378,46 @@ public final class LivenessPipeline: @unchecked Sendable {
     // MARK: - Infer and decide (inference queue)
 
     private func drain() {
+        // The taken items go into `processing`'s kept memory (swapped out while in use).
+        var batch: [Item] = []
+        swap(&batch, &self.processing)
+        defer { swap(&batch, &self.processing) }
         while true {
-            let batch = self.inbox.withLock { inbox -> [Item] in
-                let taken = Array(inbox.items.prefix(self.configuration.maximumBatch * 2))
-                if taken.isEmpty { inbox.draining = false }
-                return taken
+            let empty = self.inbox.withLock { inbox -> Bool in
+                batch.append(contentsOf: inbox.items.prefix(self.configuration.maximumBatch * 2))
+                if batch.isEmpty { inbox.draining = false }
+                return batch.isEmpty
             }
-            if batch.isEmpty { return }
+            if empty { return }
             self.process(batch)
             self.inbox.withLock { $0.items.removeFirst(batch.count) }
+            // Scored inputs go back to their lanes once nothing else holds them, so the next prepare writes
+            // into their memory instead of copying it (a published crop is the event's: not reused).
+            for index in batch.indices {
+                guard let input = batch[index].input else { continue }
+                batch[index].input = nil
+                if !self.configuration.publishCrops { batch[index].lane.spareInputs.withLock { $0.append(input) } }
+            }
+            batch.removeAll(keepingCapacity: true)
         }
     }
 
     /// Scores the faces of `items` in batches of at most `maximumBatch` (every opinion), fuses, then
     /// decides in order.
     private func process(_ items: [Item]) {
-        let faces = items.indices.filter { items[$0].event == nil && items[$0].input != nil }
-        let scored = self.opinions.score(faces.map { items[$0].input! }, maximumBatch: self.configuration.maximumBatch)
-        var scores = [Int: OpinionScores]()
-        for (slot, index) in faces.enumerated() { scores[index] = scored[slot] }
-        for (index, item) in items.enumerated() {
+        for item in items where item.event == nil {
+            if let input = item.input { self.batchInputs.append(input) }
+        }
+        self.opinions.score(self.batchInputs, maximumBatch: self.configuration.maximumBatch, into: &self.batchScores)
+        self.batchInputs.removeAll(keepingCapacity: true)
+        var scored = 0  // faces scored so far, in item order: the next item with an input has batchScores[scored]
+        for item in items {
             let lane = item.lane
+            var opinionScores = OpinionScores()
+            if item.event == nil && item.input != nil {
+                opinionScores = self.batchScores[scored]
+                scored += 1
+            }
             if let event = item.event {
                 self.sink(.source(id: lane.id, event))
                 if lane.kind == .replay { lane.replaySlots.signal() }
@@ -407,7 +436,6 @@ public final class LivenessPipeline: @unchecked Sendable {
             let observation: Observation
             var box: PixelRect?
             var faceCount = 0
-            let opinionScores = scores[index] ?? OpinionScores()
             switch item.location {
             case .face(let rect, let count, _):
                 box = rect

@@ -51,14 +51,23 @@ public struct MiniFASNetCrop: Sendable, Equatable {
 
     /// The crop for `box` at `scale` (2.7 for MiniFASNetV2, 4.0 for MiniFASNetV1SE) from an RGB24 frame.
     public init(image: PixelSource, box: Box, scale: Double) throws {
+        var bgr = [UInt8](repeating: 0, count: Self.side * Self.side * 3)
+        self.rect = try bgr.withUnsafeMutableBufferPointer {
+            try Self.crop(image: image, box: box, scale: scale, into: $0.baseAddress!)
+        }
+        self.bgr = bgr
+    }
+
+    /// The same crop written into `output` (`side` × `side` × 3 bytes, BGR): the pipeline's way, into a
+    /// buffer it reuses, with nothing allocated. Returns the crop's corners.
+    @discardableResult
+    public static func crop(
+        image: PixelSource, box: Box, scale: Double, into output: UnsafeMutablePointer<UInt8>
+    ) throws -> Rect {
         guard image.layout == .rgb24 else { throw Failure("the frame must be RGB24, not \(image.layout)") }
         let rect = try Self.cropRect(frameWidth: image.width, frameHeight: image.height, box: box, scale: scale)
-        var bgr = [UInt8](repeating: 0, count: Self.side * Self.side * 3)
-        try bgr.withUnsafeMutableBufferPointer {
-            try Self.resizeLinear(source: image, rect: rect, outputSide: Self.side, swapRB: true, into: $0.baseAddress!)
-        }
-        self.rect = rect
-        self.bgr = bgr
+        try Self.resizeLinear(source: image, rect: rect, outputSide: Self.side, swapRB: true, into: output)
+        return rect
     }
 
     // MARK: - The box
@@ -66,9 +75,9 @@ public struct MiniFASNetCrop: Sendable, Equatable {
     /// The box the reference gives the models for a YuNet face (x, y, w, h in frame pixels):
     /// `(int(x), int(y), int(w) + 1, int(h) + 1)`, int() truncating toward zero.
     public static func referenceBox(x: Double, y: Double, width: Double, height: Double) throws -> Box {
-        let values = [x, y, width, height]
-        guard values.allSatisfy({ $0.isFinite && abs($0) < 1e15 }) else {
-            throw Failure("face box \(values) is not finite")
+        func sane(_ value: Double) -> Bool { value.isFinite && abs(value) < 1e15 }
+        guard sane(x), sane(y), sane(width), sane(height) else {
+            throw Failure("face box \([x, y, width, height]) is not finite")
         }
         return Box(x: Int(x), y: Int(y), width: Int(width) + 1, height: Int(height) + 1)
     }
@@ -125,9 +134,9 @@ public struct MiniFASNetCrop: Sendable, Equatable {
             top -= bottom - h + 1
             bottom = h - 1
         }
-        let corners = [left, top, right, bottom]
-        guard corners.allSatisfy({ $0.isFinite && abs($0) < 1e15 }) else {
-            throw Failure("crop corners \(corners) are not finite")
+        func sane(_ value: Double) -> Bool { value.isFinite && abs(value) < 1e15 }
+        guard sane(left), sane(top), sane(right), sane(bottom) else {
+            throw Failure("crop corners \([left, top, right, bottom]) are not finite")
         }
         let rect = Rect(left: Int(left), top: Int(top), right: Int(right), bottom: Int(bottom))
         // Always true for a positive box (the scale cap keeps the crop inside); checked rather than trusted.
@@ -165,8 +174,9 @@ public struct MiniFASNetCrop: Sendable, Equatable {
         }
         let base = source.base + rect.top * source.rowStride + rect.left * 3
         let (sw, sh, stride, side) = (rect.width, rect.height, source.rowStride, outputSide)
-        let order = swapRB ? [2, 1, 0] : [0, 1, 2]
-        let (c0, c1, c2) = (order[0], order[1], order[2])
+        let (c0, c1, c2) = swapRB ? (2, 1, 0) : (0, 1, 2)
+        // Output channel c reads source channel order(c).
+        func order(_ c: Int) -> Int { c == 0 ? c0 : c == 1 ? c1 : c2 }
 
         if sw == side && sh == side {
             for y in 0..<side {
@@ -187,7 +197,7 @@ public struct MiniFASNetCrop: Sendable, Equatable {
                 let d = output + y * side * 3
                 for x in 0..<side {
                     for c in 0..<3 {
-                        let i = 6 * x + order[c]
+                        let i = 6 * x + order(c)
                         let sum = Int(s0[i]) + Int(s0[i + 3]) + Int(s1[i]) + Int(s1[i + 3])
                         d[3 * x + c] = UInt8((sum + 2) >> 2)
                     }
@@ -196,12 +206,34 @@ public struct MiniFASNetCrop: Sendable, Equatable {
             return
         }
 
-        // Column offsets (in bytes of a source row) and weights, as resize()'s xofs/ialpha.
+        // Column offsets (in bytes of a source row) and weights, as resize()'s xofs/ialpha, and two rows of
+        // the horizontal pass: on the stack (each under the 1 KiB that Swift puts there without asking the
+        // system for the stack's bounds, for the 80-pixel side), so a crop allocates nothing.
         let scaleX = 1.0 / (Double(side) / Double(sw))
-        var xOffset = [Int](repeating: 0, count: side)
-        var xNext = [Int](repeating: 0, count: side)
-        var alpha0 = [Int32](repeating: 0, count: side)
-        var alpha1 = [Int32](repeating: 0, count: side)
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * side) { offsets in
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * side) { alphas in
+                withUnsafeTemporaryAllocation(of: Int32.self, capacity: 3 * side) { row0 in
+                    withUnsafeTemporaryAllocation(of: Int32.self, capacity: 3 * side) { row1 in
+                        Self.resizeRows(
+                            base: base, stride: stride, sw: sw, sh: sh, side: side, scaleX: scaleX,
+                            xOffset: offsets.baseAddress!, xNext: offsets.baseAddress! + side,
+                            alpha0: alphas.baseAddress!, alpha1: alphas.baseAddress! + side, row0: row0, row1: row1,
+                            order: (c0, c1, c2), into: output)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The general case of `resizeLinear`, with its tables in memory the caller provides.
+    private static func resizeRows(
+        base: UnsafePointer<UInt8>, stride: Int, sw: Int, sh: Int, side: Int, scaleX: Double,
+        xOffset: UnsafeMutablePointer<Int32>, xNext: UnsafeMutablePointer<Int32>, alpha0: UnsafeMutablePointer<Int32>,
+        alpha1: UnsafeMutablePointer<Int32>, row0: UnsafeMutableBufferPointer<Int32>,
+        row1: UnsafeMutableBufferPointer<Int32>, order channels: (Int, Int, Int),
+        into output: UnsafeMutablePointer<UInt8>
+    ) {
+        @inline(__always) func order(_ c: Int) -> Int { c == 0 ? channels.0 : c == 1 ? channels.1 : channels.2 }
         for dx in 0..<side {
             var fx = Float((Double(dx) + 0.5) * scaleX - 0.5)
             var sx = Int(fx.rounded(.down))
@@ -213,54 +245,48 @@ public struct MiniFASNetCrop: Sendable, Equatable {
             if sx >= sw - 1 {
                 // HResizeLinear's tail (dx ≥ xmax): S[sx]·2048, no second tap.
                 sx = sw - 1
-                xOffset[dx] = 3 * sx
-                xNext[dx] = 3 * sx
+                xOffset[dx] = Int32(3 * sx)
+                xNext[dx] = Int32(3 * sx)
                 alpha0[dx] = 2048
                 alpha1[dx] = 0
                 continue
             }
-            xOffset[dx] = 3 * sx
-            xNext[dx] = 3 * (sx + 1)
+            xOffset[dx] = Int32(3 * sx)
+            xNext[dx] = Int32(3 * (sx + 1))
             alpha0[dx] = Self.coefficient(1 - fx)
             alpha1[dx] = Self.coefficient(fx)
         }
 
         let scaleY = 1.0 / (Double(side) / Double(sh))
-        var row0 = [Int32](repeating: 0, count: side * 3)
-        var row1 = [Int32](repeating: 0, count: side * 3)
-        row0.withUnsafeMutableBufferPointer { row0 in
-            row1.withUnsafeMutableBufferPointer { row1 in
-                // The horizontal pass for source row `sy`, channels in source order.
-                func horizontal(_ sy: Int, into row: UnsafeMutableBufferPointer<Int32>) {
-                    let s = base + sy * stride
-                    for dx in 0..<side {
-                        let p = s + xOffset[dx]
-                        let q = s + xNext[dx]
-                        let (a0, a1) = (alpha0[dx], alpha1[dx])
-                        for c in 0..<3 {
-                            row[3 * dx + c] = Int32(p[c]) * a0 + Int32(q[c]) * a1
-                        }
-                    }
+        // The horizontal pass for source row `sy`, channels in source order.
+        func horizontal(_ sy: Int, into row: UnsafeMutableBufferPointer<Int32>) {
+            let s = base + sy * stride
+            for dx in 0..<side {
+                let p = s + Int(xOffset[dx])
+                let q = s + Int(xNext[dx])
+                let (a0, a1) = (alpha0[dx], alpha1[dx])
+                for c in 0..<3 {
+                    row[3 * dx + c] = Int32(p[c]) * a0 + Int32(q[c]) * a1
                 }
-                var loaded = (-1, -1)
-                for dy in 0..<side {
-                    var fy = Float((Double(dy) + 0.5) * scaleY - 0.5)
-                    let sy = Int(fy.rounded(.down))
-                    fy -= Float(sy)
-                    let b0 = Self.coefficient(1 - fy)
-                    let b1 = Self.coefficient(fy)
-                    let y0 = min(max(sy, 0), sh - 1)
-                    let y1 = min(max(sy + 1, 0), sh - 1)
-                    if loaded.0 != y0 { horizontal(y0, into: row0) }
-                    if loaded.1 != y1 { horizontal(y1, into: row1) }
-                    loaded = (y0, y1)
-                    let d = output + dy * side * 3
-                    for dx in 0..<side {
-                        for c in 0..<3 {
-                            let i = 3 * dx + order[c]
-                            d[3 * dx + c] = Self.vertical(row0[i], row1[i], b0, b1)
-                        }
-                    }
+            }
+        }
+        var loaded = (-1, -1)
+        for dy in 0..<side {
+            var fy = Float((Double(dy) + 0.5) * scaleY - 0.5)
+            let sy = Int(fy.rounded(.down))
+            fy -= Float(sy)
+            let b0 = Self.coefficient(1 - fy)
+            let b1 = Self.coefficient(fy)
+            let y0 = min(max(sy, 0), sh - 1)
+            let y1 = min(max(sy + 1, 0), sh - 1)
+            if loaded.0 != y0 { horizontal(y0, into: row0) }
+            if loaded.1 != y1 { horizontal(y1, into: row1) }
+            loaded = (y0, y1)
+            let d = output + dy * side * 3
+            for dx in 0..<side {
+                for c in 0..<3 {
+                    let i = 3 * dx + order(c)
+                    d[3 * dx + c] = Self.vertical(row0[i], row1[i], b0, b1)
                 }
             }
         }

@@ -57,19 +57,40 @@ public final class Opinions {
     /// (nil: the whole frame, as `--crop full` judges it).
     public func prepare(image: PixelSource, region: PixelRect, box: MiniFASNetCrop.Box?) throws -> FaceInput {
         var input = FaceInput()
+        try self.prepare(image: image, region: region, box: box, into: &input, scratch: Preprocessor.Scratch())
+        return input
+    }
+
+    /// The same inputs written into `input`'s arrays, which keep their memory: a pipeline lane hands back
+    /// the inputs it had scored, so that with `scratch` (one per thread) nothing is allocated per face.
+    public func prepare(
+        image: PixelSource, region: PixelRect, box: MiniFASNetCrop.Box?, into input: inout FaceInput,
+        scratch: Preprocessor.Scratch
+    ) throws {
+        input.pairRects.removeAll(keepingCapacity: true)
         if self.vit != nil {
-            input.luma = self.preprocessor.lumaCrop(image.cropped(to: region))
+            let side = self.preprocessor.outputSide
+            if input.luma.count != side * side { input.luma = [UInt8](repeating: 0, count: side * side) }
+            input.luma.withUnsafeMutableBufferPointer {
+                self.preprocessor.lumaCrop(image.cropped(to: region), into: $0.baseAddress!, scratch: scratch)
+            }
+        } else {
+            input.luma.removeAll(keepingCapacity: true)
         }
-        if self.pair != nil {
-            let box = box ?? MiniFASNetCrop.Box(x: 0, y: 0, width: image.width, height: image.height)
-            input.pair.reserveCapacity(Self.pairInputLength)
-            for scale in MiniFASNetPair.scales {
-                let crop = try MiniFASNetCrop(image: image, box: box, scale: scale)
-                input.pair += crop.bgr
-                input.pairRects.append(crop.rect)
+        guard self.pair != nil else {
+            input.pair.removeAll(keepingCapacity: true)
+            return
+        }
+        let box = box ?? MiniFASNetCrop.Box(x: 0, y: 0, width: image.width, height: image.height)
+        if input.pair.count != Self.pairInputLength { input.pair = [UInt8](repeating: 0, count: Self.pairInputLength) }
+        let one = Self.pairInputLength / 2
+        try input.pair.withUnsafeMutableBufferPointer { pair in
+            for (index, scale) in MiniFASNetPair.scales.enumerated() {
+                let rect = try MiniFASNetCrop.crop(
+                    image: image, box: box, scale: scale, into: pair.baseAddress! + index * one)
+                input.pairRects.append(rect)
             }
         }
-        return input
     }
 
     /// Scratch for batched scoring (grows to the largest batch seen).
@@ -81,14 +102,22 @@ public final class Opinions {
 
     /// Scores faces in batches of at most `maximumBatch`: per opinion, then fused.
     public func score(_ inputs: [FaceInput], maximumBatch: Int = 8) -> [OpinionScores] {
-        var scores = [OpinionScores](repeating: OpinionScores(), count: inputs.count)
+        var scores: [OpinionScores] = []
+        self.score(inputs, maximumBatch: maximumBatch, into: &scores)
+        return scores
+    }
+
+    /// The same into `scores` (replaced; its memory is kept). A batch of one is read where it lies; larger
+    /// ones are gathered back to back first.
+    public func score(_ inputs: [FaceInput], maximumBatch: Int = 8, into scores: inout [OpinionScores]) {
+        scores.removeAll(keepingCapacity: true)
+        for _ in inputs.indices { scores.append(OpinionScores()) }
         var start = 0
         while start < inputs.count {
             let end = min(start + max(1, maximumBatch), inputs.count)
             self.scoreChunk(inputs[start..<end], into: &scores, offset: start)
             start = end
         }
-        return scores
     }
 
     public func score(_ input: FaceInput) -> OpinionScores { self.score([input])[0] }
@@ -97,40 +126,64 @@ public final class Opinions {
     public func fused(_ scores: OpinionScores) -> Double? { self.fusion.fuse(scores) }
 
     private func scoreChunk(_ chunk: ArraySlice<FaceInput>, into scores: inout [OpinionScores], offset: Int) {
-        let batch = chunk.count
+        let side = self.preprocessor.outputSide * self.preprocessor.outputSide
+        let one = Self.pairInputLength / 2
+        if chunk.count == 1, let input = chunk.first {
+            precondition(self.vit == nil || input.luma.count == side, "ViT input of \(input.luma.count) bytes")
+            precondition(self.pair == nil || input.pair.count == 2 * one, "pair input of \(input.pair.count) bytes")
+            input.luma.withUnsafeBufferPointer { luma in
+                input.pair.withUnsafeBufferPointer { pair in
+                    self.run(
+                        batch: 1, luma: luma.baseAddress, v2: pair.baseAddress, v1se: pair.baseAddress.map { $0 + one },
+                        into: &scores, offset: offset)
+                }
+            }
+            return
+        }
+        if self.vit != nil { Self.gather(chunk.lazy.map(\.luma), length: side, into: &self.lumaBatch) }
+        if self.pair != nil {
+            Self.gather(chunk.lazy.map { $0.pair.prefix(one) }, length: one, into: &self.v2Batch)
+            Self.gather(chunk.lazy.map { $0.pair.suffix(one) }, length: one, into: &self.v1seBatch)
+        }
+        self.lumaBatch.withUnsafeBufferPointer { luma in
+            self.v2Batch.withUnsafeBufferPointer { v2 in
+                self.v1seBatch.withUnsafeBufferPointer { v1se in
+                    self.run(
+                        batch: chunk.count, luma: luma.baseAddress, v2: v2.baseAddress, v1se: v1se.baseAddress,
+                        into: &scores, offset: offset)
+                }
+            }
+        }
+    }
+
+    /// Runs each opinion in use on `batch` faces whose inputs lie back to back at `luma` (224² grey each),
+    /// `v2` and `v1se` (80×80×3 BGR each), and writes their spoof probabilities from `offset` on.
+    private func run(
+        batch: Int, luma: UnsafePointer<UInt8>?, v2: UnsafePointer<UInt8>?, v1se: UnsafePointer<UInt8>?,
+        into scores: inout [OpinionScores], offset: Int
+    ) {
         if self.logits.count < batch * 3 {
             self.logits = [Float](repeating: 0, count: batch * 3)
             self.pairLogits = [Float](repeating: 0, count: batch * 3)
         }
-        if let vit = self.vit {
-            let side = self.preprocessor.outputSide * self.preprocessor.outputSide
-            Self.gather(chunk.map(\.luma), length: side, into: &self.lumaBatch)
-            self.lumaBatch.withUnsafeBufferPointer { crops in
-                self.logits.withUnsafeMutableBufferPointer { logits in
-                    vit.logits(lumaCrops: crops.baseAddress!, batch: batch, into: logits.baseAddress!)
-                    for slot in 0..<batch {
-                        scores[offset + slot].vit = LivenessViT.spoofProbability(logits: logits.baseAddress! + 2 * slot)
-                    }
+        if let vit = self.vit, let crops = luma {
+            self.logits.withUnsafeMutableBufferPointer { logits in
+                vit.logits(lumaCrops: crops, batch: batch, into: logits.baseAddress!)
+                for slot in 0..<batch {
+                    scores[offset + slot].vit = LivenessViT.spoofProbability(logits: logits.baseAddress! + 2 * slot)
                 }
             }
         }
-        if let pair = self.pair {
-            let one = Self.pairInputLength / 2
-            Self.gather(chunk.map { $0.pair.prefix(one) }, length: one, into: &self.v2Batch)
-            Self.gather(chunk.map { $0.pair.suffix(one) }, length: one, into: &self.v1seBatch)
-            self.v2Batch.withUnsafeBufferPointer { crops in
-                self.pairLogits.withUnsafeMutableBufferPointer {
-                    pair.v2.logits(bgrCrops: crops.baseAddress!, batch: batch, into: $0.baseAddress!)
-                }
+        if let pair = self.pair, let v2, let v1se {
+            self.pairLogits.withUnsafeMutableBufferPointer {
+                pair.v2.logits(bgrCrops: v2, batch: batch, into: $0.baseAddress!)
             }
-            self.v1seBatch.withUnsafeBufferPointer { crops in
-                self.logits.withUnsafeMutableBufferPointer { logits in
-                    pair.v1se.logits(bgrCrops: crops.baseAddress!, batch: batch, into: logits.baseAddress!)
-                    self.pairLogits.withUnsafeBufferPointer { v2 in
-                        for slot in 0..<batch {
-                            scores[offset + slot].minifasnet = MiniFASNetPair.spoofProbability(
-                                v2Logits: v2.baseAddress! + 3 * slot, v1seLogits: logits.baseAddress! + 3 * slot)
-                        }
+            self.logits.withUnsafeMutableBufferPointer { logits in
+                pair.v1se.logits(bgrCrops: v1se, batch: batch, into: logits.baseAddress!)
+                self.pairLogits.withUnsafeBufferPointer { v2 in
+                    for slot in 0..<batch {
+                        scores[offset + slot].minifasnet = MiniFASNetPair.spoofProbability(
+                            v2Logits: v2.baseAddress! + 3 * slot, v1seLogits: logits.baseAddress! + 3 * slot)
                     }
                 }
             }
@@ -138,8 +191,8 @@ public final class Opinions {
     }
 
     /// Copies equally long inputs back to back into `buffer` (grown when needed).
-    private static func gather<Bytes: Collection>(_ items: [Bytes], length: Int, into buffer: inout [UInt8])
-    where Bytes.Element == UInt8 {
+    private static func gather<Items: Collection>(_ items: Items, length: Int, into buffer: inout [UInt8])
+    where Items.Element: Collection, Items.Element.Element == UInt8 {
         if buffer.count < items.count * length { buffer = [UInt8](repeating: 0, count: items.count * length) }
         buffer.withUnsafeMutableBufferPointer { target in
             for (slot, item) in items.enumerated() {

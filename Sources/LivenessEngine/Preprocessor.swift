@@ -93,45 +93,75 @@ public struct Preprocessor: Sendable {
         return (Int(x), Int(y))
     }
 
+    /// What `lumaCrop(_:into:scratch:)` keeps between calls: the resampling kernels (recomputed only when
+    /// the crop's size changes) and the intermediate rows. One per thread (a pipeline lane owns one).
+    public final class Scratch {
+        var horizontal = ResampleKernel()
+        var vertical = ResampleKernel()
+        var intermediate: [UInt8] = []
+        var sums: [Int32] = []
+        var rgbRow: [UInt8] = []
+
+        public init() {}
+    }
+
     /// The 224 × 224 grey image the model sees (before normalisation), row-major.
     public func lumaCrop(_ source: PixelSource) -> [UInt8] {
+        var luma = [UInt8](repeating: 0, count: self.outputSide * self.outputSide)
+        luma.withUnsafeMutableBufferPointer { self.lumaCrop(source, into: $0.baseAddress!, scratch: Scratch()) }
+        return luma
+    }
+
+    /// The 224 × 224 grey image the model sees, written into `output` (`outputSide`² bytes, row-major);
+    /// nothing is allocated once `scratch` has seen a crop of this size. Each resized RGB row is turned
+    /// grey as soon as it is made (the same bytes as resizing the whole crop first, one buffer fewer).
+    public func lumaCrop(_ source: PixelSource, into output: UnsafeMutablePointer<UInt8>, scratch: Scratch) {
         let side = self.outputSide
         let resized = self.resizedSize(width: source.width, height: source.height)
         let origin = self.cropOrigin(resizedWidth: resized.width, resizedHeight: resized.height)
-        let horizontal = ResampleKernel(
+        scratch.horizontal.prepare(
             inputSize: source.width, outputSize: resized.width, window: origin.x..<(origin.x + side))
-        let vertical = ResampleKernel(
+        scratch.vertical.prepare(
             inputSize: source.height, outputSize: resized.height, window: origin.y..<(origin.y + side))
         let channels = source.channels
         let lineLength = side * channels
         // Horizontal pass over the input rows the vertical pass will read, into 8-bit (as PIL does).
-        let rowRange = vertical.inputRange
-        var intermediate = [UInt8](repeating: 0, count: rowRange.count * lineLength)
-        intermediate.withUnsafeMutableBufferPointer { buffer in
+        let rowRange = scratch.vertical.inputRange
+        if scratch.intermediate.count < rowRange.count * lineLength {
+            scratch.intermediate = [UInt8](repeating: 0, count: rowRange.count * lineLength)
+        }
+        if scratch.sums.count < lineLength { scratch.sums = [Int32](repeating: 0, count: lineLength) }
+        if scratch.rgbRow.count < lineLength { scratch.rgbRow = [UInt8](repeating: 0, count: lineLength) }
+        let horizontal = scratch.horizontal
+        let vertical = scratch.vertical
+        scratch.intermediate.withUnsafeMutableBufferPointer { buffer in
             for (row, inputRow) in rowRange.enumerated() {
                 horizontal.resampleLine(
                     source.base + inputRow * source.rowStride, into: buffer.baseAddress! + row * lineLength,
                     channels: channels)
             }
         }
-        // Vertical pass, a whole output row at a time.
-        var resizedCrop = [UInt8](repeating: 0, count: side * lineLength)
-        intermediate.withUnsafeBufferPointer { input in
-            resizedCrop.withUnsafeMutableBufferPointer { output in
-                vertical.resampleRows(
-                    input.baseAddress!, firstRow: rowRange.lowerBound, lineLength: lineLength,
-                    into: output.baseAddress!)
+        // Vertical pass, a whole output row at a time; RGB rows are turned grey (Pillow's L) one by one.
+        scratch.intermediate.withUnsafeBufferPointer { input in
+            scratch.sums.withUnsafeMutableBufferPointer { sums in
+                scratch.rgbRow.withUnsafeMutableBufferPointer { rgbRow in
+                    for row in 0..<side {
+                        let line = channels == 3 ? rgbRow.baseAddress! : output + row * side
+                        vertical.resampleRow(
+                            row, input.baseAddress!, firstRow: rowRange.lowerBound, lineLength: lineLength, sums: sums,
+                            into: line)
+                        guard channels == 3 else { continue }
+                        let luma = output + row * side
+                        for pixel in 0..<side {
+                            let r = UInt32(line[3 * pixel])
+                            let g = UInt32(line[3 * pixel + 1])
+                            let b = UInt32(line[3 * pixel + 2])
+                            luma[pixel] = UInt8((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16)
+                        }
+                    }
+                }
             }
         }
-        guard channels == 3 else { return resizedCrop }
-        var luma = [UInt8](repeating: 0, count: side * side)
-        for pixel in 0..<(side * side) {
-            let r = UInt32(resizedCrop[3 * pixel])
-            let g = UInt32(resizedCrop[3 * pixel + 1])
-            let b = UInt32(resizedCrop[3 * pixel + 2])
-            luma[pixel] = UInt8((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16)
-        }
-        return luma
     }
 
     /// Writes the normalised 3 × 224 × 224 tensor (NCHW, one image) for a 224 × 224 luma crop.
@@ -169,49 +199,68 @@ struct ResampleKernel {
     var counts: [Int] = []
     /// `taps` fixed-point weights per output position.
     var weights: [Int32] = []
-    var taps: Int
+    var taps = 0
+    /// Input positions the window reads.
+    private(set) var inputRange = 0..<0
+    /// What the kernel was computed for (nil: nothing yet).
+    private var parameters: (inputSize: Int, outputSize: Int, window: Range<Int>)?
+
+    init() {}
 
     init(inputSize: Int, outputSize: Int, window: Range<Int>) {
+        self.prepare(inputSize: inputSize, outputSize: outputSize, window: window)
+    }
+
+    /// Computes the kernel for these sizes unless it already has them, reusing its arrays' memory.
+    mutating func prepare(inputSize: Int, outputSize: Int, window: Range<Int>) {
+        if let parameters = self.parameters, parameters.inputSize == inputSize, parameters.outputSize == outputSize,
+            parameters.window == window
+        {
+            return
+        }
+        self.parameters = (inputSize, outputSize, window)
+        self.starts.removeAll(keepingCapacity: true)
+        self.counts.removeAll(keepingCapacity: true)
+        self.weights.removeAll(keepingCapacity: true)
         let scale = Double(inputSize) / Double(outputSize)
         let filterScale = max(scale, 1.0)
         let support = 1.0 * filterScale  // bilinear support is 1
         self.taps = Int(support.rounded(.up)) * 2 + 1
         let inverseFilterScale = 1.0 / filterScale
-        var kernel = [Double](repeating: 0, count: self.taps)
-        for position in window {
-            let centre = (Double(position) + 0.5) * scale
-            var first = Int(centre - support + 0.5)  // C (int) truncates toward zero
-            if first < 0 { first = 0 }
-            var last = Int(centre + support + 0.5)
-            if last > inputSize { last = inputSize }
-            let count = last - first
-            var total = 0.0
-            for tap in 0..<self.taps {
-                guard tap < count else {
-                    kernel[tap] = 0
-                    continue
+        var lower = Int.max
+        var upper = Int.min
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: self.taps) { kernel in
+            for position in window {
+                let centre = (Double(position) + 0.5) * scale
+                var first = Int(centre - support + 0.5)  // C (int) truncates toward zero
+                if first < 0 { first = 0 }
+                var last = Int(centre + support + 0.5)
+                if last > inputSize { last = inputSize }
+                let count = last - first
+                var total = 0.0
+                for tap in 0..<self.taps {
+                    guard tap < count else {
+                        kernel[tap] = 0
+                        continue
+                    }
+                    let distance = abs((Double(tap + first) - centre + 0.5) * inverseFilterScale)
+                    let weight = distance < 1 ? 1 - distance : 0
+                    kernel[tap] = weight
+                    total += weight
                 }
-                let distance = abs((Double(tap + first) - centre + 0.5) * inverseFilterScale)
-                let weight = distance < 1 ? 1 - distance : 0
-                kernel[tap] = weight
-                total += weight
+                for tap in 0..<self.taps {
+                    var weight = kernel[tap]
+                    if total != 0 && tap < count { weight /= total }
+                    let fixed = weight * Double(1 << Self.precisionBits)
+                    self.weights.append(Int32(fixed < 0 ? fixed - 0.5 : fixed + 0.5))
+                }
+                self.starts.append(first)
+                self.counts.append(count)
+                lower = min(lower, first)
+                upper = max(upper, first + count)
             }
-            for tap in 0..<self.taps {
-                var weight = kernel[tap]
-                if total != 0 && tap < count { weight /= total }
-                let fixed = weight * Double(1 << Self.precisionBits)
-                self.weights.append(Int32(fixed < 0 ? fixed - 0.5 : fixed + 0.5))
-            }
-            self.starts.append(first)
-            self.counts.append(count)
         }
-    }
-
-    /// Input positions the window reads.
-    var inputRange: Range<Int> {
-        let lower = self.starts.min() ?? 0
-        let upper = zip(self.starts, self.counts).map { $0 + $1 }.max() ?? 0
-        return lower..<upper
+        self.inputRange = window.isEmpty ? 0..<0 : lower..<upper
     }
 
     /// Resamples one line of packed pixels (`channels` bytes each) at the window's positions.
@@ -251,22 +300,31 @@ struct ResampleKernel {
     func resampleRows(
         _ input: UnsafePointer<UInt8>, firstRow: Int, lineLength: Int, into output: UnsafeMutablePointer<UInt8>
     ) {
-        let rounding = Int32(1) << Int32(Self.precisionBits - 1)
         var sums = [Int32](repeating: 0, count: lineLength)
-        sums.withUnsafeMutableBufferPointer { accumulator in
-            self.weights.withUnsafeBufferPointer { weights in
-                for row in 0..<self.starts.count {
-                    accumulator.update(repeating: rounding)
-                    let kernel = weights.baseAddress! + row * self.taps
-                    for tap in 0..<self.counts[row] {
-                        let weight = kernel[tap]
-                        let line = input + (self.starts[row] + tap - firstRow) * lineLength
-                        for index in 0..<lineLength { accumulator[index] &+= Int32(line[index]) &* weight }
-                    }
-                    let destination = output + row * lineLength
-                    for index in 0..<lineLength { destination[index] = Self.clip8(accumulator[index]) }
-                }
+        sums.withUnsafeMutableBufferPointer { sums in
+            for row in 0..<self.starts.count {
+                self.resampleRow(
+                    row, input, firstRow: firstRow, lineLength: lineLength, sums: sums, into: output + row * lineLength)
             }
+        }
+    }
+
+    /// Output row `row` of `resampleRows`, summed in `sums` (at least `lineLength` values).
+    func resampleRow(
+        _ row: Int, _ input: UnsafePointer<UInt8>, firstRow: Int, lineLength: Int,
+        sums: UnsafeMutableBufferPointer<Int32>, into destination: UnsafeMutablePointer<UInt8>
+    ) {
+        let rounding = Int32(1) << Int32(Self.precisionBits - 1)
+        let accumulator = UnsafeMutableBufferPointer(rebasing: sums[0..<lineLength])
+        self.weights.withUnsafeBufferPointer { weights in
+            accumulator.update(repeating: rounding)
+            let kernel = weights.baseAddress! + row * self.taps
+            for tap in 0..<self.counts[row] {
+                let weight = kernel[tap]
+                let line = input + (self.starts[row] + tap - firstRow) * lineLength
+                for index in 0..<lineLength { accumulator[index] &+= Int32(line[index]) &* weight }
+            }
+            for index in 0..<lineLength { destination[index] = Self.clip8(accumulator[index]) }
         }
     }
 
