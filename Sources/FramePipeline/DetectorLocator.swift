@@ -107,13 +107,19 @@ public final class DetectorLocator: FaceLocator {
             let scaleY = Double(frame.height) / Double(height)
             // Into the previous analysis's memory (it was dropped with the frame it described).
             self.faces.removeAll(keepingCapacity: true)
+            var finite = 0
             for face in detected {
                 let box = FaceBox(
                     x: Double(face.x) * scaleX, y: Double(face.y) * scaleY, width: Double(face.width) * scaleX,
                     height: Double(face.height) * scaleY)
                 // A box that is not finite (NaN weights, a bad frame) locates nothing: judged as no face.
-                if box.isFinite { self.faces.append(box) }
+                // The detections are kept in step with the boxes, so an index names the same face in both.
+                guard box.isFinite else { continue }
+                self.faces.append(box)
+                detected[finite] = face
+                finite += 1
             }
+            detected.removeLast(detected.count - finite)
             analysis.faces = self.faces
         } catch {
             analysis.error = "face detection failed: \(error)"

@@ -44,9 +44,11 @@ final class DecisionCounter: Sendable {
 /// so tests running beside this one do not count. The figure is pinned: a change that allocates more
 /// per frame fails here (lower the pin when the path allocates less).
 @Suite(.serialized) struct FrameAllocationTests {
-    /// Measured 2026-11-30 (Swift 6.3.1, `-c release -Xswiftc -enable-testing`): 171 on main at decf5c9; 79 or 80
-    /// (two steady states, from run to run) once the lanes reuse their pictures, crops and model inputs.
-    static let pinnedAllocationsPerFrame = 80
+    /// Measured 2026-11-30 (Swift 6.3.1, `-c release -Xswiftc -enable-testing`): 171 on main at decf5c9; 79,
+    /// 79.5, 80 and 80.9 in four runs once the lanes reuse their pictures, crops and model inputs (Dispatch
+    /// and the event path allocate a little unevenly). The pin leaves 5 % above the highest: far below the
+    /// old 171, so a path that goes back to copying per frame fails here.
+    static let pinnedAllocationsPerFrame = 84
 
     /// The first frames of the hamilton sample at 640×480 (yuv420p, as H.264 decodes), with both opinions.
     static func frames(count: Int) throws -> [Frame] {
