@@ -119,7 +119,8 @@ public final class FramePool: Sendable {
             }
             switch buffer {
             case .some(.some(let address)):
-                return PooledBuffer(pointer: UnsafeMutableRawPointer(bitPattern: address)!, size: self.bufferSize, pool: self)
+                return PooledBuffer(
+                    pointer: UnsafeMutableRawPointer(bitPattern: address)!, size: self.bufferSize, pool: self)
             case .some(.none): return nil
             case .none:
                 guard waiting else { return nil }

@@ -42,8 +42,14 @@ public struct RGBImage: Sendable, Equatable {
 
 /// How a picture must be turned to be upright: the eight EXIF orientation values.
 public enum Orientation: Int, Sendable, Equatable {
-    case up = 1, upMirrored = 2, down = 3, downMirrored = 4
-    case leftMirrored = 5, right = 6, rightMirrored = 7, left = 8
+    case up = 1
+    case upMirrored = 2
+    case down = 3
+    case downMirrored = 4
+    case leftMirrored = 5
+    case right = 6
+    case rightMirrored = 7
+    case left = 8
 
     /// From a display matrix's rotation (degrees counter-clockwise, as `av_display_rotation_get`).
     init(displayRotationDegrees degrees: Double) {
@@ -121,7 +127,9 @@ public enum ImageDecoder {
     }
 
     /// EXIF orientation from the decoder's metadata, else the display matrix (frame or stream).
-    static func orientation(of frame: UnsafeMutablePointer<AVFrame>, stream: UnsafeMutablePointer<AVStream>) -> Orientation {
+    static func orientation(
+        of frame: UnsafeMutablePointer<AVFrame>, stream: UnsafeMutablePointer<AVStream>
+    ) -> Orientation {
         if let entry = av_dict_get(frame.pointee.metadata, "Orientation", nil, 0), let value = entry.pointee.value {
             let text = String(cString: value).trimmingCharacters(in: .whitespaces)
             if let code = Int(text), let orientation = Orientation(rawValue: code) { return orientation }
@@ -169,7 +177,8 @@ public enum ImageDecoder {
                 nil, nil, nil)
         else {
             let name = av_get_pix_fmt_name(format).map { String(cString: $0) } ?? "unknown"
-            throw CaptureError(code: .unsupportedFormat, source: path, message: "cannot convert pixel format \(name) to RGB")
+            throw CaptureError(
+                code: .unsupportedFormat, source: path, message: "cannot convert pixel format \(name) to RGB")
         }
         defer { sws_freeContext(scaler) }
         Self.applyColourDetails(scaler, frame: frame)
@@ -200,7 +209,8 @@ public enum ImageDecoder {
         var saturation: Int32 = 0
         guard
             sws_getColorspaceDetails(
-                scaler, &inverseTable, &sourceRange, &table, &destinationRange, &brightness, &contrast, &saturation) >= 0
+                scaler, &inverseTable, &sourceRange, &table, &destinationRange, &brightness, &contrast, &saturation)
+                >= 0
         else { return }
         let colourspace = frame.pointee.colorspace
         let coefficients =

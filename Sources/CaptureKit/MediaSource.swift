@@ -151,7 +151,9 @@ public final class MediaSource: FrameSource, Sendable {
     static let deliverableFormats: Set<PixelFormat> = rotatableFormats.union([.nv12, .yuyv422])
 
     /// Pixel width, rows and bytes per pixel of each plane of the formats MediaSource delivers.
-    static func planeGeometry(_ format: PixelFormat, width: Int, height: Int) -> [(width: Int, height: Int, bytesPerPixel: Int)] {
+    static func planeGeometry(
+        _ format: PixelFormat, width: Int, height: Int
+    ) -> [(width: Int, height: Int, bytesPerPixel: Int)] {
         let chromaWidth = (width + 1) / 2
         let chromaHeight = (height + 1) / 2
         switch format {
@@ -253,7 +255,9 @@ final class MediaDecoder {
                 handler(.skipped(count: self.skipped, reason: reason))
             case .endOfFile where self.isNetwork && self.options.reconnect:
                 // A live stream has no end: the server went away. Reopen it.
-                guard self.reconnect(after: "the stream ended", handler: handler, backoff: &backoff) else { return .stopped }
+                guard self.reconnect(after: "the stream ended", handler: handler, backoff: &backoff) else {
+                    return .stopped
+                }
                 clock.reset()
             case .endOfFile:
                 if let expected = input.expectedFrameCount, expected > 0, input.decodedFrames < expected * 9 / 10 {
@@ -303,7 +307,9 @@ final class MediaDecoder {
 
     /// Reports `.disconnected`, reopens the input with backoff until it succeeds (then reports
     /// `.reconnected`, true) or the source is stopped (false).
-    private func reconnect(after reason: String, handler: @Sendable (SourceEvent) -> Void, backoff: inout Double) -> Bool {
+    private func reconnect(
+        after reason: String, handler: @Sendable (SourceEvent) -> Void, backoff: inout Double
+    ) -> Bool {
         handler(.disconnected(reason))
         self.input = nil
         while self.input == nil {
@@ -345,7 +351,9 @@ final class MediaDecoder {
         if deliverable.contains(format) && (orientation == .up || rotatable.contains(format)) {
             let data = frame.pointee.data
             let strides = frame.pointee.linesize
-            for (pointer, stride) in [(data.0, strides.0), (data.1, strides.1), (data.2, strides.2), (data.3, strides.3)] {
+            for (pointer, stride) in [
+                (data.0, strides.0), (data.1, strides.1), (data.2, strides.2), (data.3, strides.3),
+            ] {
                 guard let pointer else { break }
                 planes.append((UnsafePointer(pointer), Int(stride)))
             }
@@ -430,7 +438,8 @@ final class MediaDecoder {
                 Int32(width), Int32(height), source.avFormat, Int32(width), Int32(height), target.avFormat,
                 SWS_BILINEAR | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, nil, nil, nil)
             self.scalerKey = (source, width, height)
-            self.scratch = [UInt8](repeating: 0, count: layout.last!.offset + layout.last!.rowStride * layout.last!.rows)
+            self.scratch = [UInt8](
+                repeating: 0, count: layout.last!.offset + layout.last!.rowStride * layout.last!.rows)
             if let scaler = self.scaler {
                 let coefficients = sws_getCoefficients(colour.matrix == .bt709 ? SWS_CS_ITU709 : SWS_CS_ITU601)
                 let full: Int32 = colour.range == .full ? 1 : 0
@@ -446,7 +455,8 @@ final class MediaDecoder {
                 withUnsafePointer(to: &frame.pointee.linesize) { strideTuple in
                     dataTuple.withMemoryRebound(to: UnsafePointer<UInt8>?.self, capacity: 8) { sourcePlanes in
                         strideTuple.withMemoryRebound(to: Int32.self, capacity: 8) { sourceStrides in
-                            _ = sws_scale(scaler, sourcePlanes, sourceStrides, 0, Int32(height), &destinations, &strides)
+                            _ = sws_scale(
+                                scaler, sourcePlanes, sourceStrides, 0, Int32(height), &destinations, &strides)
                         }
                     }
                 }
@@ -604,7 +614,9 @@ final class MediaInput {
             if self.flushing { return .endOfFile }
             if self.interrupt.isSet { return .endOfFile }
             let read = av_read_frame(format, packet)
-            if read == cffmpeg_averror_eof() || (read < 0 && format.pointee.pb != nil && avio_feof(format.pointee.pb) != 0) {
+            if read == cffmpeg_averror_eof()
+                || (read < 0 && format.pointee.pb != nil && avio_feof(format.pointee.pb) != 0)
+            {
                 self.flushing = true
                 _ = avcodec_send_packet(codec, nil)
                 continue

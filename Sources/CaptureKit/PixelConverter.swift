@@ -81,7 +81,8 @@ public final class PixelConverter {
         let width = width ?? frame.width
         let height = height ?? frame.height
         guard width > 0, height > 0 else {
-            throw CaptureError(code: .decodeFailed, source: frame.sourceID, message: "invalid output size \(width)x\(height)")
+            throw CaptureError(
+                code: .decodeFailed, source: frame.sourceID, message: "invalid output size \(width)x\(height)")
         }
         let isRGB = frame.pixelFormat == .rgb24 || frame.pixelFormat == .bgr24
         if target == .gray8 && frame.pixelFormat != .gray8 && (isRGB || frame.colour.matrix == .bt709) {
@@ -149,7 +150,8 @@ public final class PixelConverter {
 
     /// Convenience: a new array holding the converted picture.
     public func convert(_ frame: Frame, to target: Target, width: Int? = nil, height: Int? = nil) throws -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: (width ?? frame.width) * (height ?? frame.height) * target.bytesPerPixel)
+        var output = [UInt8](
+            repeating: 0, count: (width ?? frame.width) * (height ?? frame.height) * target.bytesPerPixel)
         try output.withUnsafeMutableBufferPointer {
             try self.convert(frame, to: target, width: width, height: height, into: $0.baseAddress!)
         }
@@ -183,7 +185,8 @@ public final class PixelConverter {
             return
         }
         let key = ContextKey(
-            source: frame.pixelFormat, sourceWidth: frame.width, sourceHeight: frame.height, target: format, width: width,
+            source: frame.pixelFormat, sourceWidth: frame.width, sourceHeight: frame.height, target: format,
+            width: width,
             height: height, fullRange: frame.colour.range == .full || frame.pixelFormat == .gray8,
             bt709: frame.colour.matrix == .bt709)
         let context = try self.context(for: key, sourceID: frame.sourceID)
@@ -249,7 +252,8 @@ public final class PixelConverter {
                 Int32(key.height), key.target.avFormat, flags, nil, nil, nil)
         else {
             throw CaptureError(
-                code: .unsupportedFormat, source: sourceID, message: "swscale cannot convert \(key.source) to \(key.target)")
+                code: .unsupportedFormat, source: sourceID,
+                message: "swscale cannot convert \(key.source) to \(key.target)")
         }
         let coefficients = sws_getCoefficients(key.bt709 ? SWS_CS_ITU709 : SWS_CS_ITU601)
         // Output is always full range: PIL's L and RGB are 0…255.

@@ -18,7 +18,8 @@ enum PlaneRotation {
         let out = Self.size(width: width, height: height, orientation: orientation)
         if orientation == .up {
             for y in 0..<height {
-                (destination + y * destinationStride).update(from: source + y * sourceStride, count: width * bytesPerPixel)
+                (destination + y * destinationStride).update(
+                    from: source + y * sourceStride, count: width * bytesPerPixel)
             }
             return
         }

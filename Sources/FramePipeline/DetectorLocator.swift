@@ -64,7 +64,8 @@ public final class DetectorLocator: FaceLocator {
 
     public func locate(image: PixelSource, frame: Frame) -> FaceLocation {
         let analysis = self.analyse(image: image, frame: frame)
-        return self.location(for: analysis, frameWidth: image.width, frameHeight: image.height, crop: self.configuration.crop)
+        return self.location(
+            for: analysis, frameWidth: image.width, frameHeight: image.height, crop: self.configuration.crop)
     }
 
     /// The pipeline's answer for an analysis under `crop`.
@@ -72,7 +73,8 @@ public final class DetectorLocator: FaceLocator {
         if let error = analysis.error { return .unusable(reason: error, box: nil) }
         guard let face = analysis.face else { return .noFace }
         if let rejection = analysis.rejection {
-            return .unusable(reason: rejection.rawValue, box: face.pixels(inFrameWidth: frameWidth, height: frameHeight))
+            return .unusable(
+                reason: rejection.rawValue, box: face.pixels(inFrameWidth: frameWidth, height: frameHeight))
         }
         return .face(
             crop.crop(for: face, frameWidth: frameWidth, frameHeight: frameHeight), faceCount: analysis.faces.count,
@@ -125,9 +127,12 @@ public final class DetectorLocator: FaceLocator {
             analysis.error = "face detection failed: \(error)"
             return analysis
         }
-        guard let chosen = analysis.faces.indices.max(by: {
-            analysis.faces[$0].width * analysis.faces[$0].height < analysis.faces[$1].width * analysis.faces[$1].height
-        }) else {
+        guard
+            let chosen = analysis.faces.indices.max(by: {
+                analysis.faces[$0].width * analysis.faces[$0].height < analysis.faces[$1].width
+                    * analysis.faces[$1].height
+            })
+        else {
             analysis.rejection = .noFace
             return analysis
         }
@@ -162,7 +167,8 @@ public final class DetectorLocator: FaceLocator {
                 PixelConverter.pillowLuma(
                     rgb: box.base + row * box.rowStride, pixels: box.width, into: luma.baseAddress! + row * box.width)
             }
-            return QualityGates.measure(luma: luma.baseAddress!, width: box.width, height: box.height, rowStride: box.width)
+            return QualityGates.measure(
+                luma: luma.baseAddress!, width: box.width, height: box.height, rowStride: box.width)
         }
     }
 }

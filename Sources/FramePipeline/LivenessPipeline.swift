@@ -75,12 +75,15 @@ public struct LaneStatistics: Sendable {
     public var droppedBusy = 0
     public var processed = 0
     /// Capture → decision, nanoseconds.
-    public var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    public var latency = Histogram<UInt64>(
+        highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     /// Per stage, nanoseconds: capture → prepare started (waiting for the lane), prepare (convert,
     /// detect, gates, crop), prepared → decided (waiting for and running the batched ViT, deciding).
     public var queued = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-    public var prepare = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-    public var inference = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    public var prepare = Histogram<UInt64>(
+        highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    public var inference = Histogram<UInt64>(
+        highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
 
     public enum Stage: String, Sendable, CaseIterable {
         case queued, prepare, inference, total
@@ -276,7 +279,9 @@ public final class LivenessPipeline: @unchecked Sendable {
         guard case .frame(let frame) = event else {
             // Source news travels the same path as frames, so it is published in order.
             if lane.kind == .replay { lane.replaySlots.wait() }
-            lane.prepareQueue.async { self.enqueue(Item(lane: lane, frame: nil, location: .noFace, input: nil, event: event)) }
+            lane.prepareQueue.async {
+                self.enqueue(Item(lane: lane, frame: nil, location: .noFace, input: nil, event: event))
+            }
             return
         }
         lane.statistics.withLock { $0.framesIn += 1 }
@@ -355,7 +360,8 @@ public final class LivenessPipeline: @unchecked Sendable {
         let metadata = (frame.sequence, frame.presentationTimeSeconds, frame.captureTimeNanoseconds)
         self.enqueue(
             Item(
-                lane: lane, frame: metadata, prepareStarted: started, prepared: monotonicNanoseconds(), location: location,
+                lane: lane, frame: metadata, prepareStarted: started, prepared: monotonicNanoseconds(),
+                location: location,
                 input: input, event: nil))
     }
 
@@ -468,7 +474,8 @@ public final class LivenessPipeline: @unchecked Sendable {
                         sourceID: lane.id, sequence: frame.sequence, presentationTimeSeconds: time,
                         captureTimeNanoseconds: frame.captureTimeNanoseconds, decidedTimeNanoseconds: decided,
                         decision: decision, scores: opinionScores, box: box, faceCount: faceCount,
-                        crop: self.configuration.publishCrops && item.input?.luma.isEmpty == false ? item.input?.luma : nil)))
+                        crop: self.configuration.publishCrops && item.input?.luma.isEmpty == false
+                            ? item.input?.luma : nil)))
             if lane.kind == .replay { lane.replaySlots.signal() }
         }
     }

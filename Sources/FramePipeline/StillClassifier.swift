@@ -84,7 +84,8 @@ public struct ImageClassifier {
                 }
                 if let error = analysis.error { throw ClassificationError(description: error) }
                 result.faces = analysis.faces.count
-                result.box = analysis.face?.pixels(inFrameWidth: image.width, height: image.height).map(ClassificationResult.Box.init)
+                result.box = analysis.face?.pixels(inFrameWidth: image.width, height: image.height).map(
+                    ClassificationResult.Box.init)
                 let location = locator.location(
                     for: analysis, frameWidth: image.width, frameHeight: image.height, crop: locator.configuration.crop)
                 switch location {
@@ -100,7 +101,8 @@ public struct ImageClassifier {
             let scores = try self.scores(image, region: region, box: pairBox)
             result.scores = scores
             guard let probability = self.opinions.fused(scores) else {
-                throw ClassificationError(description: "the models gave no finite score for this picture (damaged model files?)")
+                throw ClassificationError(
+                    description: "the models gave no finite score for this picture (damaged model files?)")
             }
             result.spoofProbability = probability
             result.decision = probability >= self.threshold ? "SPOOF" : "LIVE"

@@ -67,7 +67,8 @@ public struct CropPolicy: Sendable, Equatable {
     public func crop(for face: FaceBox, frameWidth: Int, frameHeight: Int) -> PixelRect {
         precondition(frameWidth > 0 && frameHeight > 0, "empty frame")
         // A box that is not finite says nothing about where the face is: judge the whole frame instead.
-        let face = face.isFinite
+        let face =
+            face.isFinite
             ? face : FaceBox(x: 0, y: 0, width: Double(frameWidth), height: Double(frameHeight))
         // Every Double is clamped to a few frame sides before it becomes an Int (1e300 would trap).
         let limit = 4 * Double(max(frameWidth, frameHeight))

@@ -66,7 +66,8 @@ public struct Decision: Sendable, Equatable {
     public var changed: Bool
 
     public init(
-        state: LivenessState, smoothedScore: Double?, rawScore: Double?, windowCount: Int, reason: String?, changed: Bool
+        state: LivenessState, smoothedScore: Double?, rawScore: Double?, windowCount: Int, reason: String?,
+        changed: Bool
     ) {
         self.state = state
         self.smoothedScore = smoothedScore

@@ -88,7 +88,8 @@ public final class LivenessViT {
         guard threshold.isFinite, threshold > 0, threshold < 1 else {
             throw CheckpointError(
                 code: .badConfig, path: path,
-                message: "the checkpoint's threshold \(threshold) is not between 0 and 1 (exclusive); the file is damaged "
+                message:
+                    "the checkpoint's threshold \(threshold) is not between 0 and 1 (exclusive); the file is damaged "
                     + "or was not saved by the training code")
         }
         return threshold
@@ -204,16 +205,24 @@ public final class LivenessViT {
     public func spoofProbability(lumaCrop: [UInt8]) -> Double {
         precondition(lumaCrop.count == self.config.imageSize * self.config.imageSize)
         self.reserve(batch: 1)
-        lumaCrop.withUnsafeBufferPointer { self.logits(lumaCrops: $0.baseAddress!, batch: 1, into: self.logitsBuffer.pointer) }
+        lumaCrop.withUnsafeBufferPointer {
+            self.logits(lumaCrops: $0.baseAddress!, batch: 1, into: self.logitsBuffer.pointer)
+        }
         return Self.spoofProbability(logits: self.logitsBuffer.pointer)
     }
 
     /// Spoof probabilities (softmax index 1) for `batch` preprocessed images.
     public func spoofProbabilities(input: [Float], batch: Int) -> [Double] {
-        precondition(input.count == batch * self.inputLength, "input holds \(input.count) floats, expected \(batch * self.inputLength)")
+        precondition(
+            input.count == batch * self.inputLength,
+            "input holds \(input.count) floats, expected \(batch * self.inputLength)")
         self.reserve(batch: batch)
-        input.withUnsafeBufferPointer { self.logits(input: $0.baseAddress!, batch: batch, into: self.logitsBuffer.pointer) }
-        return (0..<batch).map { Self.spoofProbability(logits: self.logitsBuffer.pointer + $0 * self.config.classCount) }
+        input.withUnsafeBufferPointer {
+            self.logits(input: $0.baseAddress!, batch: batch, into: self.logitsBuffer.pointer)
+        }
+        return (0..<batch).map {
+            Self.spoofProbability(logits: self.logitsBuffer.pointer + $0 * self.config.classCount)
+        }
     }
 
     /// Activations of one image through every stage, for checks against PyTorch: tokens after the
@@ -236,7 +245,9 @@ public final class LivenessViT {
             self.encoderLayer(layer, batch: 1)
             outputs.append(Array(UnsafeBufferPointer(start: self.tokens.pointer, count: count)))
         }
-        self.head(classTokens: self.tokens.pointer, stride: c.tokenCount * c.modelWidth, batch: 1, into: self.logitsBuffer.pointer)
+        self.head(
+            classTokens: self.tokens.pointer, stride: c.tokenCount * c.modelWidth, batch: 1,
+            into: self.logitsBuffer.pointer)
         return Trace(
             embedding: embedding, layerOutputs: outputs,
             logits: Array(UnsafeBufferPointer(start: self.logitsBuffer.pointer, count: c.classCount)))
@@ -319,7 +330,8 @@ public final class LivenessViT {
         let rows = batch * c.tokenCount
         let x = self.tokens.pointer
         let qkv = self.projections.pointer
-        VectorKernels.fillRows(qkv, rows: rows, width: 3 * width, stride: 3 * width, bias: layer.inProjectionBias.pointer)
+        VectorKernels.fillRows(
+            qkv, rows: rows, width: 3 * width, stride: 3 * width, bias: layer.inProjectionBias.pointer)
         BLAS.gemm(
             transposeB: true, m: rows, n: 3 * width, k: width, a: x, lda: width,
             b: layer.inProjectionWeight.pointer, ldb: width, beta: 1, c: qkv, ldc: 3 * width)
@@ -329,7 +341,8 @@ public final class LivenessViT {
                 let q = qkv + image * c.tokenCount * 3 * width + head * c.headWidth
                 BLAS.gemm(
                     transposeB: true, m: c.tokenCount, n: c.tokenCount, k: c.headWidth, alpha: scale,
-                    a: q, lda: 3 * width, b: q + width, ldb: 3 * width, beta: 0, c: self.scores.pointer, ldc: c.tokenCount)
+                    a: q, lda: 3 * width, b: q + width, ldb: 3 * width, beta: 0, c: self.scores.pointer,
+                    ldc: c.tokenCount)
                 VectorKernels.exponentiateRows(
                     self.scores.pointer, rows: c.tokenCount, count: c.tokenCount, stride: c.tokenCount,
                     inverseSums: self.rowScales.pointer)
@@ -400,7 +413,8 @@ public final class LivenessViT {
         let c = self.config
         let width = c.modelWidth
         let y = self.residual.pointer
-        VectorKernels.addRows(x, inputStride: xStride, bias: layer.outProjectionBias.pointer, y, rows: rows, width: width)
+        VectorKernels.addRows(
+            x, inputStride: xStride, bias: layer.outProjectionBias.pointer, y, rows: rows, width: width)
         BLAS.gemm(
             transposeB: true, m: rows, n: width, k: width, a: attention, lda: width,
             b: layer.outProjectionWeight.pointer, ldb: width, beta: 1, c: y, ldc: width)
@@ -408,7 +422,8 @@ public final class LivenessViT {
             y, output, rows: rows, width: width, gamma: layer.norm1Weight.pointer, beta: layer.norm1Bias.pointer,
             epsilon: c.layerNormEpsilon)
         let hidden = self.hidden.pointer
-        VectorKernels.fillRows(hidden, rows: rows, width: c.feedForwardWidth, stride: c.feedForwardWidth, bias: layer.linear1Bias.pointer)
+        VectorKernels.fillRows(
+            hidden, rows: rows, width: c.feedForwardWidth, stride: c.feedForwardWidth, bias: layer.linear1Bias.pointer)
         BLAS.gemm(
             transposeB: true, m: rows, n: c.feedForwardWidth, k: width, a: output, lda: width,
             b: layer.linear1Weight.pointer, ldb: width, beta: 1, c: hidden, ldc: c.feedForwardWidth)
@@ -423,9 +438,12 @@ public final class LivenessViT {
     }
 
     /// logits[b] = head(classToken[b]).
-    private func head(classTokens: UnsafePointer<Float>, stride: Int, batch: Int, into logits: UnsafeMutablePointer<Float>) {
+    private func head(
+        classTokens: UnsafePointer<Float>, stride: Int, batch: Int, into logits: UnsafeMutablePointer<Float>
+    ) {
         let c = self.config
-        VectorKernels.fillRows(logits, rows: batch, width: c.classCount, stride: c.classCount, bias: self.headBias.pointer)
+        VectorKernels.fillRows(
+            logits, rows: batch, width: c.classCount, stride: c.classCount, bias: self.headBias.pointer)
         BLAS.gemm(
             transposeB: true, m: batch, n: c.classCount, k: c.modelWidth, a: classTokens, lda: stride,
             b: self.headWeight.pointer, ldb: c.modelWidth, beta: 1, c: logits, ldc: c.classCount)

@@ -366,7 +366,9 @@ public final class MiniFASNet {
     }
 
     /// One DepthWise block; returns the output side.
-    private func run(_ block: Block, input: UnsafePointer<Float>, height: Int, into output: UnsafeMutablePointer<Float>)
+    private func run(
+        _ block: Block, input: UnsafePointer<Float>, height: Int, into output: UnsafeMutablePointer<Float>
+    )
         -> Int
     {
         let scratch = self.scratch

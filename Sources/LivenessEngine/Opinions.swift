@@ -197,7 +197,8 @@ public final class Opinions {
         buffer.withUnsafeMutableBufferPointer { target in
             for (slot, item) in items.enumerated() {
                 precondition(item.count == length, "an opinion's input has \(item.count) bytes, expected \(length)")
-                _ = UnsafeMutableBufferPointer(rebasing: target[(slot * length)..<((slot + 1) * length)]).initialize(from: item)
+                _ = UnsafeMutableBufferPointer(rebasing: target[(slot * length)..<((slot + 1) * length)]).initialize(
+                    from: item)
             }
         }
     }

@@ -99,7 +99,8 @@ public struct QualityGates: Sendable, Equatable {
                 small[oy * outWidth + ox] = Float(cell) / Float((y1 - y0) * (x1 - x0))
             }
         }
-        return Measurements(meanLuma: mean, sharpness: Self.laplacianVariance(small, width: outWidth, height: outHeight))
+        return Measurements(
+            meanLuma: mean, sharpness: Self.laplacianVariance(small, width: outWidth, height: outHeight))
     }
 
     /// Variance of [[0,1,0],[1,-4,1],[0,1,0]] over the interior pixels (OpenCV's `Laplacian` ksize 1).

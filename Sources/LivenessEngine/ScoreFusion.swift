@@ -22,7 +22,9 @@ public struct OpinionScores: Sendable, Equatable, Codable {
 
     /// The same scores with any non-finite one left out (JSON has no NaN).
     public var finite: OpinionScores {
-        OpinionScores(vit: self.vit.flatMap { $0.isFinite ? $0 : nil }, minifasnet: self.minifasnet.flatMap { $0.isFinite ? $0 : nil })
+        OpinionScores(
+            vit: self.vit.flatMap { $0.isFinite ? $0 : nil },
+            minifasnet: self.minifasnet.flatMap { $0.isFinite ? $0 : nil })
     }
 
     public subscript(kind: OpinionKind) -> Double? {

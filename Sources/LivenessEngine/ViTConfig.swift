@@ -35,7 +35,8 @@ public struct ViTConfig: Sendable, Equatable {
         func integer(_ key: String, _ current: Int) throws -> Int {
             guard let value = model[key] else { return current }
             guard let number = value.intValue, number > 0 else {
-                throw CheckpointError(code: .badConfig, path: path, message: "cfg.model.\(key) is not a positive integer")
+                throw CheckpointError(
+                    code: .badConfig, path: path, message: "cfg.model.\(key) is not a positive integer")
             }
             return number
         }
@@ -109,12 +110,14 @@ public struct ViTConfig: Sendable, Equatable {
                 continue
             }
             if tensor.shape != shape {
-                problems.append("tensor '\(key)' has shape \(Self.format(tensor.shape)), expected \(Self.format(shape))")
+                problems.append(
+                    "tensor '\(key)' has shape \(Self.format(tensor.shape)), expected \(Self.format(shape))")
             }
         }
         let expectedKeys = Set(expected.map(\.key))
         for key in stateDict.keys.sorted() where !expectedKeys.contains(key) {
-            problems.append("unexpected tensor '\(key)' (shape \(Self.format(stateDict[key]!.shape))) is not part of this ViT")
+            problems.append(
+                "unexpected tensor '\(key)' (shape \(Self.format(stateDict[key]!.shape))) is not part of this ViT")
         }
         guard problems.isEmpty else {
             throw CheckpointError(

@@ -76,9 +76,12 @@ public struct EvalDataset: Sendable {
         for name in top {
             var isDirectory: ObjCBool = false
             let classFolder = folder + "/" + name
-            guard manager.fileExists(atPath: classFolder, isDirectory: &isDirectory), isDirectory.boolValue else { continue }
+            guard manager.fileExists(atPath: classFolder, isDirectory: &isDirectory), isDirectory.boolValue else {
+                continue
+            }
             guard let label = PresentationLabel(word: name) else {
-                excluded.append((name + "/", "folder name is not a label (live, bona_fide, real / spoof, attack, fake)"))
+                excluded.append(
+                    (name + "/", "folder name is not a label (live, bona_fide, real / spoof, attack, fake)"))
                 continue
             }
             let files = (manager.enumerator(atPath: classFolder)?.allObjects as? [String] ?? []).sorted()
@@ -86,9 +89,12 @@ public struct EvalDataset: Sendable {
                 var isDir: ObjCBool = false
                 let location = classFolder + "/" + relative
                 // A link to a missing file is kept: it is reported as a failure to acquire, not hidden.
-                let dangling = (try? manager.destinationOfSymbolicLink(atPath: location)) != nil
+                let dangling =
+                    (try? manager.destinationOfSymbolicLink(atPath: location)) != nil
                     && !manager.fileExists(atPath: location)
-                guard dangling || (manager.fileExists(atPath: location, isDirectory: &isDir) && !isDir.boolValue) else { continue }
+                guard dangling || (manager.fileExists(atPath: location, isDirectory: &isDir) && !isDir.boolValue) else {
+                    continue
+                }
                 let path = name + "/" + relative
                 let ext = (relative as NSString).pathExtension.lowercased()
                 guard Self.mediaExtensions.contains(ext) else {
@@ -97,12 +103,14 @@ public struct EvalDataset: Sendable {
                 }
                 let components = relative.split(separator: "/")
                 let species = label == .attack ? (components.count > 1 ? String(components[0]) : "unknown") : nil
-                presentations.append(Presentation(path: path, label: label, species: species, split: nil, location: location))
+                presentations.append(
+                    Presentation(path: path, label: label, species: species, split: nil, location: location))
             }
         }
         guard !presentations.isEmpty else {
             throw EvalError(
-                "\(folder): no pictures or clips under live/ or spoof/<species>/ (and no MANIFEST.tsv); see `livenessd eval --help`")
+                "\(folder): no pictures or clips under live/ or spoof/<species>/ (and no MANIFEST.tsv); see `livenessd eval --help`"
+            )
         }
         return EvalDataset(presentations: presentations, excluded: excluded, origin: folder)
     }
@@ -160,7 +168,9 @@ public struct EvalDataset: Sendable {
                 species = (word == nil || word == "none") ? "unknown" : word
             }
             presentations.append(
-                Presentation(path: file, label: label, species: species, split: field(splitColumn)?.lowercased(), location: location))
+                Presentation(
+                    path: file, label: label, species: species, split: field(splitColumn)?.lowercased(),
+                    location: location))
         }
         guard !presentations.isEmpty else {
             throw EvalError("\(path): no labelled rows (labels live|bona_fide / spoof|attack)")
@@ -190,7 +200,12 @@ enum DelimitedText {
             if quoted {
                 if character == "\"" {
                     if let following = next() {
-                        if following == "\"" { field.append("\"") } else { quoted = false; pending = following }
+                        if following == "\"" {
+                            field.append("\"")
+                        } else {
+                            quoted = false
+                            pending = following
+                        }
                     } else {
                         quoted = false
                     }

@@ -97,7 +97,8 @@ public struct OperatingPoint: Codable, Sendable, Equatable {
         if let apcer = self.apcerWorst, let a = apcer.value, let b = self.bpcer.value, let ia = apcer.ci95,
             let ib = self.bpcer.ci95
         {
-            self.acer = DerivedRate(value: (a + b) / 2, ci95: [(ia[0] + ib[0]) / 2, (ia[1] + ib[1]) / 2], threshold: threshold)
+            self.acer = DerivedRate(
+                value: (a + b) / 2, ci95: [(ia[0] + ib[0]) / 2, (ia[1] + ib[1]) / 2], threshold: threshold)
         } else {
             self.acer = DerivedRate(value: nil, ci95: nil, threshold: threshold)
         }
@@ -194,7 +195,8 @@ enum PADErrorRates {
     /// reject (0.1887366… written as 0.188737, and that replay clip then reached `live`). The margin
     /// also absorbs the last-bit differences of the daemon's own comparison. Lowering a threshold
     /// can only reject more attacks, so the promise holds; nil when every attack may pass.
-    static func calibratedThreshold(forAPCER target: Double, attacks: [LabelledScore], rule: CalibrationRule) -> Double? {
+    static func calibratedThreshold(forAPCER target: Double, attacks: [LabelledScore], rule: CalibrationRule) -> Double?
+    {
         let exact: Double?
         switch rule {
         case .pooled:
@@ -236,20 +238,24 @@ enum PADErrorRates {
             let nB = Double(bonaFide.count)
             let q1 = area / (2 - area)
             let q2 = 2 * area * area / (1 + area)
-            let variance = (area * (1 - area) + (nA - 1) * (q1 - area * area) + (nB - 1) * (q2 - area * area)) / (nA * nB)
+            let variance =
+                (area * (1 - area) + (nA - 1) * (q1 - area * area) + (nB - 1) * (q2 - area * area)) / (nA * nB)
             let half = 1.959964 * max(0, variance).squareRoot()
             auc = DerivedRate(value: area, ci95: [max(0, area - half), min(1, area + half)], threshold: nil)
         }
         let sortedBonaFide = bonaFide.sorted()
-        let atAPCER = attacks.isEmpty || bonaFide.isEmpty ? [] : Self.apcerTargets.map { target -> BPCERAtAPCER in
-            let threshold = Self.threshold(forAPCER: target, attacks: attacks)
-            let limit = threshold ?? .infinity
-            let missed = attacks.filter { $0 < limit }.count
-            let rejected = sortedBonaFide.count - Self.countBelow(sortedBonaFide, limit)
-            return BPCERAtAPCER(
-                targetAPCER: target, threshold: threshold, apcer: Proportion(errors: missed, total: attacks.count),
-                bpcer: Proportion(errors: rejected, total: bonaFide.count))
-        }
+        let atAPCER =
+            attacks.isEmpty || bonaFide.isEmpty
+            ? []
+            : Self.apcerTargets.map { target -> BPCERAtAPCER in
+                let threshold = Self.threshold(forAPCER: target, attacks: attacks)
+                let limit = threshold ?? .infinity
+                let missed = attacks.filter { $0 < limit }.count
+                let rejected = sortedBonaFide.count - Self.countBelow(sortedBonaFide, limit)
+                return BPCERAtAPCER(
+                    targetAPCER: target, threshold: threshold, apcer: Proportion(errors: missed, total: attacks.count),
+                    bpcer: Proportion(errors: rejected, total: bonaFide.count))
+            }
         return CurveMetrics(eer: eer, auc: auc, bpcerAtAPCER: atAPCER)
     }
 
@@ -275,7 +281,8 @@ enum PADErrorRates {
 /// beta function; this is the textbook continued fraction (Lentz), inverted by bisection.
 enum BinomialInterval {
     /// Clopper–Pearson: lower = B⁻¹(α/2; k, n−k+1), upper = B⁻¹(1−α/2; k+1, n−k).
-    static func clopperPearson(errors k: Int, total n: Int, confidence: Double = 0.95) -> (lower: Double, upper: Double) {
+    static func clopperPearson(errors k: Int, total n: Int, confidence: Double = 0.95) -> (lower: Double, upper: Double)
+    {
         precondition(n > 0 && k >= 0 && k <= n)
         let alpha = 1 - confidence
         let lower = k == 0 ? 0 : Self.betaQuantile(alpha / 2, Double(k), Double(n - k + 1))

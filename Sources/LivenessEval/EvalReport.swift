@@ -373,8 +373,11 @@ public struct EvalReport: Codable {
         let calibrationAttacks = calibrationSet.compactMap(\.result.labelledScore).filter { $0.label == .attack }
         var calibration: Calibration?
         if !calibrationAttacks.isEmpty {
-            let calibrated = PADErrorRates.calibratedThreshold(forAPCER: targetAPCER, attacks: calibrationAttacks, rule: rule)
-            let point = calibrated.map { OperatingPoint(scores: calibrationSet.compactMap(\.result.labelledScore), threshold: $0) }
+            let calibrated = PADErrorRates.calibratedThreshold(
+                forAPCER: targetAPCER, attacks: calibrationAttacks, rule: rule)
+            let point = calibrated.map {
+                OperatingPoint(scores: calibrationSet.compactMap(\.result.labelledScore), threshold: $0)
+            }
             calibration = Calibration(
                 split: dev.isEmpty ? "all" : "dev", level: "presentation", targetAPCER: targetAPCER, rule: rule,
                 threshold: calibrated, point: point,
@@ -386,7 +389,8 @@ public struct EvalReport: Codable {
 
         func level(scores: [LabelledScore], attempted: Int, failures: Int) -> LevelMetrics {
             LevelMetrics(
-                bonaFide: scores.filter { $0.label == .bonaFide }.count, attacks: scores.filter { $0.label == .attack }.count,
+                bonaFide: scores.filter { $0.label == .bonaFide }.count,
+                attacks: scores.filter { $0.label == .attack }.count,
                 nonResponse: Proportion(errors: failures, total: attempted), curve: PADErrorRates.curve(scores),
                 atConfiguredThreshold: OperatingPoint(scores: scores, threshold: threshold),
                 atCalibratedThreshold: calibratedThreshold.map { OperatingPoint(scores: scores, threshold: $0) })
@@ -397,7 +401,8 @@ public struct EvalReport: Codable {
         let acquired = subset.filter { $0.result.labelledScore != nil }
         let frameScores = acquired.flatMap(\.frameScores)
         let framesAttempted = acquired.reduce(0) { $0 + $1.result.frames.decoded }
-        let frameLevel = level(scores: frameScores, attempted: framesAttempted, failures: framesAttempted - frameScores.count)
+        let frameLevel = level(
+            scores: frameScores, attempted: framesAttempted, failures: framesAttempted - frameScores.count)
         var opinions: [String: OpinionMetrics]?
         let kinds = OpinionKind.allCases.filter { kind in counted.contains { $0.result.opinions?[kind] != nil } }
         if kinds.count > 1 {
@@ -410,11 +415,13 @@ public struct EvalReport: Codable {
                 opinions?[kind.rawValue] = OpinionMetrics(
                     presentation: PADErrorRates.curve(scores),
                     frame: PADErrorRates.curve(acquired.flatMap { $0.opinionFrameScores[kind] ?? [] }),
-                    calibratedThreshold: threshold, atCalibratedThreshold: threshold.map { OperatingPoint(scores: scores, threshold: $0) })
+                    calibratedThreshold: threshold,
+                    atCalibratedThreshold: threshold.map { OperatingPoint(scores: scores, threshold: $0) })
             }
         }
         return (
-            Metrics(subset: subsetName, presentation: presentationLevel, frame: frameLevel, opinions: opinions), calibration
+            Metrics(subset: subsetName, presentation: presentationLevel, frame: frameLevel, opinions: opinions),
+            calibration
         )
     }
 

@@ -66,7 +66,9 @@ public final class EvalRunner: Sendable {
         configuration.forgetEndedSources = true
         let box = RunnerBox()
         self.opinionKinds = opinions.kinds
-        self.pipeline = LivenessPipeline(opinions: opinions, configuration: configuration) { event in box.runner?.handle(event) }
+        self.pipeline = LivenessPipeline(opinions: opinions, configuration: configuration) { event in
+            box.runner?.handle(event)
+        }
         box.runner = self
     }
 
@@ -95,7 +97,9 @@ public final class EvalRunner: Sendable {
         }
     }
 
-    private static func sourceID(_ index: Int, _ presentation: Presentation) -> String { "\(index):\(presentation.path)" }
+    private static func sourceID(_ index: Int, _ presentation: Presentation) -> String {
+        "\(index):\(presentation.path)"
+    }
 
     /// Control queue: opens the next file; one that cannot be opened is a failure to acquire.
     private func startNext() {
@@ -105,7 +109,9 @@ public final class EvalRunner: Sendable {
             let index = state.next
             let presentation = self.dataset.presentations[index]
             state.active[Self.sourceID(index, presentation)] = (
-                index, PresentationAccumulator(presentation: presentation, decisions: self.decisions, opinions: self.opinionKinds)
+                index,
+                PresentationAccumulator(
+                    presentation: presentation, decisions: self.decisions, opinions: self.opinionKinds)
             )
             return index
         }
@@ -175,7 +181,8 @@ public final class EvalRunner: Sendable {
                     telltaleCrop: entry.accumulator.telltaleCrop,
                     opinionFrameScores: result.labelledScore == nil || self.opinionKinds.count < 2
                         ? [:]
-                        : Dictionary(uniqueKeysWithValues: self.opinionKinds.map { ($0, entry.accumulator.frameScores($0)) })))
+                        : Dictionary(
+                            uniqueKeysWithValues: self.opinionKinds.map { ($0, entry.accumulator.frameScores($0)) })))
             state.completed += 1
             return (state.completed, state.frames)
         }
@@ -234,7 +241,8 @@ public final class FrameLog: Sendable {
             path: presentation.path, label: presentation.label, species: presentation.species, sequence: frame.sequence,
             time: frame.presentationTimeSeconds, state: frame.decision.state.rawValue, raw: frame.decision.rawScore,
             smoothed: frame.decision.smoothedScore,
-            scores: frame.decision.rawScore == nil ? nil : frame.scores.finite, window: frame.decision.windowCount, reason: frame.decision.reason,
+            scores: frame.decision.rawScore == nil ? nil : frame.scores.finite, window: frame.decision.windowCount,
+            reason: frame.decision.reason,
             box: frame.box.map { [$0.x, $0.y, $0.width, $0.height] }, faces: frame.faceCount)
         guard var data = self.encoder.withLock({ try? $0.encode(line) }) else { return }
         data.append(0x0A)

@@ -14,7 +14,8 @@ public struct PADMetrics: Equatable {
     public init(live: [Double], attacks: [Double], threshold: Double) {
         self.livenessCount = live.count
         self.attackCount = attacks.count
-        self.attackErrorRate = attacks.isEmpty ? nil : Double(attacks.filter { $0 < threshold }.count) / Double(attacks.count)
+        self.attackErrorRate =
+            attacks.isEmpty ? nil : Double(attacks.filter { $0 < threshold }.count) / Double(attacks.count)
         self.bonaFideErrorRate = live.isEmpty ? nil : Double(live.filter { $0 >= threshold }.count) / Double(live.count)
         self.areaUnderCurve = PADErrorRates.areaUnderCurve(attacks: attacks, bonaFide: live)
     }

@@ -70,7 +70,8 @@ public struct PresentationResult: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case path, label, species, split, kind, frames, score, rule, decision, daemon, failure, interrupted, end, opinions
+        case path, label, species, split, kind, frames, score, rule, decision, daemon, failure, interrupted, end,
+            opinions
         case medianFrameScore = "median_frame_score"
         case damagedPacketsSkipped = "damaged_packets_skipped"
     }
@@ -120,7 +121,8 @@ struct PresentationAccumulator {
     init(presentation: Presentation, decisions: DecisionConfiguration, opinions: [OpinionKind] = []) {
         self.presentation = presentation
         self.decisions = decisions
-        self.opinionMachines = opinions.count > 1
+        self.opinionMachines =
+            opinions.count > 1
             ? Dictionary(uniqueKeysWithValues: opinions.map { ($0, DecisionMachine(configuration: decisions)) }) : [:]
     }
 
@@ -138,7 +140,9 @@ struct PresentationAccumulator {
                 observation = .unusable(reason: decision.reason ?? "", timeSeconds: time)
             }
             let opinion = self.opinionMachines[kind]!.observe(observation)
-            if opinion.rawScore != nil, opinion.windowCount >= self.decisions.minimumScoredFrames, let smoothed = opinion.smoothedScore {
+            if opinion.rawScore != nil, opinion.windowCount >= self.decisions.minimumScoredFrames,
+                let smoothed = opinion.smoothedScore
+            {
                 self.opinionLowest[kind] = min(self.opinionLowest[kind] ?? smoothed, smoothed)
             }
         }
@@ -200,7 +204,8 @@ struct PresentationAccumulator {
             failure = "no frames decoded"
         } else if scores.isEmpty && !interrupted {
             if self.counts.unusable > 0, let top = self.counts.unusableReasons.max(by: { $0.value < $1.value }) {
-                failure = "no usable face in \(self.counts.decoded) frame(s): \(top.key) in \(top.value)"
+                failure =
+                    "no usable face in \(self.counts.decoded) frame(s): \(top.key) in \(top.value)"
                     + (self.counts.noFace > 0 ? ", no face in \(self.counts.noFace)" : "")
             } else {
                 failure = "no face in \(self.counts.decoded) frame(s)"

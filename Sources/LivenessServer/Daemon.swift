@@ -82,13 +82,15 @@ public final class LivenessDaemon: Sendable {
         self.logger = logger
         self.notifier = notifier
         self.reloadSettings = reload
-        (self.subscriptions, self.subscribed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (self.subscriptions, self.subscribed) = AsyncStream.makeStream(
+            of: Void.self, bufferingPolicy: .bufferingNewest(1))
         var serverConfiguration = options.server
         serverConfiguration.access = settings.access
         let status = StatusReporter(
             version: options.version, models: options.models, started: Date(),
             sourceKinds: Dictionary(
-                sources.map { ($0.source.id, $0.source.kind == .live ? "live" : "replay") }, uniquingKeysWith: { a, _ in a }))
+                sources.map { ($0.source.id, $0.source.kind == .live ? "live" : "replay") },
+                uniquingKeysWith: { a, _ in a }))
         let box = PipelineReference(threshold: settings.threshold)
         let monitor = self.monitor
         let subscribed = self.subscribed
@@ -138,7 +140,8 @@ public final class LivenessDaemon: Sendable {
             ],
             logger: self.logger)
         // The drain has its own limit; the rest (bye to clients, closing) takes milliseconds.
-        configuration.maximumGracefulShutdownDuration = .milliseconds(Int64((self.options.drainTimeoutSeconds + 5) * 1000))
+        configuration.maximumGracefulShutdownDuration = .milliseconds(
+            Int64((self.options.drainTimeoutSeconds + 5) * 1000))
         configuration.maximumCancellationDuration = .seconds(5)
         try await ServiceGroup(configuration: configuration).run()
         self.logger.info("stopped", metadata: ["frames.processed": "\(self.monitor.state.withLock { $0.processed })"])
@@ -352,20 +355,25 @@ struct StatusReporter: Sendable {
     let started: Date
     let sourceKinds: [String: String]
 
-    func message(pipeline: LivenessPipeline?, monitor: DaemonMonitor, threshold: Double) -> EventProtocol.StatusMessage {
+    func message(pipeline: LivenessPipeline?, monitor: DaemonMonitor, threshold: Double) -> EventProtocol.StatusMessage
+    {
         let statistics = pipeline?.statistics() ?? [:]
         let states = monitor.state.withLock { $0.states }
         var sources: [String: EventProtocol.SourceStatus] = [:]
         for (id, kind) in self.sourceKinds {
             let lane = statistics[id] ?? LaneStatistics()
             let stages = [LaneStatistics.Stage.queued, .prepare, .inference].map {
-                ($0.rawValue, EventProtocol.StageLatency(
-                    p50Ms: lane.milliseconds($0, percentile: 50), p99Ms: lane.milliseconds($0, percentile: 99)))
+                (
+                    $0.rawValue,
+                    EventProtocol.StageLatency(
+                        p50Ms: lane.milliseconds($0, percentile: 50), p99Ms: lane.milliseconds($0, percentile: 99))
+                )
             }
             sources[id] = EventProtocol.SourceStatus(
                 kind: kind, state: states[id] ?? "deciding", fps: monitor.fps(id), framesIn: lane.framesIn,
                 processed: lane.processed, droppedStale: lane.droppedStale, droppedBusy: lane.droppedBusy,
-                latencyP50Ms: lane.latencyMilliseconds(percentile: 50), latencyP99Ms: lane.latencyMilliseconds(percentile: 99),
+                latencyP50Ms: lane.latencyMilliseconds(percentile: 50),
+                latencyP99Ms: lane.latencyMilliseconds(percentile: 99),
                 stages: Dictionary(uniqueKeysWithValues: stages))
         }
         // `model_sha256` stays the first file's (the ViT's when it is loaded) for clients of schema 1.

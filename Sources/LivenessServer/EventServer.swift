@@ -246,15 +246,15 @@ public final class EventServer: Sendable {
             let snapshot = EventProtocol.snapshot(of: decided)
             self.latest.withLock { $0[source] = snapshot }
             let message = EventProtocol.DecisionMessage(
-                    event: number, source: source, seq: decided.sequence, pts: decided.presentationTimeSeconds,
-                    state: decided.decision.state.rawValue, changed: decided.decision.changed,
-                    smoothed: decided.decision.smoothedScore, raw: decided.decision.rawScore,
-                    scores: decided.decision.rawScore == nil ? nil : decided.scores.finite,
-                    window: decided.decision.windowCount, threshold: self.threshold.withLock { $0 },
-                    box: decided.box.map(EventProtocol.Box.init), faces: decided.faceCount,
-                    reason: decided.decision.reason,
-                    latencyMs: Double(decided.decidedTimeNanoseconds &- decided.captureTimeNanoseconds) / 1e6,
-                    time: now)
+                event: number, source: source, seq: decided.sequence, pts: decided.presentationTimeSeconds,
+                state: decided.decision.state.rawValue, changed: decided.decision.changed,
+                smoothed: decided.decision.smoothedScore, raw: decided.decision.rawScore,
+                scores: decided.decision.rawScore == nil ? nil : decided.scores.finite,
+                window: decided.decision.windowCount, threshold: self.threshold.withLock { $0 },
+                box: decided.box.map(EventProtocol.Box.init), faces: decided.faceCount,
+                reason: decided.decision.reason,
+                latencyMs: Double(decided.decidedTimeNanoseconds &- decided.captureTimeNanoseconds) / 1e6,
+                time: now)
             line = self.publishingEncoder.withLock { EventProtocol.line(message, encoder: &$0) }
         case .source(let id, let sourceEvent):
             source = id
@@ -315,10 +315,12 @@ public final class EventServer: Sendable {
         case "snapshot":
             var sources = self.snapshot()
             if let wanted = request.sources { sources = sources.filter { wanted.contains($0.key) } }
-            return EventProtocol.line(EventProtocol.SnapshotMessage(id: request.id, sources: sources), encoder: &encoder)
+            return EventProtocol.line(
+                EventProtocol.SnapshotMessage(id: request.id, sources: sources), encoder: &encoder)
         case "reset":
             self.hooks.reset(request.sources)
-            return EventProtocol.line(EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "reset"), encoder: &encoder)
+            return EventProtocol.line(
+                EventProtocol.ReplyMessage(type: "ok", id: request.id, op: "reset"), encoder: &encoder)
         default:
             return nil
         }
@@ -362,7 +364,10 @@ final class ClientHandler: ChannelInboundHandler {
     /// `EmbeddedChannel` hand in their own.
     private let peerCredentials: (Channel) -> EventLoopFuture<PeerCredentials>
 
-    init(server: EventServer, peerCredentials: @escaping (Channel) -> EventLoopFuture<PeerCredentials> = socketPeerCredentials) {
+    init(
+        server: EventServer,
+        peerCredentials: @escaping (Channel) -> EventLoopFuture<PeerCredentials> = socketPeerCredentials
+    ) {
         self.server = server
         self.peerCredentials = peerCredentials
     }
@@ -425,7 +430,8 @@ final class ClientHandler: ChannelInboundHandler {
                     self.context?.channel.setOption(.autoRead, value: true).whenFailure { _ in }
                 } else {
                     self.server.logLabel.notice(
-                        "refused a client", metadata: ["peer.uid": "\(credentials.uid)", "peer.pid": "\(credentials.pid)"])
+                        "refused a client",
+                        metadata: ["peer.uid": "\(credentials.uid)", "peer.pid": "\(credentials.pid)"])
                     self.refuse("access denied for uid \(credentials.uid) (not in the allow-list)")
                 }
             case .failure(let error):
@@ -469,7 +475,8 @@ final class ClientHandler: ChannelInboundHandler {
         self.idle?.cancel()
         self.idle = nil
         guard let request = try? self.decoder.decode(EventProtocol.Request.self, from: Data(line.utf8)) else {
-            self.send(self.line(EventProtocol.ReplyMessage(type: "error", error: "not a JSON request: \(line.prefix(80))")))
+            self.send(
+                self.line(EventProtocol.ReplyMessage(type: "error", error: "not a JSON request: \(line.prefix(80))")))
             return
         }
         if request.op == "subscribe" {
@@ -480,7 +487,8 @@ final class ClientHandler: ChannelInboundHandler {
                         EventProtocol.ReplyMessage(
                             type: "error", id: request.id, op: request.op,
                             error: "heartbeat_seconds must be a number from \(range.lowerBound) to "
-                                + "\(Int(range.upperBound)), got \(request.heartbeatSeconds.map { "\($0)" } ?? "none")")))
+                                + "\(Int(range.upperBound)), got \(request.heartbeatSeconds.map { "\($0)" } ?? "none")")
+                    ))
                 return
             }
             self.subscribed = true

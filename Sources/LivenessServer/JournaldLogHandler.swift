@@ -31,7 +31,9 @@ public struct JournaldLogHandler: LogHandler {
         }
     }
 
-    public static func line(level: Logger.Level, label: String, message: Logger.Message, metadata: Logger.Metadata) -> String {
+    public static func line(
+        level: Logger.Level, label: String, message: Logger.Message, metadata: Logger.Metadata
+    ) -> String {
         let fields = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         return "<\(Self.priority(level))>\(label): \(message)\(fields.isEmpty ? "" : " " + fields)\n"
     }
@@ -41,6 +43,7 @@ public struct JournaldLogHandler: LogHandler {
         function: String, line: UInt
     ) {
         let merged = self.metadata.merging(metadata ?? [:]) { $1 }
-        FileHandle.standardError.write(Data(Self.line(level: level, label: self.label, message: message, metadata: merged).utf8))
+        FileHandle.standardError.write(
+            Data(Self.line(level: level, label: self.label, message: message, metadata: merged).utf8))
     }
 }

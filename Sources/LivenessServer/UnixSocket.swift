@@ -2,7 +2,9 @@ import Foundation
 
 /// Calls `body` with a `sockaddr_un` for `path` and its length ('@' starts a Linux abstract name,
 /// as in $NOTIFY_SOCKET); nil when the path does not fit `sun_path` (108 bytes).
-public func withUnixSocketAddress<Result>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Result) -> Result? {
+public func withUnixSocketAddress<Result>(
+    _ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Result
+) -> Result? {
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     var bytes = Array(path.utf8)

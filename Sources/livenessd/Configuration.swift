@@ -114,7 +114,8 @@ struct Configuration: Decodable, Equatable {
                     "\(path): decision.min_frames must be between 1 and window_frames (\(windowFrames)), got \(frames)")
             }
             if let seconds = self.windowSeconds, !(seconds.isFinite && seconds > 0) {
-                throw CommandError("\(path): decision.window_seconds must be a number of seconds above 0, got \(seconds)")
+                throw CommandError(
+                    "\(path): decision.window_seconds must be a number of seconds above 0, got \(seconds)")
             }
             if let band = self.hysteresis, !(band >= 0 && band < 0.5) {
                 throw CommandError("\(path): decision.hysteresis must be at least 0 and below 0.5, got \(band)")
@@ -251,7 +252,9 @@ enum ModelLocator {
         if let variable = environment["LIVENESSD_MODEL"], !variable.isEmpty {
             return try Self.existing(variable, origin: "$LIVENESSD_MODEL")
         }
-        if let configured = configuration.model { return try Self.existing(configured, origin: "the config file's model:") }
+        if let configured = configuration.model {
+            return try Self.existing(configured, origin: "the config file's model:")
+        }
         let candidates = [Self.relativeDefault] + Self.installedDefaults
         if let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) {
             return URL(fileURLWithPath: found)
@@ -288,7 +291,8 @@ enum PairModelLocator {
         throw CommandError(
             "the MiniFASNet pair was not found: pass --minifasnet FOLDER (holding "
                 + MiniFASNetPair.fileNames.joined(separator: " and ") + "), set LIVENESSD_MINIFASNET, run "
-                + "scripts/setup.sh, or judge with the ViT alone (--models vit) (looked in \(candidates.joined(separator: ", ")))")
+                + "scripts/setup.sh, or judge with the ViT alone (--models vit) (looked in \(candidates.joined(separator: ", ")))"
+        )
     }
 
     static func holdsPair(_ folder: String) -> Bool {

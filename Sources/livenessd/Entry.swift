@@ -38,7 +38,9 @@ struct Livenessd: AsyncParsableCommand {
             --config, default /etc/livenessd/livenessd.yaml.
             """,
         version: LivenessdVersion.string,
-        subcommands: [Run.self, Watch.self, Classify.self, Eval.self, Calibrate.self, Probe.self, Bench.self, Config.self]
+        subcommands: [
+            Run.self, Watch.self, Classify.self, Eval.self, Calibrate.self, Probe.self, Bench.self, Config.self,
+        ]
     )
 }
 

@@ -5,7 +5,8 @@ import Testing
 
 @Suite struct ImageDecoderTests {
     @Test func decodesPNGAtFullSize() throws {
-        let (image, orientation) = try ImageDecoder.decode(path: try TestAssets.file("golden/images/live_selfie.png").path)
+        let (image, orientation) = try ImageDecoder.decode(
+            path: try TestAssets.file("golden/images/live_selfie.png").path)
         #expect(image.width == 1944 && image.height == 2592)
         #expect(orientation == .up)
         #expect(image.pixels.count == 1944 * 2592 * 3)
@@ -13,10 +14,12 @@ import Testing
 
     /// A JPEG stored sideways with EXIF orientation 6 comes out upright, like PIL's exif_transpose.
     @Test func appliesEXIFOrientation() throws {
-        let (image, orientation) = try ImageDecoder.decode(path: try TestAssets.file("golden/exif/spoof_print_exif6.jpg").path)
+        let (image, orientation) = try ImageDecoder.decode(
+            path: try TestAssets.file("golden/exif/spoof_print_exif6.jpg").path)
         #expect(orientation == .right)
         #expect(image.width == 480 && image.height == 640)
-        let (upright, _) = try ImageDecoder.decode(path: try TestAssets.file("golden/exif/spoof_print_exif6.upright.png").path)
+        let (upright, _) = try ImageDecoder.decode(
+            path: try TestAssets.file("golden/exif/spoof_print_exif6.upright.png").path)
         #expect(upright.width == image.width && upright.height == image.height)
         // JPEG is decoded as PIL decodes it (libjpeg-turbo), so the pixels are PIL's exactly.
         #expect(image.pixels == upright.pixels)
@@ -25,7 +28,9 @@ import Testing
     /// The eight EXIF orientations on a 3×2 picture whose pixels are numbered 0…5.
     @Test func orientationTransforms() {
         let stored = RGBImage(width: 3, height: 2, pixels: (0..<6).flatMap { [UInt8($0), 0, 0] })
-        func red(_ image: RGBImage) -> [UInt8] { stride(from: 0, to: image.pixels.count, by: 3).map { image.pixels[$0] } }
+        func red(_ image: RGBImage) -> [UInt8] {
+            stride(from: 0, to: image.pixels.count, by: 3).map { image.pixels[$0] }
+        }
         // stored:  0 1 2
         //          3 4 5
         #expect(red(Orientation.up.apply(to: stored)) == [0, 1, 2, 3, 4, 5])

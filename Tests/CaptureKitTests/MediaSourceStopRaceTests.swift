@@ -62,8 +62,10 @@ import Testing
             segments.append(
                 try FFmpegTool.run(
                     "ffmpeg",
-                    ["-v", "error", "-f", "lavfi", "-i", "testsrc=size=\(size):rate=25", "-frames:v", "3", "-c:v",
-                     "libx264", "-pix_fmt", "yuv420p", "-f", "h264", "-"]))
+                    [
+                        "-v", "error", "-f", "lavfi", "-i", "testsrc=size=\(size):rate=25", "-frames:v", "3", "-c:v",
+                        "libx264", "-pix_fmt", "yuv420p", "-f", "h264", "-",
+                    ]))
         }
         let clip = directory.appendingPathComponent("sizes.h264")
         try Data((0..<6).flatMap { segments[$0 % 2] }).write(to: clip)

@@ -32,7 +32,9 @@ final class Collector: Sendable {
                     luma = try? PixelConverter().convert(frame, to: .gray8)
                     if frame.pixelFormat == .yuv420p {
                         yPlane = (0..<frame.height).flatMap { row in
-                            Array(UnsafeBufferPointer(start: frame.plane(0) + row * frame.planes[0].rowStride, count: frame.width))
+                            Array(
+                                UnsafeBufferPointer(
+                                    start: frame.plane(0) + row * frame.planes[0].rowStride, count: frame.width))
                         }
                     }
                 }
@@ -90,8 +92,11 @@ final class Collector: Sendable {
         let webm = directory.appendingPathComponent("clip.webm").path
         try FFmpegTool.run(
             "ffmpeg",
-            ["-v", "error", "-i", try TestAssets.file(Self.clips[0]).path, "-t", "2", "-c:v", "libvpx", "-b:v", "400k",
-             "-an", webm])
+            [
+                "-v", "error", "-i", try TestAssets.file(Self.clips[0]).path, "-t", "2", "-c:v", "libvpx", "-b:v",
+                "400k",
+                "-an", webm,
+            ])
         let state = try Collector.run(MediaSource(location: webm))
         #expect(state.end == .endOfFile)
         #expect(state.sequences.count == (try FFmpegTool.countFrames(webm)))
@@ -108,7 +113,8 @@ final class Collector: Sendable {
             "ffmpeg", ["-v", "error", "-i", path, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
         let luma = try #require(state.firstYPlane)
         #expect(reference.count >= luma.count)
-        let difference = zip(luma, reference.prefix(luma.count)).reduce(0.0) { $0 + abs(Double($1.0) - Double($1.1)) }
+        let difference =
+            zip(luma, reference.prefix(luma.count)).reduce(0.0) { $0 + abs(Double($1.0) - Double($1.1)) }
             / Double(luma.count)
         #expect(difference <= 2, "mean abs luma difference \(difference)")
     }
@@ -117,7 +123,8 @@ final class Collector: Sendable {
     @Test func realTimePacingHoldsTheClipRate() throws {
         let directory = try TestAssets.temporaryDirectory()
         let cut = directory.appendingPathComponent("cut.mov").path
-        try FFmpegTool.run("ffmpeg", ["-v", "error", "-i", try TestAssets.file(Self.clips[1]).path, "-t", "3", "-c", "copy", cut])
+        try FFmpegTool.run(
+            "ffmpeg", ["-v", "error", "-i", try TestAssets.file(Self.clips[1]).path, "-t", "3", "-c", "copy", cut])
         var options = MediaSource.Options()
         options.pacing = .realTime
         let source = MediaSource(location: cut, options: options)
@@ -136,8 +143,10 @@ final class Collector: Sendable {
         let jump = directory.appendingPathComponent("jump.mkv").path
         try FFmpegTool.run(
             "ffmpeg",
-            ["-v", "error", "-t", "3", "-i", try TestAssets.file(Self.clips[0]).path, "-vf",
-             "setpts='if(gte(N,10),PTS+100000/TB,PTS)'", "-c:v", "libx264", "-an", "-fps_mode", "passthrough", jump])
+            [
+                "-v", "error", "-t", "3", "-i", try TestAssets.file(Self.clips[0]).path, "-vf",
+                "setpts='if(gte(N,10),PTS+100000/TB,PTS)'", "-c:v", "libx264", "-an", "-fps_mode", "passthrough", jump,
+            ])
         var options = MediaSource.Options()
         options.pacing = .realTime
         let started = Date()
@@ -168,7 +177,8 @@ final class Collector: Sendable {
     }
 
     @Test func stillImageWithEXIFOrientation() throws {
-        let state = try Collector.run(MediaSource(location: try TestAssets.file("golden/exif/spoof_print_exif6.jpg").path))
+        let state = try Collector.run(
+            MediaSource(location: try TestAssets.file("golden/exif/spoof_print_exif6.jpg").path))
         #expect(state.sequences.count == 1)
         #expect(state.sizes == [[480, 640]])
         #expect(state.end == .endOfFile)
@@ -201,7 +211,10 @@ final class Collector: Sendable {
         try original.prefix(original.count / 2).write(to: half)
         do {
             let state = try Collector.run(MediaSource(location: half.path), timeout: 30)
-            if case .truncated = state.end {} else if state.end != .endOfFile { Issue.record("ended \(String(describing: state.end))") }
+            if case .truncated = state.end {
+            } else if state.end != .endOfFile {
+                Issue.record("ended \(String(describing: state.end))")
+            }
             #expect(state.sequences.count < (try FFmpegTool.countFrames(try TestAssets.file(Self.clips[0]).path)))
         } catch let error as CaptureError {
             #expect(!error.message.isEmpty)
@@ -253,10 +266,13 @@ final class Collector: Sendable {
                 return
             }
             let converter = PixelConverter()
-            guard let gray = try? converter.convert(frame, to: .gray8), let rgb = try? converter.convert(frame, to: .rgb24)
+            guard let gray = try? converter.convert(frame, to: .gray8),
+                let rgb = try? converter.convert(frame, to: .rgb24)
             else { return }
             var pillow = [UInt8](repeating: 0, count: gray.count)
-            rgb.withUnsafeBufferPointer { PixelConverter.pillowLuma(rgb: $0.baseAddress!, pixels: gray.count, into: &pillow) }
+            rgb.withUnsafeBufferPointer {
+                PixelConverter.pillowLuma(rgb: $0.baseAddress!, pixels: gray.count, into: &pillow)
+            }
             let total = zip(gray, pillow).reduce(0.0) { $0 + abs(Double($1.0) - Double($1.1)) }
             result.withLock { $0 = total / Double(gray.count) }
         }

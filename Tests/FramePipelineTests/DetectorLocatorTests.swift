@@ -31,7 +31,8 @@ import Testing
         // Our 320-wide picture is swscale's, the golden one OpenCV's resize: a few frame pixels apart.
         let tolerance = 3 * scale
         #expect(abs(face.x - expected[0] * scale) <= tolerance && abs(face.y - expected[1] * scale) <= tolerance)
-        #expect(abs(face.width - expected[2] * scale) <= tolerance && abs(face.height - expected[3] * scale) <= tolerance)
+        #expect(
+            abs(face.width - expected[2] * scale) <= tolerance && abs(face.height - expected[3] * scale) <= tolerance)
         #expect(analysis.rejection == nil, "\(String(describing: analysis.measurements))")
         let crop = CropPolicy().crop(for: face, frameWidth: image.width, frameHeight: image.height)
         // The pair's box is the reference's for the detector's own float box (x, y truncated, w, h + 1).

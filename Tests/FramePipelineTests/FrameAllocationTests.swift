@@ -56,8 +56,11 @@ final class DecisionCounter: Sendable {
         let clip = directory.appendingPathComponent("hamilton_640x480.mp4").path
         try FFmpegTool.run(
             "ffmpeg",
-            ["-v", "error", "-y", "-i", try TestAssets.file("samples/live/gen-facerec__short_hamilton_clip.mp4").path,
-             "-frames:v", "4", "-vf", "scale=640:480", "-pix_fmt", "yuv420p", "-c:v", "libx264", clip])
+            [
+                "-v", "error", "-y", "-i",
+                try TestAssets.file("samples/live/gen-facerec__short_hamilton_clip.mp4").path,
+                "-frames:v", "4", "-vf", "scale=640:480", "-pix_fmt", "yuv420p", "-c:v", "libx264", clip,
+            ])
         let decoded = Mutex<[Frame]>([])
         let source = MediaSource(location: clip, id: "decode")
         let done = DispatchSemaphore(value: 0)

@@ -17,7 +17,10 @@ import FramePipeline
 
     func source(_ image: RGBImage, _ body: (PixelSource) -> Void) {
         image.pixels.withUnsafeBufferPointer {
-            body(PixelSource(base: $0.baseAddress!, width: image.width, height: image.height, rowStride: image.rowStride, layout: .rgb24))
+            body(
+                PixelSource(
+                    base: $0.baseAddress!, width: image.width, height: image.height, rowStride: image.rowStride,
+                    layout: .rgb24))
         }
     }
 
@@ -56,11 +59,16 @@ import FramePipeline
         let model = try Self.loadModel()
         let (image, _) = try ImageDecoder.decode(path: try TestAssets.file("golden/images/\(name)").path)
         let luma = stride(from: 0, to: image.pixels.count, by: 3).map { index -> UInt8 in
-            let r = UInt32(image.pixels[index]), g = UInt32(image.pixels[index + 1]), b = UInt32(image.pixels[index + 2])
+            let r = UInt32(image.pixels[index])
+            let g = UInt32(image.pixels[index + 1])
+            let b = UInt32(image.pixels[index + 2])
             return UInt8((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16)
         }
         let tensor = luma.withUnsafeBufferPointer {
-            Preprocessor().tensor(PixelSource(base: $0.baseAddress!, width: image.width, height: image.height, rowStride: image.width, layout: .luma8))
+            Preprocessor().tensor(
+                PixelSource(
+                    base: $0.baseAddress!, width: image.width, height: image.height, rowStride: image.width,
+                    layout: .luma8))
         }
         let expected = try TestAssets.float32(try TestAssets.file("golden/preprocess/\(name).f32"))
         #expect(TestAssets.maxAbsDifference(tensor, expected) <= 2.05 / 255 / 0.224)
@@ -89,10 +97,14 @@ import FramePipeline
         var viaTensor = [Float](repeating: 0, count: 2 * names.count)
         var viaLuma = [Float](repeating: 0, count: 2 * names.count)
         tensors.withUnsafeBufferPointer { input in
-            viaTensor.withUnsafeMutableBufferPointer { model.logits(input: input.baseAddress!, batch: names.count, into: $0.baseAddress!) }
+            viaTensor.withUnsafeMutableBufferPointer {
+                model.logits(input: input.baseAddress!, batch: names.count, into: $0.baseAddress!)
+            }
         }
         crops.withUnsafeBufferPointer { input in
-            viaLuma.withUnsafeMutableBufferPointer { model.logits(lumaCrops: input.baseAddress!, batch: names.count, into: $0.baseAddress!) }
+            viaLuma.withUnsafeMutableBufferPointer {
+                model.logits(lumaCrops: input.baseAddress!, batch: names.count, into: $0.baseAddress!)
+            }
         }
         #expect(TestAssets.maxAbsDifference(viaTensor, viaLuma) <= 1e-4)
     }

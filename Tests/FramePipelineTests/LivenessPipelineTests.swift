@@ -63,7 +63,8 @@ final class SlowLocator: FaceLocator {
     func pipeline(_ log: EventLog) throws -> LivenessPipeline {
         let model = try LivenessViT(contentsOf: try TestAssets.modelURL)
         return LivenessPipeline(
-            opinions: Opinions(vit: model, pair: nil), configuration: .init(decisions: DecisionConfiguration(threshold: model.threshold)), sink: log.sink)
+            opinions: Opinions(vit: model, pair: nil),
+            configuration: .init(decisions: DecisionConfiguration(threshold: model.threshold)), sink: log.sink)
     }
 
     /// Two replayed clips at once: every frame decided, in order, nothing dropped, then the end.
@@ -94,7 +95,8 @@ final class SlowLocator: FaceLocator {
         let pipeline = try self.pipeline(log)
         let directory = try TestAssets.temporaryDirectory()
         let cut = directory.appendingPathComponent("cut.mov").path
-        try FFmpegTool.run("ffmpeg", ["-v", "error", "-i", try TestAssets.file(Self.live).path, "-t", "2", "-c", "copy", cut])
+        try FFmpegTool.run(
+            "ffmpeg", ["-v", "error", "-i", try TestAssets.file(Self.live).path, "-t", "2", "-c", "copy", cut])
         var options = MediaSource.Options()
         options.pacing = .realTime
         let source = TimedSource(MediaSource(location: cut, id: "camera", options: options))

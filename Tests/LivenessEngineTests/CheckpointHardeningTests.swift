@@ -102,7 +102,10 @@ extension PickleWriter {
     @Test func pickleInflatingPastItsClaimIsRefused() throws {
         var writer = PickleWriter()
         writer.emptyList()
-        for _ in 0..<100_000 { writer.op(0x4E); writer.op(0x30) }  // NONE, POP: compresses well
+        for _ in 0..<100_000 {
+            writer.op(0x4E)
+            writer.op(0x30)
+        }  // NONE, POP: compresses well
         writer.stop()
         let data = self.claim(1000, for: "archive/data.pkl", in: try self.zip(pickle: writer.bytes, deflate: true))
         expectCheckpointRefusal(.badStorage, ["archive/data.pkl", "inflates past the 1000 bytes it claims"]) {

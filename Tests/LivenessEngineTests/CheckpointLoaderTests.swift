@@ -40,7 +40,8 @@ import Testing
         let model = try self.load(url)
         #expect(model.config.imageSize == 32 && model.config.modelWidth == 8 && model.config.layerCount == 1)
         #expect(model.threshold == 0.25)
-        let probability = model.spoofProbabilities(input: [Float](repeating: 0.5, count: model.inputLength), batch: 1)[0]
+        let probability = model.spoofProbabilities(input: [Float](repeating: 0.5, count: model.inputLength), batch: 1)[
+            0]
         #expect(probability.isFinite && probability > 0 && probability < 1)
     }
 
@@ -97,15 +98,19 @@ import Testing
     @Test func missingKeyIsNamed() throws {
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("missing.pt")
         let key = "encoder.transformer_encoder.layers.0.norm2.bias"
-        try TinyCheckpoint.write(to: url, tensors: TinyCheckpoint.tensors.filter { $0.0 != key }.map { ($0.0, $0.1, "FloatStorage") })
+        try TinyCheckpoint.write(
+            to: url, tensors: TinyCheckpoint.tensors.filter { $0.0 != key }.map { ($0.0, $0.1, "FloatStorage") })
         expectCheckpointRefusal(.architectureMismatch, ["missing tensor '\(key)'", "(8)"]) { _ = try self.load(url) }
     }
 
     @Test func extraKeyIsNamed() throws {
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("extra.pt")
-        let tensors = TinyCheckpoint.tensors.map { ($0.0, $0.1, "FloatStorage") } + [("decoder.weight", [4, 4], "FloatStorage")]
+        let tensors =
+            TinyCheckpoint.tensors.map { ($0.0, $0.1, "FloatStorage") } + [("decoder.weight", [4, 4], "FloatStorage")]
         try TinyCheckpoint.write(to: url, tensors: tensors)
-        expectCheckpointRefusal(.architectureMismatch, ["unexpected tensor 'decoder.weight'", "(4, 4)"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.architectureMismatch, ["unexpected tensor 'decoder.weight'", "(4, 4)"]) {
+            _ = try self.load(url)
+        }
     }
 
     @Test func unsupportedDTypeIsNamed() throws {
@@ -127,7 +132,9 @@ import Testing
         writer.stop()
         let url = directory.appendingPathComponent("evil.pt")
         try TinyCheckpoint.write(to: url, pickle: writer.bytes)
-        expectCheckpointRefusal(.forbiddenGlobal, ["os.system", "refusing to load", "nothing was executed"]) { _ = try self.load(url) }
+        expectCheckpointRefusal(.forbiddenGlobal, ["os.system", "refusing to load", "nothing was executed"]) {
+            _ = try self.load(url)
+        }
         #expect(!FileManager.default.fileExists(atPath: marker.path))
     }
 
@@ -166,7 +173,10 @@ import Testing
         var refused = 0
         for trial in 0..<60 {
             var mutated = pickle
-            for _ in 0..<3 { mutated[Int.random(in: 2..<mutated.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator) }
+            for _ in 0..<3 {
+                mutated[Int.random(in: 2..<mutated.count, using: &generator)] = UInt8.random(
+                    in: 0...255, using: &generator)
+            }
             let url = directory.appendingPathComponent("fuzz\(trial).pt")
             try TinyCheckpoint.write(to: url, pickle: mutated)
             do { _ = try self.load(url) } catch is CheckpointError { refused += 1 }
@@ -180,7 +190,8 @@ import Testing
     func thresholdOutsideTheOpenUnitIntervalIsRefused(_ threshold: Double) throws {
         let url = try TestAssets.temporaryDirectory().appendingPathComponent("threshold.pt")
         let tensors = TinyCheckpoint.tensors.map { ($0.0, $0.1, "FloatStorage") }
-        try TinyCheckpoint.write(to: url, tensors: tensors, pickle: TinyCheckpoint.pickle(tensors, threshold: threshold))
+        try TinyCheckpoint.write(
+            to: url, tensors: tensors, pickle: TinyCheckpoint.pickle(tensors, threshold: threshold))
         expectCheckpointRefusal(.badConfig, ["threshold", "\(threshold)", "between 0 and 1"]) { _ = try self.load(url) }
     }
 

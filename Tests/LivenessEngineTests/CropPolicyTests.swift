@@ -33,12 +33,22 @@ import Testing
         minimumFaceSide: 40, minimumMeanLuma: 40, maximumMeanLuma: 220, minimumSharpness: 20, edgeMarginFraction: 0.1)
 
     @Test func geometry() {
-        #expect(self.gates.checkGeometry(FaceBox(x: 10, y: 10, width: 30, height: 39), frameWidth: 100, frameHeight: 100) == .faceTooSmall)
-        #expect(self.gates.checkGeometry(FaceBox(x: 10, y: 10, width: 50, height: 60), frameWidth: 100, frameHeight: 100) == nil)
+        #expect(
+            self.gates.checkGeometry(FaceBox(x: 10, y: 10, width: 30, height: 39), frameWidth: 100, frameHeight: 100)
+                == .faceTooSmall)
+        #expect(
+            self.gates.checkGeometry(FaceBox(x: 10, y: 10, width: 50, height: 60), frameWidth: 100, frameHeight: 100)
+                == nil)
         // 5 px outside a 50-px box is within the 10 % margin; 6 px is not.
-        #expect(self.gates.checkGeometry(FaceBox(x: -5, y: 10, width: 50, height: 60), frameWidth: 100, frameHeight: 100) == nil)
-        #expect(self.gates.checkGeometry(FaceBox(x: 56, y: 10, width: 50, height: 60), frameWidth: 100, frameHeight: 100) == .faceCutByEdge)
-        #expect(self.gates.checkGeometry(FaceBox(x: 10, y: 47, width: 50, height: 60), frameWidth: 100, frameHeight: 100) == .faceCutByEdge)
+        #expect(
+            self.gates.checkGeometry(FaceBox(x: -5, y: 10, width: 50, height: 60), frameWidth: 100, frameHeight: 100)
+                == nil)
+        #expect(
+            self.gates.checkGeometry(FaceBox(x: 56, y: 10, width: 50, height: 60), frameWidth: 100, frameHeight: 100)
+                == .faceCutByEdge)
+        #expect(
+            self.gates.checkGeometry(FaceBox(x: 10, y: 47, width: 50, height: 60), frameWidth: 100, frameHeight: 100)
+                == .faceCutByEdge)
     }
 
     @Test func lumaLimits() {
@@ -83,8 +93,9 @@ import Testing
             #expect(rect.x + rect.width <= 640 && rect.y + rect.height <= 480)
         }
         #expect(FaceBox(x: .nan, y: 0, width: 1, height: 1).pixels(inFrameWidth: 640, height: 480) == nil)
-        #expect(FaceBox(x: 0, y: 0, width: 1e300, height: 1e300).pixels(inFrameWidth: 640, height: 480)
-            == PixelRect(x: 0, y: 0, width: 640, height: 480))
+        #expect(
+            FaceBox(x: 0, y: 0, width: 1e300, height: 1e300).pixels(inFrameWidth: 640, height: 480)
+                == PixelRect(x: 0, y: 0, width: 640, height: 480))
     }
 
     @Test(arguments: absurd)

@@ -15,7 +15,9 @@ import Testing
 
     /// Feeds scores at 10 fps from `start`; returns the states.
     func feed(_ machine: inout DecisionMachine, _ scores: [Double], start: Double = 0) -> [LivenessState] {
-        scores.enumerated().map { machine.observe(.scored(spoofProbability: $1, timeSeconds: start + Double($0) * 0.1)).state }
+        scores.enumerated().map {
+            machine.observe(.scored(spoofProbability: $1, timeSeconds: start + Double($0) * 0.1)).state
+        }
     }
 
     @Test func decidingUntilEnoughFramesThenVerdict() {

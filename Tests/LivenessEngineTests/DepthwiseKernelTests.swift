@@ -108,7 +108,8 @@ import Testing
         }
     }
 
-    @Test(.enabled(if: ConvolutionKernels.avx2FMAAvailable, "needs an x86-64 CPU with AVX2 and FMA"),
+    @Test(
+        .enabled(if: ConvolutionKernels.avx2FMAAvailable, "needs an x86-64 CPU with AVX2 and FMA"),
         arguments: [false, true])
     func avx2KernelMatchesPortableKernel(relu: Bool) {
         for height in Self.heights {

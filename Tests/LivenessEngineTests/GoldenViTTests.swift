@@ -28,7 +28,9 @@ import Testing
         let expectedLogits = (expected["logits"] as? [Double] ?? []).map(Float.init)
         var logits = [Float](repeating: .nan, count: 2)
         input.withUnsafeBufferPointer { source in
-            logits.withUnsafeMutableBufferPointer { model.logits(input: source.baseAddress!, batch: 1, into: $0.baseAddress!) }
+            logits.withUnsafeMutableBufferPointer {
+                model.logits(input: source.baseAddress!, batch: 1, into: $0.baseAddress!)
+            }
         }
         #expect(TestAssets.maxAbsDifference(logits, expectedLogits) <= 1e-4, "\(name): \(logits) vs \(expectedLogits)")
         let probability = model.spoofProbabilities(input: input, batch: 1)[0]

@@ -144,17 +144,21 @@ struct SilentFaceCase: Sendable, CustomStringConvertible {
     // MARK: The detector's box
 
     @Test func referenceBoxTruncatesAndAddsOne() throws {
-        #expect(try MiniFASNetCrop.referenceBox(x: 12.9, y: 7.2, width: 99.99, height: 50)
-            == MiniFASNetCrop.Box(x: 12, y: 7, width: 100, height: 51))
+        #expect(
+            try MiniFASNetCrop.referenceBox(x: 12.9, y: 7.2, width: 99.99, height: 50)
+                == MiniFASNetCrop.Box(x: 12, y: 7, width: 100, height: 51))
         // int() truncates toward zero, so a box starting just outside the frame starts at 0.
-        #expect(try MiniFASNetCrop.referenceBox(x: -0.7, y: -3.5, width: 10.5, height: 10.5)
-            == MiniFASNetCrop.Box(x: 0, y: -3, width: 11, height: 11))
-        #expect(try MiniFASNetCrop.referenceBox(FaceBox(x: 1.5, y: 2.5, width: 3.5, height: 4.5))
-            == MiniFASNetCrop.Box(x: 1, y: 2, width: 4, height: 5))
+        #expect(
+            try MiniFASNetCrop.referenceBox(x: -0.7, y: -3.5, width: 10.5, height: 10.5)
+                == MiniFASNetCrop.Box(x: 0, y: -3, width: 11, height: 11))
+        #expect(
+            try MiniFASNetCrop.referenceBox(FaceBox(x: 1.5, y: 2.5, width: 3.5, height: 4.5))
+                == MiniFASNetCrop.Box(x: 1, y: 2, width: 4, height: 5))
         // 512-wide frame, detection at 320: s = float32(0.625); float32 quotients, as NumPy 2 computes them.
         let face = DetectedFace(x: 111.875, y: 38.75, width: 56.25, height: 70, landmarks: [], score: 0.9)
-        #expect(try MiniFASNetCrop.referenceBox(detected: face, frameWidth: 512, detectionWidth: 320)
-            == MiniFASNetCrop.Box(x: 179, y: 62, width: 91, height: 113))
+        #expect(
+            try MiniFASNetCrop.referenceBox(detected: face, frameWidth: 512, detectionWidth: 320)
+                == MiniFASNetCrop.Box(x: 179, y: 62, width: 91, height: 113))
     }
 
     // MARK: OpenCV's INTER_LINEAR

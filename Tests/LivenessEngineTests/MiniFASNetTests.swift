@@ -131,8 +131,9 @@ import Testing
         let pair = try MiniFASNetPair(v2: v2, v1se: v1se)
         #expect(pair.v2.scratch === pair.v1se.scratch)
         let shared = pair.v2.scratch.floatCount
-        print("MiniFASNet scratch: \(alone) floats as two, \(shared) shared; needs \(v2.scratchNeeds), "
-            + "\(v1se.scratchNeeds)")
+        print(
+            "MiniFASNet scratch: \(alone) floats as two, \(shared) shared; needs \(v2.scratchNeeds), "
+                + "\(v1se.scratchNeeds)")
         #expect(shared < alone)
         // The expansion runs in channel groups: no buffer holds conv_23's whole 103 × 40 × 40 expansion.
         #expect(v2.scratchNeeds.expanded <= max(v2.scratchNeeds.activation, 27 * 40 * 40))

@@ -103,8 +103,10 @@ struct TinyCheckpoint {
         let p = "encoder.transformer_encoder.layers.0."
         return [
             ("pos_embed", [1, 5, 8]), ("cls_token", [1, 1, 8]), ("patch_embed.proj.weight", [8, 3, 16, 16]),
-            ("patch_embed.proj.bias", [8]), (p + "self_attn.in_proj_weight", [24, 8]), (p + "self_attn.in_proj_bias", [24]),
-            (p + "self_attn.out_proj.weight", [8, 8]), (p + "self_attn.out_proj.bias", [8]), (p + "linear1.weight", [32, 8]),
+            ("patch_embed.proj.bias", [8]), (p + "self_attn.in_proj_weight", [24, 8]),
+            (p + "self_attn.in_proj_bias", [24]),
+            (p + "self_attn.out_proj.weight", [8, 8]), (p + "self_attn.out_proj.bias", [8]),
+            (p + "linear1.weight", [32, 8]),
             (p + "linear1.bias", [32]), (p + "linear2.weight", [8, 32]), (p + "linear2.bias", [8]),
             (p + "norm1.weight", [8]), (p + "norm1.bias", [8]), (p + "norm2.weight", [8]), (p + "norm2.bias", [8]),
             ("head.weight", [2, 8]), ("head.bias", [2]),

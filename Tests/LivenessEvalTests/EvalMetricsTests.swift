@@ -35,7 +35,8 @@ import Testing
     @Test func ratesKnownByConstruction() {
         let t = 0.5
         let scores: [LabelledScore] = [
-            .init(score: 0.1, label: .bonaFide), .init(score: 0.2, label: .bonaFide), .init(score: 0.3, label: .bonaFide),
+            .init(score: 0.1, label: .bonaFide), .init(score: 0.2, label: .bonaFide),
+            .init(score: 0.3, label: .bonaFide),
             .init(score: 0.9, label: .bonaFide),
             .init(score: 0.8, label: .attack, species: "print"), .init(score: 0.7, label: .attack, species: "print"),
             .init(score: 0.4, label: .attack, species: "print"),
@@ -49,7 +50,9 @@ import Testing
         #expect(point.apcerWorstSpecies == "print")
         #expect(abs(point.acer.value! - (1.0 / 3 + 1.0 / 4) / 2) < 1e-12)
         // A score exactly at the threshold is an attack (the daemon's `≥`).
-        #expect(OperatingPoint(scores: [.init(score: 0.5, label: .attack, species: "x")], threshold: 0.5).apcerPooled.errors == 0)
+        #expect(
+            OperatingPoint(scores: [.init(score: 0.5, label: .attack, species: "x")], threshold: 0.5).apcerPooled.errors
+                == 0)
 
         let curve = PADErrorRates.curve(scores)
         // Pairs (attack > bona fide): 0.8→3, 0.7→3, 0.4→3, 0.6→3, 0.95→4 = 16 of 20.
@@ -70,15 +73,19 @@ import Testing
         let attackCount = Int.random(in: 3...60, using: &random)
         let grid = seed % 2 == 0 ? 20.0 : 1000.0
         let live = (0..<liveCount).map { _ in (Double.random(in: 0...0.7, using: &random) * grid).rounded() / grid }
-        let attacks = (0..<attackCount).map { _ in (Double.random(in: 0.3...1, using: &random) * grid).rounded() / grid }
-        let scores = live.map { LabelledScore(score: $0, label: .bonaFide) }
+        let attacks = (0..<attackCount).map { _ in (Double.random(in: 0.3...1, using: &random) * grid).rounded() / grid
+        }
+        let scores =
+            live.map { LabelledScore(score: $0, label: .bonaFide) }
             + attacks.map { LabelledScore(score: $0, label: .attack, species: "x") }
         let curve = PADErrorRates.curve(scores)
         let brute = PADBruteForce(live: live, attacks: attacks)
         #expect(abs(curve.eer.value! - brute.eer) < 1e-12)
         #expect(abs(curve.auc.value! - brute.auc) < 1e-12)
         for entry in curve.bpcerAtAPCER {
-            #expect(abs(entry.bpcer.value! - brute.bpcer(atAPCER: entry.targetAPCER)) < 1e-12, "target \(entry.targetAPCER)")
+            #expect(
+                abs(entry.bpcer.value! - brute.bpcer(atAPCER: entry.targetAPCER)) < 1e-12, "target \(entry.targetAPCER)"
+            )
             #expect(entry.apcer.value! <= entry.targetAPCER + 1e-12)
         }
     }
@@ -137,7 +144,10 @@ import Testing
         for index in 0..<3 {
             let observation: Observation =
                 index == 0 ? .noFace(timeSeconds: 0) : .unusable(reason: "too_dark", timeSeconds: Double(index))
-            accumulator.add(FrameDecision(sourceID: "a", sequence: UInt64(index), presentationTimeSeconds: Double(index), decision: machine.observe(observation)))
+            accumulator.add(
+                FrameDecision(
+                    sourceID: "a", sequence: UInt64(index), presentationTimeSeconds: Double(index),
+                    decision: machine.observe(observation)))
         }
         let faceless = accumulator.finish(end: .endOfFile)
         #expect(faceless.failure == "no usable face in 3 frame(s): too_dark in 2, no face in 1")
@@ -146,35 +156,48 @@ import Testing
         let unopened = PresentationAccumulator(presentation: presentation, decisions: rules)
             .finish(end: nil, openError: "cannot open: no such file")
         #expect(unopened.failure == "cannot open: no such file" && unopened.end == "not opened")
-        let stopped = PresentationAccumulator(presentation: presentation, decisions: rules).finish(end: .stopped, interrupted: true)
+        let stopped = PresentationAccumulator(presentation: presentation, decisions: rules).finish(
+            end: .stopped, interrupted: true)
         #expect(stopped.interrupted && stopped.failure == nil && stopped.labelledScore == nil)
     }
 
     @Test func datasetFromFolderLayoutAndManifests() throws {
         let root = try TestAssets.temporaryDirectory("eval-dataset")
         let manager = FileManager.default
-        for path in ["live/a.jpg", "live/sub/b.mp4", "spoof/print/c.png", "spoof/d.jpg", "spoof/replay/e.mov", "spoof/replay/notes.txt", "other/f.jpg"] {
+        for path in [
+            "live/a.jpg", "live/sub/b.mp4", "spoof/print/c.png", "spoof/d.jpg", "spoof/replay/e.mov",
+            "spoof/replay/notes.txt", "other/f.jpg",
+        ] {
             let url = root.appendingPathComponent(path)
             try manager.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             manager.createFile(atPath: url.path, contents: Data([0]))
         }
         let layout = try EvalDataset.load(path: root.path)
-        #expect(layout.presentations.map(\.path) == ["live/a.jpg", "live/sub/b.mp4", "spoof/d.jpg", "spoof/print/c.png", "spoof/replay/e.mov"])
+        #expect(
+            layout.presentations.map(\.path) == [
+                "live/a.jpg", "live/sub/b.mp4", "spoof/d.jpg", "spoof/print/c.png", "spoof/replay/e.mov",
+            ])
         #expect(layout.presentations.map(\.species) == [nil, nil, "unknown", "print", "replay"])
         #expect(layout.excluded.map(\.path).sorted() == ["other/", "spoof/replay/notes.txt"])
 
         let tsv = root.appendingPathComponent("list.tsv")
-        try "file\tlabel\tattack_type\tsplit\nlive/a.jpg\tlive\tnone\tdev\nspoof/print/c.png\tspoof\tprint\teval\nx.mp4\tunknown\tunknown\teval\n"
+        try
+            "file\tlabel\tattack_type\tsplit\nlive/a.jpg\tlive\tnone\tdev\nspoof/print/c.png\tspoof\tprint\teval\nx.mp4\tunknown\tunknown\teval\n"
             .write(to: tsv, atomically: true, encoding: .utf8)
         let manifest = try EvalDataset.load(path: tsv.path)
         #expect(manifest.presentations.count == 2)
-        #expect(manifest.presentations[0] == Presentation(path: "live/a.jpg", label: .bonaFide, species: nil, split: "dev", location: root.path + "/live/a.jpg"))
+        #expect(
+            manifest.presentations[0]
+                == Presentation(
+                    path: "live/a.jpg", label: .bonaFide, species: nil, split: "dev",
+                    location: root.path + "/live/a.jpg"))
         #expect(manifest.presentations[1].species == "print" && manifest.presentations[1].split == "eval")
         #expect(manifest.excluded.count == 1 && manifest.excluded[0].reason.contains("unknown"))
 
         // CSV without a header, quoted fields with commas and quotes.
         let csv = root.appendingPathComponent("list.csv")
-        try "\"live/a, \"\"quoted\"\".jpg\",bona_fide\n/abs/e.mov,attack,replay,test\n".write(to: csv, atomically: true, encoding: .utf8)
+        try "\"live/a, \"\"quoted\"\".jpg\",bona_fide\n/abs/e.mov,attack,replay,test\n".write(
+            to: csv, atomically: true, encoding: .utf8)
         let plain = try EvalDataset.load(path: csv.path)
         #expect(plain.presentations.map(\.path) == ["live/a, \"quoted\".jpg", "/abs/e.mov"])
         #expect(plain.presentations[1].location == "/abs/e.mov" && plain.presentations[1].split == "test")

@@ -28,7 +28,8 @@ import Testing
                 hooks: .init(
                     status: {
                         EventProtocol.StatusMessage(
-                            version: "test", uptimeSeconds: 1, modelSHA256: "", models: [], threshold: 0.28, sources: [:])
+                            version: "test", uptimeSeconds: 1, modelSHA256: "", models: [], threshold: 0.28,
+                            sources: [:])
                     },
                     subscribed: {},
                     reset: { sources in log.withLockedValue { $0.append(sources) } }),
@@ -84,7 +85,9 @@ import Testing
         return result
     }
 
-    static func decision(_ source: String, _ sequence: UInt64, state: LivenessState = .live, changed: Bool = false)
+    static func decision(
+        _ source: String, _ sequence: UInt64, state: LivenessState = .live, changed: Bool = false
+    )
         -> PipelineEvent
     {
         .decision(

@@ -8,7 +8,9 @@ public enum Program {
     }
 
     @discardableResult
-    public static func output(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> Data {
+    public static func output(
+        _ path: String, _ arguments: [String], environment: [String: String]? = nil
+    ) throws -> Data {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -23,13 +25,16 @@ public enum Program {
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             throw Failure(
-                description: "\(path) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(errorText.suffix(400))")
+                description:
+                    "\(path) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(errorText.suffix(400))"
+            )
         }
         return data
     }
 
     @discardableResult
-    public static func run(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
+    public static func run(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String
+    {
         String(decoding: try Self.output(path, arguments, environment: environment), as: UTF8.self)
     }
 }
@@ -49,8 +54,11 @@ public enum FFmpegTool {
         let text = String(
             decoding: try Self.run(
                 "ffprobe",
-                ["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of",
-                 "csv=p=0", path]), as: UTF8.self)
+                [
+                    "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames",
+                    "-of",
+                    "csv=p=0", path,
+                ]), as: UTF8.self)
         // Rotated clips add a side-data column ("267,"): the count is the first field.
         let field = text.split(whereSeparator: { $0 == "," || $0 == "\n" }).first.map(String.init) ?? ""
         guard let count = Int(field.trimmingCharacters(in: .whitespacesAndNewlines)) else {

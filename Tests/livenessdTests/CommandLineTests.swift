@@ -3,12 +3,12 @@ import LivenessEngine
 import TestSupport
 import Testing
 
-
 /// Runs the built `livenessd` binary as a user would.
 enum Binary {
     static var url: URL? {
         let candidates = [
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("livenessd"),
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+                "livenessd"),
             TestAssets.packageRoot.appendingPathComponent(".build/debug/livenessd"),
         ]
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
@@ -58,7 +58,9 @@ enum Binary {
         try "not a jpeg".write(to: bad, atomically: true, encoding: .utf8)
 
         // Whole pictures, as the reference probabilities were computed; the ViT alone, as the reference.
-        let json = try Binary.run(["classify", "--json", "--crop", "full", "--models", "vit", "--model", model, good, bad.path, exif])
+        let json = try Binary.run([
+            "classify", "--json", "--crop", "full", "--models", "vit", "--model", model, good, bad.path, exif,
+        ])
         #expect(json.status == 1, "stderr: \(json.standardError)")
         let lines = json.standardOutput.split(separator: "\n").map {
             (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] ?? [:]
@@ -70,7 +72,9 @@ enum Binary {
         #expect(lines[1]["spoof_probability"] == nil)
         #expect(lines[2]["exif_orientation"] as? Int == 6 && lines[2]["decision"] as? String == "SPOOF")
 
-        let text = try Binary.run(["classify", "--crop", "full", "--models", "vit", "--model", model, "--threshold", "0.99", good])
+        let text = try Binary.run([
+            "classify", "--crop", "full", "--models", "vit", "--model", model, "--threshold", "0.99", good,
+        ])
         #expect(text.status == 0)
         #expect(text.standardOutput.hasPrefix("\(good)\t0.979"))
         #expect(text.standardOutput.contains("LIVE"))  // 0.979 < 0.99
@@ -91,7 +95,9 @@ enum Binary {
     }
 
     /// `config check`'s JSON, or nil (and the message) when it refuses the file.
-    static func check(_ arguments: [String], environment: [String: String] = [:]) throws -> ([String: Any]?, Binary.Output) {
+    static func check(
+        _ arguments: [String], environment: [String: String] = [:]
+    ) throws -> ([String: Any]?, Binary.Output) {
         let run = try Binary.run(["config", "check"] + arguments, environment: environment)
         guard run.status == 0 else { return (nil, run) }
         let object = try JSONSerialization.jsonObject(with: Data(run.standardOutput.utf8)) as? [String: Any]
@@ -146,9 +152,12 @@ enum Binary {
     @Test func classifyShowsEveryOpinionAndTheFusedScore() throws {
         let image = try TestAssets.file("golden/images/live_astronaut.png").path
         let detector = try TestAssets.file("models/yunet/face_detection_yunet.onnx").path
-        let json = try Binary.run(["classify", "--json", "--model", try TestAssets.modelURL.path, "--detector", detector, image])
+        let json = try Binary.run([
+            "classify", "--json", "--model", try TestAssets.modelURL.path, "--detector", detector, image,
+        ])
         #expect(json.status == 0, "stderr: \(json.standardError)")
-        let line = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+        let line = try #require(
+            try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
         let scores = try #require(line["scores"] as? [String: Double])
         let vit = try #require(scores["vit"])
         let pair = try #require(scores["minifasnet"])
@@ -160,10 +169,13 @@ enum Binary {
         #expect(abs(pair - 0.060425400733947754) < 0.002, "\(scores)")
         let text = try Binary.run(["classify", "--model", try TestAssets.modelURL.path, image])
         #expect(text.status == 0)
-        #expect(text.standardOutput.contains("vit ") && text.standardOutput.contains("minifasnet "), "\(text.standardOutput)")
+        #expect(
+            text.standardOutput.contains("vit ") && text.standardOutput.contains("minifasnet "),
+            "\(text.standardOutput)")
         // Without the pair's files, the error says where it looked and how to do without.
         let missing = try Binary.run(
-            ["classify", "--model", try TestAssets.modelURL.path, image], environment: ["LIVENESSD_MINIFASNET": "/nonexistent"])
+            ["classify", "--model", try TestAssets.modelURL.path, image],
+            environment: ["LIVENESSD_MINIFASNET": "/nonexistent"])
         #expect(missing.status == 2 && missing.standardError.contains("--models vit"), "\(missing.standardError)")
     }
 
@@ -172,7 +184,9 @@ enum Binary {
 @Suite struct WatchCommandTests {
     /// `livenessd watch` against a daemon: prints the status line.
     @Test func watchPrintsStatus() throws {
-        let daemon = try DaemonProcess(["--source", try TestAssets.file("samples/live/pad-tdreal__621f74a8_live_video.MOV").path])
+        let daemon = try DaemonProcess([
+            "--source", try TestAssets.file("samples/live/pad-tdreal__621f74a8_live_video.MOV").path,
+        ])
         defer { daemon.signal(SIGTERM) }
         _ = try EventClient(path: daemon.socketPath)  // wait until it listens
         let output = try Binary.run(["watch", "--socket", daemon.socketPath, "--status"])

@@ -57,7 +57,9 @@ import Testing
     /// decision's `raw` is their fusion (mean of the logits, recomputed here); `status` lists the
     /// three model files with their published SHA-256.
     @Test func decisionsCarryEveryOpinionAndTheFusedScore() throws {
-        let daemon = try DaemonProcess(["--pacing", "fast", "--hold-until-subscribed", "--source", try TestAssets.file(Self.live).path])
+        let daemon = try DaemonProcess([
+            "--pacing", "fast", "--hold-until-subscribed", "--source", try TestAssets.file(Self.live).path,
+        ])
         let client = try EventClient(path: daemon.socketPath)
         try client.send(["op": "status", "id": "st"])
         try client.send(["op": "subscribe", "mode": "frames", "id": "s"])
@@ -78,7 +80,10 @@ import Testing
             #expect(abs((message["raw"] as? Double ?? -1) - fused) < 1e-9)
         }
         // Frames without a face carry no scores.
-        #expect(messages.filter { $0["type"] as? String == "decision" && $0["raw"] == nil }.allSatisfy { $0["scores"] == nil })
+        #expect(
+            messages.filter { $0["type"] as? String == "decision" && $0["raw"] == nil }.allSatisfy {
+                $0["scores"] == nil
+            })
     }
 
     /// One client stops reading: it is dropped with a reason, the other gets every frame, and the
@@ -92,7 +97,10 @@ import Testing
         let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
         try "socket:\n  client_queue_limit: 8\n".write(to: config, atomically: true, encoding: .utf8)
         let daemon = try DaemonProcess(
-            ["--config", config.path, "--pacing", "fast", "--crop", "full", "--models", "vit", "--hold-until-subscribed"]
+            [
+                "--config", config.path, "--pacing", "fast", "--crop", "full", "--models", "vit",
+                "--hold-until-subscribed",
+            ]
                 + Self.clipArguments())
         // The reader subscribes first (that starts the sources), the stuck client right after.
         let reader = try EventClient(path: daemon.socketPath)
@@ -127,7 +135,8 @@ import Testing
         }
         defer { _ = try? Program.run("/usr/sbin/userdel", [user]) }
         let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
-        try "socket:\n  mode: \"0666\"\naccess:\n  allow_uids: [4242]\n".write(to: config, atomically: true, encoding: .utf8)
+        try "socket:\n  mode: \"0666\"\naccess:\n  allow_uids: [4242]\n".write(
+            to: config, atomically: true, encoding: .utf8)
         let daemon = try DaemonProcess(["--config", config.path, "--pacing", "realtime"] + Self.clipArguments())
         defer { daemon.signal(SIGTERM) }
         chmod(daemon.directory.path, 0o755)  // let the other user reach the socket file itself
@@ -143,7 +152,8 @@ import Testing
             print(s.makefile().read())
             """
         let output = try Program.run(
-            "/usr/bin/setpriv", ["--reuid", user, "--regid", user, "--clear-groups", "/usr/bin/python3", "-c", script, daemon.socketPath])
+            "/usr/bin/setpriv",
+            ["--reuid", user, "--regid", user, "--clear-groups", "/usr/bin/python3", "-c", script, daemon.socketPath])
         let lines = output.split(separator: "\n").filter { !$0.isEmpty }
         #expect(lines.count == 1, "\(output)")
         #expect(lines.first?.contains("access denied for uid") == true, "\(output)")
@@ -184,7 +194,8 @@ import Testing
             daemon.signal(SIGTERM)
             _ = try client.readToEnd(seconds: 30)
             let status = daemon.waitForExit(seconds: 30)
-            #expect(status == 0, "attempt \(attempt): exit \(String(describing: status)); log: \(daemon.log.suffix(800))")
+            #expect(
+                status == 0, "attempt \(attempt): exit \(String(describing: status)); log: \(daemon.log.suffix(800))")
         }
     }
 
@@ -271,7 +282,8 @@ import Testing
         _ = try EventClient(path: first.socketPath)
         let second = Process()
         second.executableURL = Binary.url
-        second.arguments = try ["run", "--model", TestAssets.modelURL.path, "--socket", first.socketPath] + Self.clipArguments()
+        second.arguments =
+            try ["run", "--model", TestAssets.modelURL.path, "--socket", first.socketPath] + Self.clipArguments()
         second.environment = ProcessInfo.processInfo.environment.merging(
             ["LIVENESSD_MINIFASNET": Binary.pairFolder ?? ""]) { _, new in new }
         let pipe = Pipe()

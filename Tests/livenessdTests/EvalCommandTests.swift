@@ -35,8 +35,10 @@ import Testing
         let root = try TestAssets.temporaryDirectory("eval-set")
         for (sample, destination) in files {
             let target = root.appendingPathComponent(destination)
-            try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try FileManager.default.createSymbolicLink(at: target, withDestinationURL: try TestAssets.file("samples/" + sample))
+            try FileManager.default.createDirectory(
+                at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(
+                at: target, withDestinationURL: try TestAssets.file("samples/" + sample))
         }
         return root
     }
@@ -86,15 +88,21 @@ import Testing
             "--calibrate-on", "pooled",
         ])
         #expect(calibrated.status == 0, "stderr: \(calibrated.standardError)")
-        let attackScores = presentations.filter { $0["label"] as? String == "attack" }.compactMap { $0["score"] as? Double }.sorted()
+        let attackScores = presentations.filter { $0["label"] as? String == "attack" }.compactMap {
+            $0["score"] as? Double
+        }.sorted()
         let written = try String(contentsOf: snippet, encoding: .utf8)
         #expect(written.contains(String(format: "threshold: %.6f", Self.roundedDown(attackScores[1]))), "\(written)")
         #expect(written.contains("optimistic"))  // no dev split: it says the threshold was fitted on the same data
         // By default every species keeps APCER ≤ 40 % on its own: 2 prints and 1 replay may each let
         // none pass, so the threshold is the lowest attack score.
-        let worst = try Binary.run(["calibrate", output.appendingPathComponent("report.json").path, "--target-apcer", "0.4"])
+        let worst = try Binary.run([
+            "calibrate", output.appendingPathComponent("report.json").path, "--target-apcer", "0.4",
+        ])
         #expect(worst.status == 0, "stderr: \(worst.standardError)")
-        #expect(worst.standardOutput.contains(String(format: "threshold: %.6f", Self.roundedDown(attackScores[0]))), "\(worst.standardOutput)")
+        #expect(
+            worst.standardOutput.contains(String(format: "threshold: %.6f", Self.roundedDown(attackScores[0]))),
+            "\(worst.standardOutput)")
         #expect(worst.standardOutput.contains("every attack species"))
     }
 
@@ -163,24 +171,30 @@ import Testing
         try FileManager.default.createDirectory(at: spoof, withIntermediateDirectories: true)
         // A good still, and four that cannot be judged.
         try FileManager.default.createSymbolicLink(
-            at: live.appendingPathComponent("good.png"), withDestinationURL: try TestAssets.file("samples/live/gen-skimage__astronaut.png"))
+            at: live.appendingPathComponent("good.png"),
+            withDestinationURL: try TestAssets.file("samples/live/gen-skimage__astronaut.png"))
         var garbage = SeededRandom(seed: 7)
         try Data((0..<4096).map { _ in UInt8.random(in: 0...255, using: &garbage) })
             .write(to: live.appendingPathComponent("corrupt.jpg"))
         let clip = try Data(contentsOf: try TestAssets.file("samples/spoof/pad-lestari__fake.mp4"))
         try clip.prefix(clip.count * 2 / 5).write(to: spoof.appendingPathComponent("truncated.mp4"))
         try FileManager.default.createSymbolicLink(
-            at: spoof.appendingPathComponent("unreadable.mp4"), withDestinationURL: root.appendingPathComponent("gone.mp4"))
-        try FFmpegTool.run("ffmpeg", [
-            "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=320x240", "-frames:v", "1", live.appendingPathComponent("no_face.png").path,
-        ])
+            at: spoof.appendingPathComponent("unreadable.mp4"),
+            withDestinationURL: root.appendingPathComponent("gone.mp4"))
+        try FFmpegTool.run(
+            "ffmpeg",
+            [
+                "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=320x240", "-frames:v", "1",
+                live.appendingPathComponent("no_face.png").path,
+            ])
 
         let output = root.appendingPathComponent("report")
         let result = try Binary.run(["eval", root.path, "-o", output.path, "--quiet"] + Self.modelArguments())
         #expect(result.status == 0, "stderr: \(result.standardError)")
         let report = try Self.json(output.appendingPathComponent("report.json"))
         let failures = try #require(report["failures_to_acquire"] as? [[String: Any]])
-        let reasons = Dictionary(uniqueKeysWithValues: failures.map { ($0["path"] as? String ?? "", $0["reason"] as? String ?? "") })
+        let reasons = Dictionary(
+            uniqueKeysWithValues: failures.map { ($0["path"] as? String ?? "", $0["reason"] as? String ?? "") })
         #expect(reasons.count == 4, "\(reasons)")
         #expect(reasons["live/corrupt.jpg"]?.isEmpty == false)
         #expect(reasons["spoof/replay/truncated.mp4"]?.hasPrefix("truncated") == true, "\(reasons)")
@@ -202,7 +216,8 @@ import Testing
     @Test func sharedSamplesReportAgreesWithAnIndependentRecomputation() throws {
         let output = try TestAssets.temporaryDirectory("eval-samples")
         let result = try Binary.run(
-            ["eval", try TestAssets.file("samples/MANIFEST.tsv").path, "-o", output.path, "--quiet"] + Self.bothModelArguments())
+            ["eval", try TestAssets.file("samples/MANIFEST.tsv").path, "-o", output.path, "--quiet"]
+                + Self.bothModelArguments())
         #expect(result.status == 0, "stderr: \(result.standardError)")
         let report = try Self.json(output.appendingPathComponent("report.json"))
         let run = try #require(report["run"] as? [String: Any])
@@ -215,7 +230,9 @@ import Testing
             .split(separator: "\n").dropFirst().filter { $0.split(separator: "\t")[1] != "unknown" }
         #expect(presentations.count == manifestRows.count)
 
-        let frames = Dictionary(grouping: try Self.frameLines(output.appendingPathComponent("frames.jsonl"))) { $0["path"] as? String ?? "" }
+        let frames = Dictionary(grouping: try Self.frameLines(output.appendingPathComponent("frames.jsonl"))) {
+            $0["path"] as? String ?? ""
+        }
         var presentationScores: [(score: Double, attack: Bool, species: String)] = []
         var frameScores: [(score: Double, attack: Bool, species: String)] = []
         for presentation in presentations {
@@ -226,12 +243,16 @@ import Testing
             #expect(records.count == presentation["frames"].flatMap { ($0 as? [String: Any])?["decoded"] as? Int })
             guard let score = presentation["score"] as? Double else { continue }
             // The presentation score from the frames: lowest smoothed score once the window is full, + hysteresis.
-            let windowed = records.filter { $0["raw"] != nil && ($0["window"] as? Int ?? 0) >= minimum }.compactMap { $0["smoothed"] as? Double }
+            let windowed = records.filter { $0["raw"] != nil && ($0["window"] as? Int ?? 0) >= minimum }.compactMap {
+                $0["smoothed"] as? Double
+            }
             let raws = records.compactMap { $0["raw"] as? Double }
             let expected = windowed.min().map { $0 + hysteresis } ?? raws.reduce(0, +) / Double(raws.count)
             #expect(abs(score - expected) < 1e-12, "\(path)")
             if !windowed.isEmpty {
-                #expect(records.contains { $0["state"] as? String == "live" } == (score < threshold), "door decision of \(path)")
+                #expect(
+                    records.contains { $0["state"] as? String == "live" } == (score < threshold),
+                    "door decision of \(path)")
             }
             presentationScores.append((score, attack, species))
             frameScores += raws.map { ($0, attack, species) }
@@ -256,8 +277,10 @@ import Testing
             }
             #expect(abs(((point["apcer_worst"] as? [String: Any])?["value"] as? Double ?? -1) - worst) < 1e-12)
             let curve = try #require(figures["curve"] as? [String: Any])
-            #expect(abs(((curve["eer"] as? [String: Any])?["value"] as? Double ?? -1) - brute.eer) < 1e-12, "\(level) EER")
-            #expect(abs(((curve["auc"] as? [String: Any])?["value"] as? Double ?? -1) - brute.auc) < 1e-12, "\(level) AUC")
+            #expect(
+                abs(((curve["eer"] as? [String: Any])?["value"] as? Double ?? -1) - brute.eer) < 1e-12, "\(level) EER")
+            #expect(
+                abs(((curve["auc"] as? [String: Any])?["value"] as? Double ?? -1) - brute.auc) < 1e-12, "\(level) AUC")
             for entry in try #require(curve["bpcer_at_apcer"] as? [[String: Any]]) {
                 let target = try #require(entry["target_apcer"] as? Double)
                 let value = try #require((entry["bpcer"] as? [String: Any])?["value"] as? Double)
@@ -285,7 +308,8 @@ import Testing
         rules.windowSeconds = try #require(decisions["window_seconds"] as? Double)
         rules.faceLostResetSeconds = try #require(decisions["face_lost_reset_seconds"] as? Double)
         var admitted: [String: (passed: Int, total: Int)] = [:]
-        for presentation in presentations where presentation["label"] as? String == "attack" && presentation["score"] != nil {
+        for presentation in presentations
+        where presentation["label"] as? String == "attack" && presentation["score"] != nil {
             let path = presentation["path"] as? String ?? ""
             let records = (frames[path] ?? []).sorted { ($0["sequence"] as? Int ?? 0) < ($1["sequence"] as? Int ?? 0) }
             let raws = records.compactMap { $0["raw"] as? Double }
@@ -315,7 +339,9 @@ import Testing
         #expect(!admitted.isEmpty)
         for (species, count) in admitted {
             let allowed = Int((target * Double(count.total) + 1e-9).rounded(.down))
-            #expect(count.passed <= allowed, "\(species): \(count.passed) of \(count.total) attacks reach live at \(proposed)")
+            #expect(
+                count.passed <= allowed,
+                "\(species): \(count.passed) of \(count.total) attacks reach live at \(proposed)")
         }
     }
 
@@ -323,7 +349,8 @@ import Testing
         let output = try TestAssets.temporaryDirectory("eval-interrupt")
         let process = Process()
         process.executableURL = try #require(Binary.url)
-        process.arguments = ["eval", try TestAssets.file("samples/MANIFEST.tsv").path, "-o", output.path, "--jobs", "1"]
+        process.arguments =
+            ["eval", try TestAssets.file("samples/MANIFEST.tsv").path, "-o", output.path, "--jobs", "1"]
             + (try Self.modelArguments())
         process.standardOutput = Pipe()
         process.standardError = FileHandle.nullDevice
@@ -331,7 +358,9 @@ import Testing
         let log = output.appendingPathComponent("frames.jsonl")
         let deadline = Date().addingTimeInterval(120)
         // Some frames decided (the log is flushed in 64 KiB blocks), then Ctrl-C.
-        while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: log.path)[.size] as? Int) ?? 0) < 100_000 {
+        while Date() < deadline,
+            ((try? FileManager.default.attributesOfItem(atPath: log.path)[.size] as? Int) ?? 0) < 100_000
+        {
             Thread.sleep(forTimeInterval: 0.05)
         }
         kill(process.processIdentifier, SIGINT)
@@ -354,7 +383,8 @@ import Testing
     /// thumbnails are on the screenshot. The PNG is kept for the closing note.
     @Test func htmlReportRendersInHeadlessChromium() throws {
         let chromium = "/usr/bin/chromium"
-        try #require(FileManager.default.isExecutableFile(atPath: chromium), "install Debian's chromium (scripts/setup.sh does)")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: chromium), "install Debian's chromium (scripts/setup.sh does)")
         let root = try Self.layout([
             ("live/gen-skimage__astronaut.png", "live/astronaut.png"),
             ("live/pad-lestari__real.mp4", "live/real.mp4"),
@@ -369,12 +399,15 @@ import Testing
         let html = try String(contentsOf: page, encoding: .utf8)
         #expect(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"))
 
-        let keep = URL(fileURLWithPath: ProcessInfo.processInfo.environment["LIVENESSD_TEST_OUTPUT"] ?? "/tmp/livenessd-test-output")
+        let keep = URL(
+            fileURLWithPath: ProcessInfo.processInfo.environment["LIVENESSD_TEST_OUTPUT"]
+                ?? "/tmp/livenessd-test-output")
         try FileManager.default.createDirectory(at: keep, withIntermediateDirectories: true)
         let screenshot = keep.appendingPathComponent("eval-report-screenshot.png")
         try? FileManager.default.removeItem(at: screenshot)
         let flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2200"]
-        let shot = try Self.runWithTimeout(chromium, flags + ["--screenshot=\(screenshot.path)", page.absoluteString], seconds: 90)
+        let shot = try Self.runWithTimeout(
+            chromium, flags + ["--screenshot=\(screenshot.path)", page.absoluteString], seconds: 90)
         #expect(shot.status == 0, "chromium: \(shot.errors.suffix(600))")
         // Chromium reports page problems (failed loads, console errors) on stderr with these tags.
         for line in shot.errors.split(separator: "\n") where line.contains("CONSOLE") || line.contains("net::ERR") {
@@ -405,7 +438,9 @@ import Testing
         }
     }
 
-    static func runWithTimeout(_ path: String, _ arguments: [String], seconds: Double) throws -> (status: Int32, output: String, errors: String) {
+    static func runWithTimeout(
+        _ path: String, _ arguments: [String], seconds: Double
+    ) throws -> (status: Int32, output: String, errors: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -420,6 +455,8 @@ import Testing
         let errors = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         timer.cancel()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
+        return (
+            process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self)
+        )
     }
 }

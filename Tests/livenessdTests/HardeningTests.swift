@@ -4,7 +4,6 @@ import TestSupport
 import Testing
 import ZIPFoundation
 
-
 /// Regression tests for the security review (issue 15): each input once crashed the daemon, made it
 /// misjudge, or destroyed files.
 @Suite(.serialized) struct HardeningTests {
@@ -14,7 +13,10 @@ import ZIPFoundation
     /// gets an error line naming the allowed range and the connection (and the daemon) stays up.
     @Test func hugeHeartbeatIsRefusedAndTheDaemonStaysUp() throws {
         let daemon = try DaemonProcess(
-            ["--pacing", "realtime", "--crop", "full", "--models", "vit", "--source", try TestAssets.file(Self.clip).path])
+            [
+                "--pacing", "realtime", "--crop", "full", "--models", "vit", "--source",
+                try TestAssets.file(Self.clip).path,
+            ])
         defer { daemon.signal(SIGTERM) }
         let client = try EventClient(path: daemon.socketPath)
         try client.send(["op": "subscribe", "mode": "changes", "heartbeat_seconds": 1e16, "id": "h"])
@@ -41,10 +43,13 @@ import ZIPFoundation
         }
         let image = try TestAssets.file("golden/images/spoof_screen.png").path
         for extra in [[], ["--json"]] {
-            let output = try Binary.run(["classify", "--crop", "full", "--models", "vit", "--model", model.path, image] + extra)
+            let output = try Binary.run(
+                ["classify", "--crop", "full", "--models", "vit", "--model", model.path, image] + extra)
             #expect(output.status != 0, "stdout: \(output.standardOutput)")
             #expect(!output.standardOutput.contains("LIVE") && !output.standardOutput.contains("SPOOF"))
-            #expect(output.standardError.contains("nan.pt") && output.standardError.contains("not finite"), "\(output.standardError)")
+            #expect(
+                output.standardError.contains("nan.pt") && output.standardError.contains("not finite"),
+                "\(output.standardError)")
         }
     }
 
@@ -114,16 +119,17 @@ import ZIPFoundation
     @Test func decisionSettingsAtTheEdgesLoad() throws {
         let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
         try """
-            decision:
-              window_frames: 4
-              min_frames: 4
-              window_seconds: 0.5
-              hysteresis: 0
-              smoothing: ema
-              ema_alpha: 1
-              face_lost_reset_seconds: 0
-            """.write(to: file, atomically: true, encoding: .utf8)
-        let decision = try CommandLineTests.check(["--models", "minifasnet", file.path]).0?["decision"] as? [String: Any]
+        decision:
+          window_frames: 4
+          min_frames: 4
+          window_seconds: 0.5
+          hysteresis: 0
+          smoothing: ema
+          ema_alpha: 1
+          face_lost_reset_seconds: 0
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let decision =
+            try CommandLineTests.check(["--models", "minifasnet", file.path]).0?["decision"] as? [String: Any]
         #expect(decision?["min_frames"] as? Int == 4 && decision?["window_frames"] as? Int == 4)
         #expect(decision?["smoothing"] as? String == "ema" && decision?["ema_alpha"] as? Double == 1)
     }

@@ -2,7 +2,6 @@ import Foundation
 import TestSupport
 import Testing
 
-
 /// Every gate reason on real pictures from ../shared, spoiled by FFmpeg filters (not hand-made
 /// pixels), through `livenessd classify --json` as a user runs it.
 @Suite struct QualityGateImageTests {
@@ -23,7 +22,8 @@ import Testing
         for (name, image, filter, _) in Self.cases {
             let output = directory.appendingPathComponent("\(name).png").path
             try FFmpegTool.run(
-                "ffmpeg", ["-v", "error", "-y", "-i", try TestAssets.file("golden/images/\(image)").path, "-vf", filter, output])
+                "ffmpeg",
+                ["-v", "error", "-y", "-i", try TestAssets.file("golden/images/\(image)").path, "-vf", filter, output])
             paths.append(output)
         }
         let detector = try TestAssets.file("models/yunet/face_detection_yunet.onnx").path

@@ -23,7 +23,8 @@ import Testing
         #expect(rows.count >= 50, "reference_stills.tsv has \(rows.count) rows")
         let paths = try rows.map { try TestAssets.file($0.path).path }
         let model = try TestAssets.modelURL.path
-        let output = try Binary.run(["classify", "--json", "--crop", "full", "--models", "vit", "--model", model] + paths)
+        let output = try Binary.run(
+            ["classify", "--json", "--crop", "full", "--models", "vit", "--model", model] + paths)
         #expect(output.status == 0, "stderr: \(output.standardError)")
         let results = output.standardOutput.split(separator: "\n").map {
             (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] ?? [:]

@@ -2,7 +2,6 @@ import Foundation
 import TestSupport
 import Testing
 
-
 /// Regression tests for the socket server and capture items of issue 15 (H2, H7, M1, M2).
 @Suite(.serialized) struct ServerHardeningTests {
     static let clip = "samples/live/pad-tdreal__621f74a8_live_video.MOV"
@@ -127,7 +126,9 @@ import Testing
         let directory = try TestAssets.temporaryDirectory()
         let tall = directory.appendingPathComponent("tall.png").path
         let narrow = directory.appendingPathComponent("narrow.png").path
-        _ = try Program.run("/usr/bin/ffmpeg", [
+        _ = try Program.run(
+            "/usr/bin/ffmpeg",
+            [
                 // lavfi's colour source cannot be 1 pixel wide; scaling down to it can.
                 "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=2x32768", "-vf", "scale=1:32768", "-frames:v", "1",
                 "-pix_fmt", "gray", tall,

@@ -23,7 +23,9 @@ final class FakeNotifySocket: @unchecked Sendable {
             for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0 else { throw EventClient.Failure(description: "cannot bind \(path)") }
         self.path = path
@@ -56,7 +58,8 @@ final class FakeNotifySocket: @unchecked Sendable {
         let directory = try TestAssets.temporaryDirectory()
         let binary = try #require(Binary.url).path
         for unit in ["livenessd.service", "livenessd.socket"] {
-            let text = try String(contentsOf: TestAssets.packageRoot.appendingPathComponent("systemd/\(unit)"), encoding: .utf8)
+            let text = try String(
+                contentsOf: TestAssets.packageRoot.appendingPathComponent("systemd/\(unit)"), encoding: .utf8)
             try text.replacingOccurrences(of: "/usr/local/bin/livenessd", with: binary)
                 .write(to: directory.appendingPathComponent(unit), atomically: true, encoding: .utf8)
         }
@@ -107,7 +110,8 @@ final class FakeNotifySocket: @unchecked Sendable {
         #expect(watchdogs.allSatisfy { $0 > ready[0] })
         // 0.2 s ticks: at most a couple of ticks after the last frame, then silence.
         let late = watchdogs.filter { $0 > streamEnded.addingTimeInterval(1.0) }
-        #expect(late.isEmpty, "watchdog still fed \(late.map { $0.timeIntervalSince(streamEnded) }) s after frames stopped")
+        #expect(
+            late.isEmpty, "watchdog still fed \(late.map { $0.timeIntervalSince(streamEnded) }) s after frames stopped")
         #expect(!notify.lines(containing: "STATUS=").isEmpty)
         #expect(!notify.lines(containing: "STOPPING=1").isEmpty)
         #expect(ready[0].timeIntervalSince(started) < 10)
@@ -120,7 +124,8 @@ final class FakeNotifySocket: @unchecked Sendable {
         let socketPath = directory.appendingPathComponent("activated.sock").path
         let clip = try TestAssets.file("samples/live/pad-tdreal__621f74a8_live_video.MOV").path
         let daemon = try DaemonProcess(
-            ["--source", clip], launcher: [
+            ["--source", clip],
+            launcher: [
                 "/usr/bin/systemd-socket-activate", "-l", socketPath, "-E", "LIVENESSD_LOG_LEVEL=info",
                 "-E", "LIVENESSD_MINIFASNET=\(Binary.pairFolder ?? "")",
             ], socketPath: "/nonexistent/unused.sock")

@@ -48,7 +48,8 @@ struct LegacyTorchFile {
         let root = try next("object")
         guard case .list(let keyValues) = try next("storage keys") else {
             throw CheckpointError(
-                code: .pickle, path: path, message: "the legacy torch.save storage key list is not a list; the file is damaged")
+                code: .pickle, path: path,
+                message: "the legacy torch.save storage key list is not a list; the file is damaged")
         }
 
         // Persistent ids say each storage's type and size; the raw data that follows must agree.
@@ -59,7 +60,8 @@ struct LegacyTorchFile {
         for keyValue in keyValues {
             guard case .string(let key) = keyValue else {
                 throw CheckpointError(
-                    code: .pickle, path: path, message: "the legacy torch.save storage key list holds \(keyValue), not a key")
+                    code: .pickle, path: path,
+                    message: "the legacy torch.save storage key list holds \(keyValue), not a key")
             }
             guard let storage = referenced[key], storages[key] == nil else {
                 throw CheckpointError(
@@ -87,7 +89,8 @@ struct LegacyTorchFile {
             guard !size.overflow, size.partialValue <= bytes.count - position else {
                 throw CheckpointError(
                     code: .badStorage, path: path,
-                    message: "storage '\(key)' (\(storage.elementCount) × \(storage.dtype.elementSize) bytes) runs past "
+                    message:
+                        "storage '\(key)' (\(storage.elementCount) × \(storage.dtype.elementSize) bytes) runs past "
                         + "the end of the file at byte \(position) (truncated download?). Re-download it and compare "
                         + "its SHA-256.")
             }
@@ -97,7 +100,8 @@ struct LegacyTorchFile {
         if let missing = referenced.keys.sorted().first(where: { storages[$0] == nil }) {
             throw CheckpointError(
                 code: .missingEntry, path: path,
-                message: "storage '\(missing)' is used by a tensor but missing from the storage list; the file is damaged")
+                message:
+                    "storage '\(missing)' is used by a tensor but missing from the storage list; the file is damaged")
         }
         // torch.load ignores what follows the last storage; here it is refused, because a published
         // file with extra bytes is not the file that was published (appended to or concatenated).
@@ -147,13 +151,17 @@ struct LegacyTorchFile {
             if let known = storages[storage.key], known != storage {
                 throw CheckpointError(
                     code: .badStorage, path: path,
-                    message: "storage '\(storage.key)' is described twice with different types or sizes; the file is damaged")
+                    message:
+                        "storage '\(storage.key)' is described twice with different types or sizes; the file is damaged"
+                )
             }
             storages[storage.key] = storage
         case .list(let items), .tuple(let items):
             for item in items { try Self.collectStorages(item, into: &storages, depth: depth + 1, path: path) }
         case .dict(let entries):
-            for entry in entries { try Self.collectStorages(entry.value, into: &storages, depth: depth + 1, path: path) }
+            for entry in entries {
+                try Self.collectStorages(entry.value, into: &storages, depth: depth + 1, path: path)
+            }
         default:
             break
         }

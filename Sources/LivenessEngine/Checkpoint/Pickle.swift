@@ -325,7 +325,9 @@ public enum RestrictedUnpickler {
 
         /// Pops everything above the topmost MARK (and the MARK).
         mutating func popToMark() throws -> [StackItem] {
-            guard let markIndex = self.stack.lastIndex(where: { if case .mark = $0 { return true } else { return false } })
+            guard
+                let markIndex = self.stack.lastIndex(where: { if case .mark = $0 { return true } else { return false } }
+                )
             else { throw self.fail(.malformed, "no MARK on the stack") }
             let items = Array(self.stack[(markIndex + 1)...])
             self.stack.removeSubrange(markIndex...)
@@ -343,7 +345,9 @@ public enum RestrictedUnpickler {
                 switch opcode {
                 case 0x80:  // PROTO
                     let version = try self.readUInt(1)
-                    guard version <= 5 else { throw self.fail(.malformed, "pickle protocol \(version) is not supported") }
+                    guard version <= 5 else {
+                        throw self.fail(.malformed, "pickle protocol \(version) is not supported")
+                    }
                 case 0x95:  // FRAME: a length hint only
                     _ = try self.readUInt(8)
                 case 0x2E:  // STOP
@@ -378,7 +382,9 @@ public enum RestrictedUnpickler {
                     try self.memoize(self.memo.count)
                 case 0x68, 0x6A:  // BINGET, LONG_BINGET
                     let index = Int(try self.readUInt(opcode == 0x68 ? 1 : 4))
-                    guard let item = self.memo[index] else { throw self.fail(.malformed, "memo entry \(index) is not set") }
+                    guard let item = self.memo[index] else {
+                        throw self.fail(.malformed, "memo entry \(index) is not set")
+                    }
                     self.stack.append(item)
                 case 0x58:  // BINUNICODE
                     self.stack.append(.value(.string(try self.readString(lengthBytes: 4))))
@@ -426,7 +432,8 @@ public enum RestrictedUnpickler {
                 case 0x93:  // STACK_GLOBAL
                     let nameItem = try self.pop()
                     let moduleItem = try self.pop()
-                    guard case .value(.string(let name)) = nameItem, case .value(.string(let module)) = moduleItem else {
+                    guard case .value(.string(let name)) = nameItem, case .value(.string(let module)) = moduleItem
+                    else {
                         throw self.fail(.malformed, "STACK_GLOBAL needs two strings")
                     }
                     try self.pushGlobal(module: module, name: name)
@@ -448,7 +455,9 @@ public enum RestrictedUnpickler {
                     let items = try self.popToMark()
                     guard items.count % 2 == 0 else { throw self.fail(.malformed, "SETITEMS with an odd item count") }
                     let box = try self.dictTop()
-                    for index in stride(from: 0, to: items.count, by: 2) { box.entries.append((items[index], items[index + 1])) }
+                    for index in stride(from: 0, to: items.count, by: 2) {
+                        box.entries.append((items[index], items[index + 1]))
+                    }
                 case 0x61:  // APPEND
                     let value = try self.pop()
                     try self.listTop().items.append(value)
@@ -465,7 +474,9 @@ public enum RestrictedUnpickler {
         }
 
         func dictTop() throws -> DictBox {
-            guard case .dict(let box) = self.stack.last else { throw self.fail(.malformed, "SETITEM(S) without a dict") }
+            guard case .dict(let box) = self.stack.last else {
+                throw self.fail(.malformed, "SETITEM(S) without a dict")
+            }
             return box
         }
 
@@ -503,7 +514,8 @@ public enum RestrictedUnpickler {
                         ? "persistent id is not ('storage', <type>, key, location, numel, None)"
                         : "persistent id is not ('storage', <type>, key, location, numel)")
             }
-            self.stack.append(.storage(StorageReference(dtype: dtype, key: key, location: location, elementCount: count)))
+            self.stack.append(
+                .storage(StorageReference(dtype: dtype, key: key, location: location, elementCount: count)))
         }
 
         func intTuple(_ item: StackItem, _ what: String) throws -> [Int] {
@@ -531,11 +543,15 @@ public enum RestrictedUnpickler {
                 // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
                 guard args.count >= 6, case .storage(let storage) = args[0], case .value(.int(let offset)) = args[1],
                     offset >= 0
-                else { throw self.fail(.malformed, "_rebuild_tensor_v2 arguments are not (storage, offset, size, stride, …)") }
+                else {
+                    throw self.fail(
+                        .malformed, "_rebuild_tensor_v2 arguments are not (storage, offset, size, stride, …)")
+                }
                 let shape = try self.intTuple(args[2], "tensor size")
                 let stride = try self.intTuple(args[3], "tensor stride")
                 guard shape.count == stride.count else { throw self.fail(.malformed, "size and stride differ in rank") }
-                return .value(.tensor(TensorReference(storage: storage, storageOffset: offset, shape: shape, stride: stride)))
+                return .value(
+                    .tensor(TensorReference(storage: storage, storageOffset: offset, shape: shape, stride: stride)))
             case .rebuildParameter:
                 guard let first = args.first, case .value(.tensor) = first else {
                     throw self.fail(.malformed, "_rebuild_parameter without a tensor")
@@ -552,7 +568,9 @@ public enum RestrictedUnpickler {
                 else { throw self.fail(.malformed, "_codecs.encode is only accepted as (text, 'latin1')") }
                 var bytes: [UInt8] = []
                 for scalar in text.unicodeScalars {
-                    guard scalar.value <= 0xFF else { throw self.fail(.malformed, "latin1 text with a code point above 255") }
+                    guard scalar.value <= 0xFF else {
+                        throw self.fail(.malformed, "latin1 text with a code point above 255")
+                    }
                     bytes.append(UInt8(scalar.value))
                 }
                 return .value(.bytes(bytes))
@@ -576,7 +594,8 @@ public enum RestrictedUnpickler {
             case ("b1", 1): return .bool(bits != 0)
             default:
                 throw PickleError(
-                    code: .malformed, offset: offset, detail: "numpy scalar of type '\(code)' (\(raw.count) bytes) is not supported")
+                    code: .malformed, offset: offset,
+                    detail: "numpy scalar of type '\(code)' (\(raw.count) bytes) is not supported")
             }
         }
 

@@ -92,7 +92,8 @@ public struct TorchCheckpoint: Sendable {
             } catch {
                 throw CheckpointError(
                     code: .notZip, path: path,
-                    message: "not a torch.save checkpoint: the file is not a complete zip archive (\(data.count) bytes; "
+                    message:
+                        "not a torch.save checkpoint: the file is not a complete zip archive (\(data.count) bytes; "
                         + "truncated download or wrong file?). Re-download it and compare its SHA-256.")
             }
             let zip = try Self.openZip(archive, path: path)
@@ -123,7 +124,9 @@ public struct TorchCheckpoint: Sendable {
         let stateValue: PickleValue
         if let nested = root[stateDictKey] {
             stateValue = nested
-        } else if case .dict(let entries) = root, entries.contains(where: { if case .tensor = $0.value { true } else { false } }) {
+        } else if case .dict(let entries) = root,
+            entries.contains(where: { if case .tensor = $0.value { true } else { false } })
+        {
             stateValue = root
         } else {
             throw CheckpointError(
@@ -180,7 +183,9 @@ public struct TorchCheckpoint: Sendable {
     }
 
     /// Reads `data.pkl` and the byte order of a torch.save zip.
-    static func openZip(_ archive: Archive, path: String) throws -> (root: PickleValue, littleEndian: Bool, prefix: String) {
+    static func openZip(
+        _ archive: Archive, path: String
+    ) throws -> (root: PickleValue, littleEndian: Bool, prefix: String) {
         guard let pickleEntry = archive.first(where: { $0.path.hasSuffix("data.pkl") && $0.type == .file }) else {
             throw CheckpointError(
                 code: .missingEntry, path: path,
@@ -196,7 +201,8 @@ public struct TorchCheckpoint: Sendable {
             case "little": littleEndian = true
             case "big": littleEndian = false
             default:
-                throw CheckpointError(code: .badTensor, path: path, message: "unknown byteorder '\(order)' in the checkpoint")
+                throw CheckpointError(
+                    code: .badTensor, path: path, message: "unknown byteorder '\(order)' in the checkpoint")
             }
         }
 
@@ -303,7 +309,8 @@ public struct TorchCheckpoint: Sendable {
     }
 
     /// Visits the storage element index of every tensor element, in row-major order.
-    static func forEachElement(of reference: TensorReference, count: Int, _ body: (_ flat: Int, _ element: Int) -> Void) {
+    static func forEachElement(of reference: TensorReference, count: Int, _ body: (_ flat: Int, _ element: Int) -> Void)
+    {
         let rank = reference.shape.count
         var index = [Int](repeating: 0, count: rank)
         for flat in 0..<count {

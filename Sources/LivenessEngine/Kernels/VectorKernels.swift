@@ -102,7 +102,9 @@ enum VectorKernels {
             let source = UnsafeRawPointer(input + row * width)
             let destination = UnsafeMutableRawPointer(output + row * width)
             var sums = SIMD8<Float>(repeating: 0)
-            for vector in 0..<vectors { sums += source.loadUnaligned(fromByteOffset: vector * step, as: SIMD8<Float>.self) }
+            for vector in 0..<vectors {
+                sums += source.loadUnaligned(fromByteOffset: vector * step, as: SIMD8<Float>.self)
+            }
             var sum = sums.sum()
             for index in (vectors * 8)..<width { sum += input[row * width + index] }
             let mean = sum * inverseWidth
@@ -122,7 +124,8 @@ enum VectorKernels {
             for vector in 0..<vectors {
                 let offset = vector * step
                 let value = source.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
-                let normalised = (value - meanVector) * scale
+                let normalised =
+                    (value - meanVector) * scale
                     * gammaRaw.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
                     + betaRaw.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
                 destination.storeBytes(of: normalised, toByteOffset: offset, as: SIMD8<Float>.self)

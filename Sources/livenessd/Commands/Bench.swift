@@ -9,7 +9,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: the engine (default), face detection, capture decoding and the whole pipeline.",
         subcommands: [
-            BenchEngine.self, BenchMiniFASNet.self, BenchDetect.self, BenchDecode.self, BenchPipeline.self, BenchCrops.self,
+            BenchEngine.self, BenchMiniFASNet.self, BenchDetect.self, BenchDecode.self, BenchPipeline.self,
+            BenchCrops.self,
         ],
         defaultSubcommand: BenchEngine.self)
 }
@@ -77,7 +78,9 @@ struct BenchEngine: ParsableCommand {
             print("# livenessd \(LivenessdVersion.string) bench")
             print("# cpu:      \(Self.cpuModel()) (\(ProcessInfo.processInfo.activeProcessorCount) logical CPUs)")
             print("# openblas: core \(BLAS.coreName), threads \(BLAS.threadCount); \(BLAS.configuration)")
-            print("# image:    \(self.image) \(picture.width)x\(picture.height); \(self.warmup) warm-up + \(self.iterations) timed iterations")
+            print(
+                "# image:    \(self.image) \(picture.width)x\(picture.height); \(self.warmup) warm-up + \(self.iterations) timed iterations"
+            )
             print("case                   batch   ms/frame median      p10      p90")
         }
         for batch in self.batch {
@@ -86,7 +89,9 @@ struct BenchEngine: ParsableCommand {
             var logits = [Float](repeating: 0, count: 2 * batch)
             let forward = self.time(batch: batch) {
                 input.withUnsafeBufferPointer { source in
-                    logits.withUnsafeMutableBufferPointer { model.logits(input: source.baseAddress!, batch: batch, into: $0.baseAddress!) }
+                    logits.withUnsafeMutableBufferPointer {
+                        model.logits(input: source.baseAddress!, batch: batch, into: $0.baseAddress!)
+                    }
                 }
             }
             self.report("forward", batch: batch, forward)
@@ -140,7 +145,8 @@ struct BenchEngine: ParsableCommand {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
             let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") })
         else { return "unknown CPU" }
-        return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+        return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) }
+            ?? "unknown CPU"
     }
 }
 
@@ -154,10 +160,11 @@ struct BenchDetect: ParsableCommand {
             scripts/bench_detect_reference.py. Build with -c release.
             """)
 
-    @Option(help: """
-        YuNet model (default: $LIVENESSD_TEST_ASSETS/models/yunet/face_detection_yunet.onnx, \
-        else models/yunet/face_detection_yunet.onnx).
-        """)
+    @Option(
+        help: """
+            YuNet model (default: $LIVENESSD_TEST_ASSETS/models/yunet/face_detection_yunet.onnx, \
+            else models/yunet/face_detection_yunet.onnx).
+            """)
     var detector: String?
 
     @Option(help: "Picture to detect in, scaled to each size.")
@@ -231,7 +238,8 @@ struct BenchDetect: ParsableCommand {
                     try detector.detect(bgr: $0.baseAddress!, width: width, height: height, rowStride: 3 * width).count
                 }
             }
-            let timing = try BenchTiming.measure(warmup: self.warmup, iterations: self.iterations, framesPerIteration: 1, detect)
+            let timing = try BenchTiming.measure(
+                warmup: self.warmup, iterations: self.iterations, framesPerIteration: 1, detect)
             let quantile = timing.quantile
             let padded = FaceDetector.paddedSize(width: width, height: height)
             if self.json {
@@ -281,7 +289,8 @@ struct BenchDecode: ParsableCommand {
     var passes = 3
 
     func run() throws {
-        print("# livenessd \(LivenessdVersion.string) bench decode: MediaSource (1 decoder thread, as fast as possible)")
+        print(
+            "# livenessd \(LivenessdVersion.string) bench decode: MediaSource (1 decoder thread, as fast as possible)")
         print("# + PixelConverter to GRAY8 with the short side at 255, on \(BenchEngine.cpuModel())")
         print("clip                                       size        frames   frames/s")
         for clip in self.clips {
@@ -303,7 +312,8 @@ struct BenchDecode: ParsableCommand {
                         converter.withLock { state in
                             state.1.withUnsafeMutableBufferPointer {
                                 try? state.0.convert(
-                                    frame, to: .gray8, width: target.width, height: target.height, into: $0.baseAddress!)
+                                    frame, to: .gray8, width: target.width, height: target.height, into: $0.baseAddress!
+                                )
                             }
                         }
                         counted.withLock {
@@ -326,7 +336,8 @@ struct BenchDecode: ParsableCommand {
             }
             print(
                 clip.suffix(42).padding(toLength: 42, withPad: " ", startingAt: 0) + " "
-                    + size.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %6d %10.1f", frames, best))
+                    + size.padding(toLength: 11, withPad: " ", startingAt: 0)
+                    + String(format: " %6d %10.1f", frames, best))
         }
     }
 }
@@ -374,13 +385,19 @@ struct BenchMiniFASNet: ParsableCommand {
             let length = batch * MiniFASNet.inputSide * MiniFASNet.inputSide * 3
             let crops = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
             var logits = [Float](repeating: 0, count: 3 * batch)
-            for (name, models) in [("MiniFASNetV2", [pair.v2]), ("MiniFASNetV1SE", [pair.v1se]), ("pair", [pair.v2, pair.v1se])] {
-                let timing = BenchTiming.measure(warmup: self.warmup, iterations: self.iterations, framesPerIteration: batch) {
+            for (name, models) in [
+                ("MiniFASNetV2", [pair.v2]), ("MiniFASNetV1SE", [pair.v1se]), ("pair", [pair.v2, pair.v1se]),
+            ] {
+                let timing = BenchTiming.measure(
+                    warmup: self.warmup, iterations: self.iterations, framesPerIteration: batch
+                ) {
                     for model in models { model.logits(bgrCrops: crops, batch: batch, into: &logits) }
                 }
                 print(
                     name.padding(toLength: 22, withPad: " ", startingAt: 0)
-                        + String(format: " %5d %17.3f %8.3f %8.3f", batch, timing.quantile(0.5), timing.quantile(0.1), timing.quantile(0.9)))
+                        + String(
+                            format: " %5d %17.3f %8.3f %8.3f", batch, timing.quantile(0.5), timing.quantile(0.1),
+                            timing.quantile(0.9)))
             }
         }
     }
@@ -420,7 +437,8 @@ struct BenchPipeline: ParsableCommand {
         }
         let decided = Mutex(0)
         let pipeline = LivenessPipeline(
-            opinions: loaded.opinions, configuration: .init(decisions: DecisionConfiguration(threshold: loaded.defaultThreshold))
+            opinions: loaded.opinions,
+            configuration: .init(decisions: DecisionConfiguration(threshold: loaded.defaultThreshold))
         ) { event in
             if case .decision = event { decided.withLock { $0 += 1 } }
         }
@@ -439,29 +457,39 @@ struct BenchPipeline: ParsableCommand {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         func cpuSeconds(_ value: rusage) -> Double {
-            Double(value.ru_utime.tv_sec + value.ru_stime.tv_sec) + Double(value.ru_utime.tv_usec + value.ru_stime.tv_usec) / 1e6
+            Double(value.ru_utime.tv_sec + value.ru_stime.tv_sec) + Double(
+                value.ru_utime.tv_usec + value.ru_stime.tv_usec) / 1e6
         }
         let cpu = cpuSeconds(usage) - cpuSeconds(usageBefore)
         let statistics = pipeline.statistics()
         let frames = decided.withLock { $0 }
-        print("# livenessd \(LivenessdVersion.string) bench pipeline, pacing \(self.pacing), OpenBLAS core \(BLAS.coreName), \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
+        print(
+            "# livenessd \(LivenessdVersion.string) bench pipeline, pacing \(self.pacing), OpenBLAS core \(BLAS.coreName), \(ProcessInfo.processInfo.activeProcessorCount) CPUs"
+        )
         let models = loaded.kinds.map { $0 == .vit ? "ViT" : "MiniFASNet pair" }.joined(separator: " + ")
         print(
             detector == nil
                 ? "# whole-frame crop; decode + RGB + crops + \(models) (batched) + fusion + decision"
-                : "# YuNet at width 320 + gates + crop \(detector!.configuration.crop.scale)x; decode + RGB + crops + \(models) (batched) + fusion + decision")
+                : "# YuNet at width 320 + gates + crop \(detector!.configuration.crop.scale)x; decode + RGB + crops + \(models) (batched) + fusion + decision"
+        )
         for (id, lane) in statistics.sorted(by: { $0.key < $1.key }) {
             print(
                 "source \((id as NSString).lastPathComponent): in \(lane.framesIn), decided \(lane.processed), dropped stale \(lane.droppedStale) busy \(lane.droppedBusy), "
-                    + String(format: "latency p50 %.1f ms p99 %.1f ms", lane.latencyMilliseconds(percentile: 50), lane.latencyMilliseconds(percentile: 99)))
+                    + String(
+                        format: "latency p50 %.1f ms p99 %.1f ms", lane.latencyMilliseconds(percentile: 50),
+                        lane.latencyMilliseconds(percentile: 99)))
             print(
                 "  stages p50/p99 ms: "
                     + [LaneStatistics.Stage.queued, .prepare, .inference].map {
-                        String(format: "%@ %.2f/%.2f", $0.rawValue, lane.milliseconds($0, percentile: 50), lane.milliseconds($0, percentile: 99))
+                        String(
+                            format: "%@ %.2f/%.2f", $0.rawValue, lane.milliseconds($0, percentile: 50),
+                            lane.milliseconds($0, percentile: 99))
                     }.joined(separator: ", "))
         }
-        print(String(format: "total: %d frames decided in %.2f s = %.1f frames/s; CPU %.0f %% of one core; peak RSS %.1f MB",
-                     frames, seconds, Double(frames) / seconds, 100 * cpu / seconds, Double(usage.ru_maxrss) / 1024))
+        print(
+            String(
+                format: "total: %d frames decided in %.2f s = %.1f frames/s; CPU %.0f %% of one core; peak RSS %.1f MB",
+                frames, seconds, Double(frames) / seconds, 100 * cpu / seconds, Double(usage.ru_maxrss) / 1024))
     }
 }
 

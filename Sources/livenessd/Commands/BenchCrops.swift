@@ -27,7 +27,8 @@ struct BenchCrops: ParsableCommand {
     @Option(help: "YuNet model (default as for classify).")
     var detector: String?
 
-    @Option(help: "Samples folder holding MANIFEST.tsv (default: $LIVENESSD_TEST_ASSETS/samples, else ../shared/samples).")
+    @Option(
+        help: "Samples folder holding MANIFEST.tsv (default: $LIVENESSD_TEST_ASSETS/samples, else ../shared/samples).")
     var samples: String?
 
     @Option(parsing: .upToNextOption, help: "Crop scales (× the face box's longer side).")
@@ -46,7 +47,9 @@ struct BenchCrops: ParsableCommand {
     var scores: String?
 
     func validate() throws {
-        guard self.every > 0, !self.scales.isEmpty else { throw ValidationError("--every must be positive, give scales") }
+        guard self.every > 0, !self.scales.isEmpty else {
+            throw ValidationError("--every must be positive, give scales")
+        }
     }
 
     struct Item {
@@ -75,7 +78,8 @@ struct BenchCrops: ParsableCommand {
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
-        let folder = self.samples
+        let folder =
+            self.samples
             ?? ((environment["LIVENESSD_TEST_ASSETS"].map { $0 + "/samples" }) ?? "../shared/samples")
         let loaded = try self.modelOptions.load()
         let vit = try loaded.requireViT("bench crops")
@@ -99,7 +103,8 @@ struct BenchCrops: ParsableCommand {
                 let image = try ImageDecoder.decode(path: path).image
                 results.append(scorer.score(frame: image.frame(sourceID: path), item: index, frame: 0))
             }
-            FileHandle.standardError.write(Data("\(item.file): \(results.filter { $0.item == index }.count) scored\n".utf8))
+            FileHandle.standardError.write(
+                Data("\(item.file): \(results.filter { $0.item == index }.count) scored\n".utf8))
         }
         if let output = self.scores { try self.writeScores(results, items: items, to: output) }
         self.printTable(results, items: items, threshold: threshold)
@@ -118,17 +123,24 @@ struct BenchCrops: ParsableCommand {
 
     func writeScores(_ results: [Scored], items: [Item], to path: String) throws {
         var lines = [
-            (["file", "label", "attack", "frame", "faces", "box_x", "box_y", "box_w", "box_h", "mean_luma", "sharpness", "gate"]
+            ([
+                "file", "label", "attack", "frame", "faces", "box_x", "box_y", "box_w", "box_h", "mean_luma",
+                "sharpness", "gate",
+            ]
                 + self.variants.map { "p_\($0.name.replacingOccurrences(of: " ", with: "_"))" }).joined(separator: "\t")
         ]
         for result in results {
             let item = items[result.item]
-            let box = result.box.map { [$0.x, $0.y, $0.width, $0.height].map { String(format: "%.1f", $0) } } ?? ["", "", "", ""]
-            let fields: [String] = [item.file, item.label, item.attack, "\(result.frame)", "\(result.faces)"] + box + [
-                result.measurements.map { String(format: "%.2f", $0.meanLuma) } ?? "",
-                result.measurements.map { String(format: "%.2f", $0.sharpness) } ?? "",
-                result.gate?.rawValue ?? "",
-            ] + result.probabilities.map { $0.map { String(format: "%.6f", $0) } ?? "" }
+            let box =
+                result.box.map { [$0.x, $0.y, $0.width, $0.height].map { String(format: "%.1f", $0) } } ?? [
+                    "", "", "", "",
+                ]
+            let fields: [String] =
+                [item.file, item.label, item.attack, "\(result.frame)", "\(result.faces)"] + box + [
+                    result.measurements.map { String(format: "%.2f", $0.meanLuma) } ?? "",
+                    result.measurements.map { String(format: "%.2f", $0.sharpness) } ?? "",
+                    result.gate?.rawValue ?? "",
+                ] + result.probabilities.map { $0.map { String(format: "%.6f", $0) } ?? "" }
             lines.append(fields.joined(separator: "\t"))
         }
         try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
@@ -140,12 +152,16 @@ struct BenchCrops: ParsableCommand {
         let clipFrames = faced.filter { items[$0.item].isClip }
         let clipItems = items.indices.filter { items[$0].isClip }
         print("# livenessd bench crops: threshold \(threshold), clips every \(self.every)th frame")
-        print("# pictures scored: \(results.count) (\(results.filter { !items[$0.item].isClip }.count) stills); no face: "
-            + "\(results.filter { $0.box == nil }.count) (stills \(results.filter { $0.box == nil && !items[$0.item].isClip }.count))")
+        print(
+            "# pictures scored: \(results.count) (\(results.filter { !items[$0.item].isClip }.count) stills); no face: "
+                + "\(results.filter { $0.box == nil }.count) (stills \(results.filter { $0.box == nil && !items[$0.item].isClip }.count))"
+        )
         var gateCounts: [String: Int] = [:]
         for result in faced { if let gate = result.gate { gateCounts[gate.rawValue, default: 0] += 1 } }
         print("# gate rejections among faces (still scored below): \(gateCounts.sorted { $0.key < $1.key })")
-        print("| crop | stills AUC | stills APCER | stills BPCER | clip frames AUC | frames APCER | frames BPCER | clips AUC | clips APCER | clips BPCER |")
+        print(
+            "| crop | stills AUC | stills APCER | stills BPCER | clip frames AUC | frames APCER | frames BPCER | clips AUC | clips APCER | clips BPCER |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
         func metrics(_ pictures: [Scored], _ variant: Int) -> PADMetrics {
             let live = pictures.filter { items[$0.item].label == "live" }.compactMap { $0.probabilities[variant] }
@@ -160,18 +176,22 @@ struct BenchCrops: ParsableCommand {
             var live: [Double] = []
             var attacks: [Double] = []
             for clip in clipItems {
-                guard let score = median(clipFrames.filter { $0.item == clip }.compactMap { $0.probabilities[variant] }) else {
+                guard let score = median(clipFrames.filter { $0.item == clip }.compactMap { $0.probabilities[variant] })
+                else {
                     continue
                 }
                 if items[clip].label == "live" { live.append(score) } else { attacks.append(score) }
             }
             let clips = PADMetrics(live: live, attacks: attacks, threshold: threshold)
-            print("| \(name) | \(cells(metrics(stills, variant))) | \(cells(metrics(clipFrames, variant))) | \(cells(clips)) |")
+            print(
+                "| \(name) | \(cells(metrics(stills, variant))) | \(cells(metrics(clipFrames, variant))) | \(cells(clips)) |"
+            )
         }
         let counts = metrics(stills, 0)
         let frameCounts = metrics(clipFrames, 0)
-        print("# stills with a face: \(counts.livenessCount) live, \(counts.attackCount) spoof; clip frames with a face: "
-            + "\(frameCounts.livenessCount) live, \(frameCounts.attackCount) spoof; clips: \(clipItems.count)")
+        print(
+            "# stills with a face: \(counts.livenessCount) live, \(counts.attackCount) spoof; clip frames with a face: "
+                + "\(frameCounts.livenessCount) live, \(frameCounts.attackCount) spoof; clips: \(clipItems.count)")
     }
 }
 

@@ -10,10 +10,18 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Path to the liveness ViT (torch.save checkpoint, model.pt).")
     var model: String?
 
-    @Option(name: .long, help: "Folder holding the MiniFASNet pair (2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth). Default: $LIVENESSD_MINIFASNET, the config's minifasnet:, models/silent-face, /usr/local/share/livenessd/silent-face.")
+    @Option(
+        name: .long,
+        help:
+            "Folder holding the MiniFASNet pair (2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth). Default: $LIVENESSD_MINIFASNET, the config's minifasnet:, models/silent-face, /usr/local/share/livenessd/silent-face."
+    )
     var minifasnet: String?
 
-    @Option(name: .long, help: "Opinions that judge a face, comma-separated: vit, minifasnet, or both (default: the config's models:, else both).")
+    @Option(
+        name: .long,
+        help:
+            "Opinions that judge a face, comma-separated: vit, minifasnet, or both (default: the config's models:, else both)."
+    )
     var models: String?
 
     @Option(name: .long, help: "Config file (YAML). Default: /etc/livenessd/livenessd.yaml when present.")
@@ -52,7 +60,8 @@ struct ModelOptions: ParsableArguments {
             vitURL = url
         }
         if kinds.contains(.minifasnet) {
-            let url = try PairModelLocator.resolve(flag: self.minifasnet, configuration: configuration, environment: environment)
+            let url = try PairModelLocator.resolve(
+                flag: self.minifasnet, configuration: configuration, environment: environment)
             do {
                 pair = try MiniFASNetPair(directory: url)
             } catch let error as CheckpointError {
@@ -61,7 +70,8 @@ struct ModelOptions: ParsableArguments {
             pairURL = url
         }
         return LoadedModels(
-            opinions: Opinions(vit: vit, pair: pair, fusion: configuration.scoreFusion), vitURL: vitURL, pairURL: pairURL,
+            opinions: Opinions(vit: vit, pair: pair, fusion: configuration.scoreFusion), vitURL: vitURL,
+            pairURL: pairURL,
             configuration: configuration)
     }
 }
@@ -120,13 +130,22 @@ struct LoadedModels {
 
 /// Face detection and crop options, shared by `classify` and `run`.
 struct CropOptions: ParsableArguments {
-    @Option(help: "What the model judges: detect (the largest face, cropped by the crop policy) or full (the whole picture, as the reference does). Default: the config's crop.mode, else detect when the detector is found.")
+    @Option(
+        help:
+            "What the model judges: detect (the largest face, cropped by the crop policy) or full (the whole picture, as the reference does). Default: the config's crop.mode, else detect when the detector is found."
+    )
     var crop: String?
 
-    @Option(help: "Crop side as a multiple of the face box's longer side (default: the config's crop.scale, else \(CropPolicy.defaultScale)).")
+    @Option(
+        help:
+            "Crop side as a multiple of the face box's longer side (default: the config's crop.scale, else \(CropPolicy.defaultScale))."
+    )
     var cropScale: Double?
 
-    @Option(help: "Path to the YuNet face detector (ONNX). Default: $LIVENESSD_DETECTOR, the config's detector:, models/yunet/face_detection_yunet.onnx, /usr/local/share/livenessd/yunet/face_detection_yunet.onnx.")
+    @Option(
+        help:
+            "Path to the YuNet face detector (ONNX). Default: $LIVENESSD_DETECTOR, the config's detector:, models/yunet/face_detection_yunet.onnx, /usr/local/share/livenessd/yunet/face_detection_yunet.onnx."
+    )
     var detector: String?
 
     func validate() throws {
@@ -144,7 +163,8 @@ struct CropOptions: ParsableArguments {
         let url = try DetectorModelLocator.resolve(
             flag: self.detector, configuration: configuration, environment: ProcessInfo.processInfo.environment)
         guard let url else {
-            let looked = ([DetectorModelLocator.relativeDefault] + DetectorModelLocator.installedDefaults).joined(separator: ", ")
+            let looked = ([DetectorModelLocator.relativeDefault] + DetectorModelLocator.installedDefaults).joined(
+                separator: ", ")
             if mode == "detect" {
                 throw CommandError(
                     "no face detector found for --crop detect: pass --detector PATH, set LIVENESSD_DETECTOR, or run "
@@ -181,7 +201,10 @@ struct Classify: ParsableCommand {
 
     @OptionGroup var cropOptions: CropOptions
 
-    @Option(help: "Decision threshold: SPOOF iff probability ≥ threshold (default: the config file's, else the checkpoint's).")
+    @Option(
+        help:
+            "Decision threshold: SPOOF iff probability ≥ threshold (default: the config file's, else the checkpoint's)."
+    )
     var threshold: Double?
 
     @Flag(help: "Print one JSON object per image (JSON Lines) instead of text.")
@@ -236,15 +259,19 @@ extension ClassificationResult {
 
     func textLine() -> String {
         if let error { return "\(self.path)\terror: \(error)" }
-        let face = self.box.map { "\tface \($0.text)" + (self.faces.map { $0 > 1 ? " (largest of \($0))" : "" } ?? "") } ?? ""
+        let face =
+            self.box.map { "\tface \($0.text)" + (self.faces.map { $0 > 1 ? " (largest of \($0))" : "" } ?? "") } ?? ""
         if let gate { return "\(self.path)\tnot judged: \(gate)\(face)" }
         // The opinions only when there are several (with one, the fused score is that opinion's).
         var opinions = ""
         if let scores, scores.vit != nil && scores.minifasnet != nil {
-            opinions = "\t" + OpinionKind.allCases.compactMap { kind in
-                scores[kind].map { "\(kind.rawValue) " + String(format: "%.6f", $0) }
-            }.joined(separator: " ")
+            opinions =
+                "\t"
+                + OpinionKind.allCases.compactMap { kind in
+                    scores[kind].map { "\(kind.rawValue) " + String(format: "%.6f", $0) }
+                }.joined(separator: " ")
         }
-        return "\(self.path)\t\(String(format: "%.6f", self.spoofProbability ?? 0))\t\(self.decision ?? "")\(opinions)\(face)"
+        return
+            "\(self.path)\t\(String(format: "%.6f", self.spoofProbability ?? 0))\t\(self.decision ?? "")\(opinions)\(face)"
     }
 }

@@ -45,8 +45,10 @@ struct ConfigCheck: ParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let vit =
             kinds.contains(.vit)
-            ? try ModelLocator.resolve(flag: self.modelOptions.model, configuration: configuration, environment: environment)
-                .path : nil
+            ? try ModelLocator.resolve(
+                flag: self.modelOptions.model, configuration: configuration, environment: environment
+            )
+            .path : nil
         let pair =
             kinds.contains(.minifasnet)
             ? try PairModelLocator.resolve(
@@ -66,12 +68,15 @@ struct ConfigCheck: ParsableCommand {
         }
         let access = configuration.accessPolicy
         let settings = EffectiveSettings(
-            config: path ?? (FileManager.default.fileExists(atPath: Configuration.defaultPath) ? Configuration.defaultPath : nil),
+            config: path
+                ?? (FileManager.default.fileExists(atPath: Configuration.defaultPath)
+                    ? Configuration.defaultPath : nil),
             models: kinds.map(\.rawValue), model: vit, minifasnet: pair, detector: detector?.path,
             threshold: configuration.threshold,
             fusion: Dictionary(uniqueKeysWithValues: kinds.map { ($0.rawValue, configuration.scoreFusion.weight($0)) }),
             decision: .init(
-                windowFrames: rules.windowFrames, windowSeconds: rules.windowSeconds, minFrames: rules.minimumScoredFrames,
+                windowFrames: rules.windowFrames, windowSeconds: rules.windowSeconds,
+                minFrames: rules.minimumScoredFrames,
                 hysteresis: rules.hysteresis, smoothing: smoothing, emaAlpha: alpha,
                 faceLostResetSeconds: rules.faceLostResetSeconds),
             crop: .init(

@@ -104,7 +104,10 @@ struct Eval: ParsableCommand {
         let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                FileHandle.standardError.write(Data("\nlivenessd eval: interrupted; writing the report for what finished (again to quit now)\n".utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        "\nlivenessd eval: interrupted; writing the report for what finished (again to quit now)\n".utf8
+                    ))
                 signal(SIGINT, SIG_DFL)
                 signal(SIGTERM, SIG_DFL)
                 runner.interrupt()
@@ -122,7 +125,8 @@ struct Eval: ParsableCommand {
         let ended = Date()
         let report = EvalReport(
             complete: !interrupted,
-            run: try self.runInfo(loaded: loaded, detector: detector, threshold: threshold, thresholdSource: thresholdSource,
+            run: try self.runInfo(
+                loaded: loaded, detector: detector, threshold: threshold, thresholdSource: thresholdSource,
                 decisions: decisions, jobs: options.jobs, started: started, ended: ended),
             dataset: EvalReport.DatasetSummary(dataset),
             throughput: EvalReport.Throughput(finished: finished, wallSeconds: ended.timeIntervalSince(started)),
@@ -147,7 +151,8 @@ struct Eval: ParsableCommand {
         let html = ReportHTML(report: report, finished: finished, hysteresis: hysteresis).render()
         try writeAtomically(Data(html.utf8), to: self.output + "/report.html")
         if let calibration,
-            let snippet = EvalReport.thresholdSnippet(calibration, origin: report.dataset.origin, date: report.run.finishedUTC)
+            let snippet = EvalReport.thresholdSnippet(
+                calibration, origin: report.dataset.origin, date: report.run.finishedUTC)
         {
             try writeAtomically(Data(snippet.utf8), to: self.output + "/threshold.yaml")
         }
@@ -172,7 +177,8 @@ struct Eval: ParsableCommand {
             model: files.first?.path ?? "", modelSHA256: files.first?.sha256 ?? "",
             opinions: loaded.kinds.map(\.rawValue),
             models: files.map { EvalReport.ModelFile(kind: $0.kind, path: $0.path, sha256: $0.sha256) },
-            fusionWeights: Dictionary(uniqueKeysWithValues: loaded.kinds.map { ($0.rawValue, loaded.opinions.fusion.weight($0)) }),
+            fusionWeights: Dictionary(
+                uniqueKeysWithValues: loaded.kinds.map { ($0.rawValue, loaded.opinions.fusion.weight($0)) }),
             detector: detector?.url.path,
             detectorSHA256: try detector.map { try FileDigest.sha256(of: $0.url) }, threshold: threshold,
             thresholdSource: thresholdSource,
@@ -191,10 +197,13 @@ struct Eval: ParsableCommand {
         let f = report.metrics.frame
         var lines = [
             "livenessd eval: \(report.throughput.presentationsFinished) of \(report.dataset.presentations) presentations"
-                + String(format: ", %d frames in %.1f s (%.1f frames/s, %.1f clips/min)", report.throughput.frames,
+                + String(
+                    format: ", %d frames in %.1f s (%.1f frames/s, %.1f clips/min)", report.throughput.frames,
                     report.throughput.wallSeconds, report.throughput.framesPerSecond, report.throughput.clipsPerMinute)
                 + (report.complete ? "" : " — INTERRUPTED"),
-            String(format: "threshold %.6f (%@), subset %@", report.run.threshold, report.run.thresholdSource, report.metrics.subset),
+            String(
+                format: "threshold %.6f (%@), subset %@", report.run.threshold, report.run.thresholdSource,
+                report.metrics.subset),
             "presentation level: APCER worst \(show(p.atConfiguredThreshold.apcerWorst)) [\(p.atConfiguredThreshold.apcerWorstSpecies ?? "-")], "
                 + "BPCER \(show(p.atConfiguredThreshold.bpcer)), EER \(p.curve.eer.value.map { String(format: "%.2f %%", $0 * 100) } ?? "n/a"), "
                 + "AUC \(p.curve.auc.value.map { String(format: "%.4f", $0) } ?? "n/a"), non-response \(show(p.nonResponse))",
@@ -215,7 +224,9 @@ struct Eval: ParsableCommand {
                 "proposed threshold for APCER ≤ \(calibration.targetAPCER) (\(calibration.rule.rawValue)) on \(calibration.split): "
                     + (calibration.threshold.map { String(format: "%.6f", $0) } ?? "none"))
         }
-        if !report.failuresToAcquire.isEmpty { lines.append("failures to acquire: \(report.failuresToAcquire.count) (listed in the report)") }
+        if !report.failuresToAcquire.isEmpty {
+            lines.append("failures to acquire: \(report.failuresToAcquire.count) (listed in the report)")
+        }
         lines.append("report: \(output)/report.html, \(output)/report.json, \(output)/frames.jsonl")
         print(lines.joined(separator: "\n"))
     }
@@ -253,10 +264,13 @@ struct Calibrate: ParsableCommand {
     func run() throws {
         let report: EvalReport
         do {
-            report = try JSONDecoder().decode(EvalReport.self, from: Data(contentsOf: URL(fileURLWithPath: self.report)))
+            report = try JSONDecoder().decode(
+                EvalReport.self, from: Data(contentsOf: URL(fileURLWithPath: self.report)))
         } catch {
             FileHandle.standardError.write(
-                Data("livenessd calibrate: \(self.report) is not a readable eval report (\(error)); run `livenessd eval` first\n".utf8))
+                Data(
+                    "livenessd calibrate: \(self.report) is not a readable eval report (\(error)); run `livenessd eval` first\n"
+                        .utf8))
             throw ExitCode(2)
         }
         guard let calibration = report.recalibrated(targetAPCER: self.targetAPCER, rule: self.calibrateOn),
@@ -264,7 +278,9 @@ struct Calibrate: ParsableCommand {
                 calibration, origin: report.dataset.origin, date: ISO8601DateFormatter().string(from: Date()))
         else {
             FileHandle.standardError.write(
-                Data("livenessd calibrate: no threshold can be proposed: the report has no scored attack presentations\n".utf8))
+                Data(
+                    "livenessd calibrate: no threshold can be proposed: the report has no scored attack presentations\n"
+                        .utf8))
             throw ExitCode(1)
         }
         if let output = self.output {

@@ -54,7 +54,9 @@ struct Run: AsyncParsableCommand {
 
     func validate() throws {
         guard self.captureSize != nil else { throw ValidationError("--size must look like 640x480") }
-        guard ["realtime", "fast"].contains(self.pacing) else { throw ValidationError("--pacing must be realtime or fast") }
+        guard ["realtime", "fast"].contains(self.pacing) else {
+            throw ValidationError("--pacing must be realtime or fast")
+        }
         if let threshold, !(0...1).contains(threshold) { throw ValidationError("--threshold must be between 0 and 1") }
         guard self.drainTimeout.isFinite, (0...3600).contains(self.drainTimeout) else {
             throw ValidationError("--drain-timeout must be between 0 and 3600 seconds")
@@ -102,9 +104,12 @@ struct Run: AsyncParsableCommand {
         for file in files {
             logger.info(
                 "model loaded",
-                metadata: ["model.kind": "\(file.kind)", "model.path": "\(file.path)", "model.sha256": "\(file.sha256)"])
+                metadata: [
+                    "model.kind": "\(file.kind)", "model.path": "\(file.path)", "model.sha256": "\(file.sha256)",
+                ])
             let name = (file.path as NSString).lastPathComponent
-            if file.kind == "minifasnet", let published = MiniFASNetPair.publishedSHA256[name], published != file.sha256 {
+            if file.kind == "minifasnet", let published = MiniFASNetPair.publishedSHA256[name], published != file.sha256
+            {
                 logger.warning(
                     """
                     \(file.path) is not the published \(name) (SHA-256 \(file.sha256), published \(published)): \
@@ -115,7 +120,8 @@ struct Run: AsyncParsableCommand {
         logger.info(
             "deciding on \(loaded.kinds.count > 1 ? "the fused score" : "one opinion")",
             metadata: [
-                "model.opinions": "\(loaded.kinds.map(\.rawValue).joined(separator: ","))", "decision.threshold": "\(threshold)",
+                "model.opinions": "\(loaded.kinds.map(\.rawValue).joined(separator: ","))",
+                "decision.threshold": "\(threshold)",
             ])
 
         let detectorSetup = try self.cropOptions.resolve(configuration: configuration) { warning in
@@ -139,7 +145,8 @@ struct Run: AsyncParsableCommand {
         // daemon at start-up (a duplicate dictionary key).
         var seen = Set<String>()
         for location in locations where !seen.insert(location).inserted {
-            throw CommandError("\(location) is given twice as a source; each camera, file or stream may be watched once")
+            throw CommandError(
+                "\(location) is given twice as a source; each camera, file or stream may be watched once")
         }
         var mediaOptions = MediaSource.Options()
         mediaOptions.pacing = self.pacing == "fast" ? .asFastAsPossible : .realTime

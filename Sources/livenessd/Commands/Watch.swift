@@ -26,11 +26,14 @@ struct Watch: ParsableCommand {
         }
         guard connected == 0 else {
             FileHandle.standardError.write(
-                Data("livenessd: cannot connect to \(self.socket): \(String(cString: strerror(errno))) (is the daemon running?)\n".utf8))
+                Data(
+                    "livenessd: cannot connect to \(self.socket): \(String(cString: strerror(errno))) (is the daemon running?)\n"
+                        .utf8))
             throw ExitCode(2)
         }
         let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
-        var request: [String: Any] = self.status ? ["op": "status"] : ["op": "subscribe", "mode": self.changes ? "changes" : "frames"]
+        var request: [String: Any] =
+            self.status ? ["op": "status"] : ["op": "subscribe", "mode": self.changes ? "changes" : "frames"]
         if !self.source.isEmpty { request["sources"] = self.source }
         handle.write(try JSONSerialization.data(withJSONObject: request) + Data("\n".utf8))
         var pending = Data()
