@@ -78,14 +78,8 @@ public final class PixelConverter {
         _ frame: Frame, to target: Target, width: Int? = nil, height: Int? = nil,
         into destination: UnsafeMutablePointer<UInt8>
     ) throws {
-        let width = width ?? frame.width
-        let height = height ?? frame.height
-        guard width > 0, height > 0 else {
-            throw CaptureError(
-                code: .decodeFailed, source: frame.sourceID, message: "invalid output size \(width)x\(height)")
-        }
-        let isRGB = frame.pixelFormat == .rgb24 || frame.pixelFormat == .bgr24
-        if target == .gray8 && frame.pixelFormat != .gray8 && (isRGB || frame.colour.matrix == .bt709) {
+        let (width, height) = try Self.outputSize(frame, width: width, height: height)
+        if Self.greyGoesThroughRGB(frame, target) {
             // Through RGB, then Pillow's L.
             let count = width * height * 3
             if self.rgbScratch.count < count { self.rgbScratch = [UInt8](repeating: 0, count: count) }
@@ -101,6 +95,23 @@ public final class PixelConverter {
         try self.scale(
             frame, to: Self.pixelFormat(target), width: width, height: height, into: destination, rowStride: rowBytes,
             padded: false)
+    }
+
+    /// The output size (default: the frame's); an empty one is refused.
+    static func outputSize(_ frame: Frame, width: Int?, height: Int?) throws -> (width: Int, height: Int) {
+        let width = width ?? frame.width
+        let height = height ?? frame.height
+        guard width > 0, height > 0 else {
+            throw CaptureError(
+                code: .decodeFailed, source: frame.sourceID, message: "invalid output size \(width)x\(height)")
+        }
+        return (width, height)
+    }
+
+    /// Grey from RGB input or from BT.709 YUV goes through RGB and then Pillow's L, as the reference's.
+    static func greyGoesThroughRGB(_ frame: Frame, _ target: Target) -> Bool {
+        let isRGB = frame.pixelFormat == .rgb24 || frame.pixelFormat == .bgr24
+        return target == .gray8 && frame.pixelFormat != .gray8 && (isRGB || frame.colour.matrix == .bt709)
     }
 
     static func pixelFormat(_ target: Target) -> PixelFormat {
@@ -119,15 +130,9 @@ public final class PixelConverter {
     public func convert(
         _ frame: Frame, to target: Target, width: Int? = nil, height: Int? = nil, into picture: PaddedPicture
     ) throws {
-        let width = width ?? frame.width
-        let height = height ?? frame.height
-        guard width > 0, height > 0 else {
-            throw CaptureError(
-                code: .decodeFailed, source: frame.sourceID, message: "invalid output size \(width)x\(height)")
-        }
+        let (width, height) = try Self.outputSize(frame, width: width, height: height)
         picture.resize(width: width, height: height, bytesPerPixel: target.bytesPerPixel)
-        let isRGB = frame.pixelFormat == .rgb24 || frame.pixelFormat == .bgr24
-        if target == .gray8 && frame.pixelFormat != .gray8 && (isRGB || frame.colour.matrix == .bt709) {
+        if Self.greyGoesThroughRGB(frame, target) {
             // Through RGB, then Pillow's L, row by row into the padded rows.
             let count = width * height * 3
             if self.rgbScratch.count < count { self.rgbScratch = [UInt8](repeating: 0, count: count) }
