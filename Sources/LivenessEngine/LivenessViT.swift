@@ -36,6 +36,11 @@ final class FloatBuffer {
 /// Not thread-safe: one instance per inference thread. Scratch buffers are sized for the largest
 /// batch seen so far and reused, so steady-state inference allocates nothing.
 public final class LivenessViT {
+    /// SHA-256 of the published checkpoint (face-liveness-vit release v1.0.0, `model.pt`): `run`
+    /// refuses another file unless the config names its digest (a bit flipped on an SD card once
+    /// made every attack LIVE without a word).
+    public static let publishedSHA256 = "292ea6b17597c0eb7fb08a8c22f17bc37c1e6d0e3aa03b9e8cd0757218290d78"
+
     public let config: ViTConfig
     /// The checkpoint's decision threshold: spoof iff probability ≥ threshold.
     public let threshold: Double

@@ -7,20 +7,35 @@ import NIOPosix
 import Synchronization
 import CPeerCredentials
 
-/// Who may connect: the peer's uid/gid (SO_PEERCRED) must be on a list; root and the daemon's own
-/// user always may.
+/// Who may connect, and what they may do: the peer's uid/gid (SO_PEERCRED) must be on a list.
+/// Observers may subscribe and ask for status and snapshots; controllers may also change state
+/// (`reset`). Root and the daemon's own user are controllers.
 public struct AccessPolicy: Sendable, Equatable {
+    public enum Role: String, Sendable {
+        case observer
+        case controller
+    }
+
+    /// Observers (and, through the controller lists, controllers).
     public var allowedUIDs: Set<UInt32> = []
     public var allowedGIDs: Set<UInt32> = []
+    public var controllerUIDs: Set<UInt32> = []
+    public var controllerGIDs: Set<UInt32> = []
     /// Socket file mode (e.g. 0o660) and group, applied after binding.
     public var socketMode: UInt32 = 0o660
     public var socketGroup: String?
 
     public init() {}
 
-    public func allows(uid: UInt32, gid: UInt32) -> Bool {
-        uid == 0 || uid == getuid() || self.allowedUIDs.contains(uid) || self.allowedGIDs.contains(gid)
+    /// The peer's role, or nil when it may not connect at all.
+    public func role(uid: UInt32, gid: UInt32) -> Role? {
+        if uid == 0 || uid == getuid() || self.controllerUIDs.contains(uid) || self.controllerGIDs.contains(gid) {
+            return .controller
+        }
+        return self.allowedUIDs.contains(uid) || self.allowedGIDs.contains(gid) ? .observer : nil
     }
+
+    public func allows(uid: UInt32, gid: UInt32) -> Bool { self.role(uid: uid, gid: gid) != nil }
 }
 
 /// The Unix-socket event server (SwiftNIO): newline-delimited JSON (docs/PROTOCOL.md).
@@ -356,6 +371,8 @@ final class ClientHandler: ChannelInboundHandler {
     private var counted = false
     private var idle: Scheduled<Void>?
     private var credentials: PeerCredentials?
+    /// What the admitted peer may do (set at admission, updated on reload).
+    private var role = AccessPolicy.Role.observer
     /// This connection's own encoder for its replies and heartbeats.
     private var encoder = SafeJSON()
     private let decoder = JSONDecoder()
@@ -424,7 +441,8 @@ final class ClientHandler: ChannelInboundHandler {
             switch result {
             case .success(let credentials):
                 self.credentials = credentials
-                if self.server.accessPolicy.allows(uid: credentials.uid, gid: credentials.gid) {
+                if let role = self.server.accessPolicy.role(uid: credentials.uid, gid: credentials.gid) {
+                    self.role = role
                     self.admitted = true
                     self.server.register(self, on: loop)
                     self.context?.channel.setOption(.autoRead, value: true).whenFailure { _ in }
@@ -505,6 +523,17 @@ final class ClientHandler: ChannelInboundHandler {
             self.server.clientSubscribed()
             return
         }
+        if request.op == "reset", self.role != .controller {
+            // M9: an observer resetting every 100 ms kept every source undecided.
+            let uid = self.credentials.map { "\($0.uid)" } ?? "?"
+            self.send(
+                self.line(
+                    EventProtocol.ReplyMessage(
+                        type: "error", id: request.id, op: request.op,
+                        error: "reset needs the controller role: uid \(uid) is an observer "
+                            + "(access.controller_uids or controller_gids in the config)")))
+            return
+        }
         if let reply = self.server.handle(request, encoder: &self.encoder) {
             self.send(reply)
         } else {
@@ -518,9 +547,11 @@ final class ClientHandler: ChannelInboundHandler {
 
     /// After a reload: a client the new policy no longer allows is told why and closed.
     func recheck(_ policy: AccessPolicy) {
-        guard self.admitted, !self.closing, let credentials = self.credentials,
-            !policy.allows(uid: credentials.uid, gid: credentials.gid)
-        else { return }
+        guard self.admitted, !self.closing, let credentials = self.credentials else { return }
+        if let role = policy.role(uid: credentials.uid, gid: credentials.gid) {
+            self.role = role
+            return
+        }
         self.server.logLabel.notice(
             "access withdrawn from a connected client",
             metadata: ["peer.uid": "\(credentials.uid)", "peer.pid": "\(credentials.pid)"])

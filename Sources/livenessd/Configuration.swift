@@ -21,6 +21,14 @@ struct Configuration: Decodable, Equatable {
     var minifasnet: String?
     /// Weights of the opinions' logits in the fused score (default 1 each).
     var fusion: Fusion?
+    /// SHA-256 digests of model files `run` may load although they are not the published ones (a model
+    /// of one's own); any other unpublished file is refused as damaged.
+    var trustedSHA256: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case model, threshold, sources, socket, access, decision, detector, crop, models, minifasnet, fusion
+        case trustedSHA256 = "trusted_sha256"
+    }
 
     /// `models: [vit, minifasnet]`, `models: vit`, or `models: both`.
     struct ModelSelection: Decodable, Equatable {
@@ -83,12 +91,18 @@ struct Configuration: Decodable, Equatable {
     }
 
     struct Access: Decodable, Equatable {
+        /// Observers: may subscribe and ask for status and snapshots.
         var allowUIDs: [UInt32]?
         var allowGIDs: [UInt32]?
+        /// Controllers: may also change state (reset).
+        var controllerUIDs: [UInt32]?
+        var controllerGIDs: [UInt32]?
 
         enum CodingKeys: String, CodingKey {
             case allowUIDs = "allow_uids"
             case allowGIDs = "allow_gids"
+            case controllerUIDs = "controller_uids"
+            case controllerGIDs = "controller_gids"
         }
     }
 
@@ -189,6 +203,10 @@ struct Configuration: Decodable, Equatable {
             throw CommandError("\(path): crop.scale must be between 0.5 and 5, got \(scale)")
         }
         if let decision = self.decision { try decision.validate(path: path) }
+        for digest in self.trustedSHA256 ?? []
+        where digest.count != 64 || !digest.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) {
+            throw CommandError("\(path): trusted_sha256 entries are 64 lower-case hex digits, got '\(digest)'")
+        }
         for (name, weight) in [("vit", self.fusion?.vit), ("minifasnet", self.fusion?.minifasnet)] {
             if let weight, !(weight.isFinite && weight >= 0 && weight <= 100) {
                 throw CommandError("\(path): fusion.\(name) must be a weight between 0 and 100, got \(weight)")
@@ -226,6 +244,8 @@ struct Configuration: Decodable, Equatable {
         var policy = AccessPolicy()
         policy.allowedUIDs = Set(self.access?.allowUIDs ?? [])
         policy.allowedGIDs = Set(self.access?.allowGIDs ?? [])
+        policy.controllerUIDs = Set(self.access?.controllerUIDs ?? [])
+        policy.controllerGIDs = Set(self.access?.controllerGIDs ?? [])
         if let mode = self.socket?.mode, let value = UInt32(mode, radix: 8) { policy.socketMode = value }
         policy.socketGroup = self.socket?.group
         return policy
@@ -335,5 +355,19 @@ enum DetectorModelLocator {
             throw CommandError("face detector file \(path) (from \(origin)) does not exist")
         }
         return URL(fileURLWithPath: path)
+    }
+}
+
+/// `run` loads only the published model files, or files whose digest the config names: a damaged
+/// file (a flipped bit on an SD card) is refused before it can judge anyone.
+enum ModelDigestPin {
+    static func check(_ url: URL, published: String?, configuration: Configuration) throws {
+        let actual = try FileDigest.sha256(of: url)
+        guard let published, actual != published else { return }
+        if (configuration.trustedSHA256 ?? []).contains(actual) { return }
+        throw CommandError(
+            "\(url.path) is not the published \(url.lastPathComponent): SHA-256 \(actual), expected \(published). "
+                + "The file is damaged or a different model: reinstall it with scripts/setup.sh, or, to run a model "
+                + "of your own, name its digest under trusted_sha256: in the config file")
     }
 }

@@ -140,6 +140,34 @@ import Testing
         #expect(try Self.lines(member).first?["id"] as? String == "y")
     }
 
+    /// M9: observers may subscribe and ask; only controllers (and root, and the daemon's own user) reset.
+    @Test func onlyControllersMayReset() throws {
+        var access = AccessPolicy()
+        access.allowedUIDs = [4242]
+        access.controllerUIDs = [4343]
+        let harness = Harness(access: access)
+        let observer = try harness.connect(uid: 4242, gid: 4242)
+        try harness.send(observer, #"{"op":"reset","id":"r1"}"# + "\n" + #"{"op":"status","id":"s1"}"# + "\n")
+        let replies = try Self.lines(observer)
+        #expect(replies.first?["type"] as? String == "error" && replies.first?["id"] as? String == "r1")
+        #expect((replies.first?["error"] as? String)?.contains("controller role: uid 4242") == true)
+        #expect(replies.last?["type"] as? String == "status")
+        #expect(harness.resets.isEmpty)
+        let controller = try harness.connect(uid: 4343, gid: 4343)
+        try harness.send(controller, #"{"op":"reset","id":"r2","sources":["door"]}"# + "\n")
+        #expect(try Self.lines(controller).first?["type"] as? String == "ok")
+        let own = try harness.connect()
+        try harness.send(own, #"{"op":"reset","id":"r3"}"# + "\n")
+        #expect(try Self.lines(own).first?["type"] as? String == "ok")
+        #expect(harness.resets == [["door"], nil])
+        // A reload that makes the observer a controller applies to its open connection.
+        access.controllerUIDs = [4242]
+        harness.server.updateAccess(access)
+        observer.embeddedEventLoop.run()
+        try harness.send(observer, #"{"op":"reset","id":"r4"}"# + "\n")
+        #expect(try Self.lines(observer).first?["type"] as? String == "ok")
+    }
+
     @Test func subscribersGetOnlyTheirSourcesAndChangesOnlyModeOnlyChanges() throws {
         let harness = Harness()
         let everything = try harness.connect()

@@ -53,6 +53,49 @@ import ZIPFoundation
         }
     }
 
+    /// H3, pinning: `run` with a damaged model.pt (one bit flipped, as an SD card loses it) refuses to
+    /// start, naming the file, the expected and the actual digest, at priority `err` under systemd.
+    @Test func damagedModelRefusesToStart() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let damaged = directory.appendingPathComponent("model.pt")
+        var bytes = try Data(contentsOf: try TestAssets.modelURL)
+        bytes[2_091_331] ^= 0x01
+        try bytes.write(to: damaged)
+        let actual = try FileDigest.sha256(of: damaged)
+        let run = try Binary.run(
+            [
+                "run", "--models", "vit", "--model", damaged.path, "--socket",
+                directory.appendingPathComponent("livenessd.sock").path, "--source",
+                try TestAssets.file(Self.clip).path,
+            ], environment: ["JOURNAL_STREAM": "8:8"])
+        #expect(run.status == 2)
+        let line = run.standardError.split(separator: "\n").first { $0.contains("is not the published") }
+        #expect(line?.hasPrefix("<3>") == true, "\(run.standardError)")
+        #expect(line?.contains(damaged.path) == true)
+        #expect(line?.contains(LivenessViT.publishedSHA256) == true && line?.contains(actual) == true)
+    }
+
+    /// A model of one's own (here the published one, re-zipped: same tensors, another digest) is refused
+    /// until the config names its digest under `trusted_sha256:`; then it runs.
+    @Test func trustedDigestLetsAnUnpublishedModelRun() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let own = directory.appendingPathComponent("own.pt")
+        try Self.copyModel(to: own) { _, _ in }
+        let digest = try FileDigest.sha256(of: own)
+        #expect(digest != LivenessViT.publishedSHA256)
+        let arguments = [
+            "run", "--models", "vit", "--model", own.path, "--crop", "full", "--pacing", "fast", "--socket",
+            directory.appendingPathComponent("livenessd.sock").path, "--source", try TestAssets.file(Self.clip).path,
+        ]
+        let refused = try Binary.run(arguments)
+        #expect(refused.status == 2 && refused.standardError.contains("trusted_sha256"), "\(refused.standardError)")
+        let config = directory.appendingPathComponent("livenessd.yaml")
+        try "trusted_sha256: [\(digest)]\n".write(to: config, atomically: true, encoding: .utf8)
+        let ran = try Binary.run(arguments + ["--config", config.path])
+        #expect(ran.status == 0, "\(ran.standardError)")
+        #expect(ran.standardError.contains("running it because trusted_sha256 names its digest"))
+    }
+
     /// Rewrites every float storage of the published model through `patch`; zip CRCs stay right.
     static func copyModel(to url: URL, patch: (String, inout [Float]) -> Void) throws {
         let entries = try ZipEntries.read(try TestAssets.modelURL)

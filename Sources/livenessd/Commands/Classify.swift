@@ -42,7 +42,8 @@ struct ModelOptions: ParsableArguments {
         return kinds
     }
 
-    func load() throws -> LoadedModels {
+    /// `pinDigests` (the daemon): refuse model files that are neither published nor trusted by the config.
+    func load(pinDigests: Bool = false) throws -> LoadedModels {
         let configuration = try Configuration.load(path: self.config)
         let kinds = try self.kinds(configuration: configuration)
         let environment = ProcessInfo.processInfo.environment
@@ -52,6 +53,9 @@ struct ModelOptions: ParsableArguments {
         var pairURL: URL?
         if kinds.contains(.vit) {
             let url = try ModelLocator.resolve(flag: self.model, configuration: configuration, environment: environment)
+            if pinDigests {
+                try ModelDigestPin.check(url, published: LivenessViT.publishedSHA256, configuration: configuration)
+            }
             do {
                 vit = try LivenessViT(contentsOf: url)
             } catch let error as CheckpointError {
@@ -62,6 +66,13 @@ struct ModelOptions: ParsableArguments {
         if kinds.contains(.minifasnet) {
             let url = try PairModelLocator.resolve(
                 flag: self.minifasnet, configuration: configuration, environment: environment)
+            if pinDigests {
+                for name in MiniFASNetPair.fileNames {
+                    try ModelDigestPin.check(
+                        url.appendingPathComponent(name), published: MiniFASNetPair.publishedSHA256[name],
+                        configuration: configuration)
+                }
+            }
             do {
                 pair = try MiniFASNetPair(directory: url)
             } catch let error as CheckpointError {

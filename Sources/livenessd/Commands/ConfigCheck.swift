@@ -88,8 +88,10 @@ struct ConfigCheck: ParsableCommand {
                 clientQueueLimit: max(1, configuration.socket?.clientQueueLimit ?? 256),
                 maxClients: configuration.socket?.maxClients ?? 64,
                 idleTimeoutSeconds: configuration.socket?.idleTimeoutSeconds ?? 30),
-            access: .init(allowUIDs: access.allowedUIDs.sorted(), allowGIDs: access.allowedGIDs.sorted()),
-            sources: configuration.sources ?? [])
+            access: .init(
+                allowUIDs: access.allowedUIDs.sorted(), allowGIDs: access.allowedGIDs.sorted(),
+                controllerUIDs: access.controllerUIDs.sorted(), controllerGIDs: access.controllerGIDs.sorted()),
+            sources: configuration.sources ?? [], trustedSHA256: configuration.trustedSHA256 ?? [])
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try encoder.encode(settings), as: UTF8.self)
@@ -110,6 +112,12 @@ struct EffectiveSettings: Encodable {
     var socket: Socket
     var access: Access
     var sources: [String]
+    var trustedSHA256: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case config, models, model, minifasnet, detector, threshold, fusion, decision, crop, socket, access, sources
+        case trustedSHA256 = "trusted_sha256"
+    }
 
     struct Decision: Encodable {
         var windowFrames: Int
@@ -154,10 +162,14 @@ struct EffectiveSettings: Encodable {
     struct Access: Encodable {
         var allowUIDs: [UInt32]
         var allowGIDs: [UInt32]
+        var controllerUIDs: [UInt32]
+        var controllerGIDs: [UInt32]
 
         enum CodingKeys: String, CodingKey {
             case allowUIDs = "allow_uids"
             case allowGIDs = "allow_gids"
+            case controllerUIDs = "controller_uids"
+            case controllerGIDs = "controller_gids"
         }
     }
 }
