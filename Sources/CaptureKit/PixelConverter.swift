@@ -81,13 +81,8 @@ public final class PixelConverter {
         let (width, height) = try Self.outputSize(frame, width: width, height: height)
         if Self.greyGoesThroughRGB(frame, target) {
             // Through RGB, then Pillow's L.
-            let count = width * height * 3
-            if self.rgbScratch.count < count { self.rgbScratch = [UInt8](repeating: 0, count: count) }
-            try self.rgbScratch.withUnsafeMutableBufferPointer { rgb in
-                try self.scale(
-                    frame, to: .rgb24, width: width, height: height, into: rgb.baseAddress!, rowStride: width * 3,
-                    padded: false)
-                Self.pillowLuma(rgb: rgb.baseAddress!, pixels: width * height, into: destination)
+            try self.throughRGBScratch(frame, width: width, height: height) { rgb in
+                Self.pillowLuma(rgb: rgb, pixels: width * height, into: destination)
             }
             return
         }
@@ -95,6 +90,20 @@ public final class PixelConverter {
         try self.scale(
             frame, to: Self.pixelFormat(target), width: width, height: height, into: destination, rowStride: rowBytes,
             padded: false)
+    }
+
+    /// `frame` as packed RGB24 at `width` × `height` in the converter's scratch, for `body` to read.
+    private func throughRGBScratch(
+        _ frame: Frame, width: Int, height: Int, _ body: (UnsafeMutablePointer<UInt8>) -> Void
+    ) throws {
+        let count = width * height * 3
+        if self.rgbScratch.count < count { self.rgbScratch = [UInt8](repeating: 0, count: count) }
+        try self.rgbScratch.withUnsafeMutableBufferPointer { rgb in
+            try self.scale(
+                frame, to: .rgb24, width: width, height: height, into: rgb.baseAddress!, rowStride: width * 3,
+                padded: false)
+            body(rgb.baseAddress!)
+        }
     }
 
     /// The output size (default: the frame's); an empty one is refused.
@@ -134,15 +143,10 @@ public final class PixelConverter {
         picture.resize(width: width, height: height, bytesPerPixel: target.bytesPerPixel)
         if Self.greyGoesThroughRGB(frame, target) {
             // Through RGB, then Pillow's L, row by row into the padded rows.
-            let count = width * height * 3
-            if self.rgbScratch.count < count { self.rgbScratch = [UInt8](repeating: 0, count: count) }
-            try self.rgbScratch.withUnsafeMutableBufferPointer { rgb in
-                try self.scale(
-                    frame, to: .rgb24, width: width, height: height, into: rgb.baseAddress!, rowStride: width * 3,
-                    padded: false)
+            try self.throughRGBScratch(frame, width: width, height: height) { rgb in
                 for row in 0..<height {
                     Self.pillowLuma(
-                        rgb: rgb.baseAddress! + row * width * 3, pixels: width,
+                        rgb: rgb + row * width * 3, pixels: width,
                         into: picture.pointer + row * picture.rowStride)
                 }
             }
