@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -89,7 +90,7 @@ let package = Package(
             name: "CPeerCredentials",
             path: "Sources/LivenessServer/CPeerCredentials"
         ),
-        // The daemon: the event socket (SwiftNIO), its protocol, systemd, and the services that run it.
+        // The daemon: its config file, the event socket (SwiftNIO), its protocol, systemd, and the services that run it.
         .target(
             name: "LivenessServer",
             dependencies: [
@@ -102,6 +103,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
             ],
             exclude: ["CPeerCredentials"]
         ),
@@ -120,7 +122,6 @@ let package = Package(
                 "LivenessEval",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
@@ -170,3 +171,18 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// scripts/fuzz.sh only (LIVENESSD_FUZZ=1): the libFuzzer entry points in Tests/Fuzz, built with
+// -sanitize=fuzzer,address. Left out of every other build: without libFuzzer it has no `main`.
+if ProcessInfo.processInfo.environment["LIVENESSD_FUZZ"] == "1" {
+    package.targets.append(
+        .executableTarget(
+            name: "livenessd-fuzz",
+            dependencies: [
+                "LivenessEngine", "LivenessServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Tests/Fuzz"
+        ))
+}

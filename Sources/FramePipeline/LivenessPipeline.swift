@@ -165,9 +165,18 @@ public final class LivenessPipeline: @unchecked Sendable {
         let converter = PixelConverter()
         let locator: FaceLocator
         var machine: DecisionMachine  // inference queue only
+        /// What waits for a live lane's prepare queue, oldest first: source news in arrival order, and at
+        /// most one frame between two pieces of news (a newer frame replaces a waiting frame that no news
+        /// follows: dropped as stale). News waits behind one frame at most, never behind a stream of
+        /// them (M10: `reconnected` used to wait until the camera stopped sending).
         struct Admission {
             var preparing = false
-            var pending: Frame?
+            var waiting: [SourceEvent]
+
+            init() {
+                self.waiting = []
+                self.waiting.reserveCapacity(4)
+            }
         }
         let admission = Mutex(Admission())
         let statistics = Mutex(LaneStatistics())
@@ -276,45 +285,55 @@ public final class LivenessPipeline: @unchecked Sendable {
     // MARK: - Admit (source thread)
 
     private func admit(_ event: SourceEvent, lane: Lane) {
-        guard case .frame(let frame) = event else {
-            // Source news travels the same path as frames, so it is published in order.
-            if lane.kind == .replay { lane.replaySlots.wait() }
-            lane.prepareQueue.async {
-                self.enqueue(Item(lane: lane, frame: nil, location: .noFace, input: nil, event: event))
-            }
-            return
-        }
-        lane.statistics.withLock { $0.framesIn += 1 }
         if lane.kind == .replay {
-            lane.replaySlots.wait()  // blocks the reader: replay never drops
-            lane.prepareQueue.async { self.prepare(frame, lane: lane) }
+            // Replay never drops: the reader waits for a slot, and news takes the frames' path, in order.
+            lane.replaySlots.wait()
+            if case .frame(let frame) = event {
+                lane.statistics.withLock { $0.framesIn += 1 }
+                lane.prepareQueue.async { self.prepare(frame, lane: lane) }
+            } else {
+                lane.prepareQueue.async { self.enqueue(self.newsItem(event, lane: lane)) }
+            }
             return
         }
+        let isFrame: Bool
+        if case .frame = event { isFrame = true } else { isFrame = false }
+        if isFrame { lane.statistics.withLock { $0.framesIn += 1 } }
         let start = lane.admission.withLock { admission -> Bool in
-            if admission.preparing {
-                if admission.pending != nil { lane.statistics.withLock { $0.droppedStale += 1 } }
-                admission.pending = frame
-                return false
+            if isFrame, let last = admission.waiting.last, case .frame = last {
+                lane.statistics.withLock { $0.droppedStale += 1 }
+                admission.waiting[admission.waiting.count - 1] = event
+            } else {
+                admission.waiting.append(event)
             }
+            if admission.preparing { return false }
             admission.preparing = true
             return true
         }
         if start {
-            lane.prepareQueue.async { self.prepareLive(frame, lane: lane) }
+            lane.prepareQueue.async { self.prepareLive(lane: lane) }
         }
+    }
+
+    private func newsItem(_ event: SourceEvent, lane: Lane) -> Item {
+        Item(lane: lane, frame: nil, location: .noFace, input: nil, event: event)
     }
 
     // MARK: - Prepare (lane queue)
 
-    private func prepareLive(_ first: Frame, lane: Lane) {
-        var next: Frame? = first
-        while let frame = next {
-            self.prepare(frame, lane: lane)
-            next = lane.admission.withLock { admission in
-                let pending = admission.pending
-                admission.pending = nil
-                if pending == nil { admission.preparing = false }
-                return pending
+    /// Takes what waits for a live lane, oldest first, until nothing does.
+    private func prepareLive(lane: Lane) {
+        while let next = lane.admission.withLock({ admission -> SourceEvent? in
+            if admission.waiting.isEmpty {
+                admission.preparing = false
+                return nil
+            }
+            return admission.waiting.removeFirst()
+        }) {
+            if case .frame(let frame) = next {
+                self.prepare(frame, lane: lane)
+            } else {
+                self.enqueue(self.newsItem(next, lane: lane))
             }
         }
     }

@@ -46,6 +46,18 @@ final class TimedSource: FrameSource, @unchecked Sendable {
     }
 }
 
+/// A live source the test drives by hand: `push` hands one event to the pipeline on the caller's thread.
+final class PushedLiveSource: FrameSource, @unchecked Sendable {
+    // @unchecked: the handler is set once by `start`, before any `push`.
+    let id: String
+    let kind = SourceKind.live
+    private var handler: (@Sendable (SourceEvent) -> Void)?
+    init(id: String) { self.id = id }
+    func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws { self.handler = handler }
+    func stop() {}
+    func push(_ event: SourceEvent) { self.handler!(event) }
+}
+
 /// A locator that takes its time, to make the pipeline fall behind a live source.
 final class SlowLocator: FaceLocator {
     let delay: Double
@@ -114,5 +126,60 @@ final class SlowLocator: FaceLocator {
         #expect(abs(wall / video - 1) < 0.05, "\(video) s of video took \(wall) s to deliver")
         let sequences = log.decisions("camera").map(\.sequence)
         #expect(sequences == sequences.sorted())
+    }
+
+    /// M10: a camera's news reaches clients while its frames outrun the pipeline. Frames come every 2 ms
+    /// and take 20 ms each to prepare; `reconnected` used to wait until the frames stopped (the lane kept
+    /// preparing the newest frame), so frames sent after it were published before it. The property is
+    /// the order: every decision before the news is of a frame sent before it, every one after of a frame
+    /// sent after it, and both sides have decisions.
+    @Test func sourceNewsIsNotStarvedByFrames() throws {
+        let log = EventLog()
+        let pipeline = try self.pipeline(log)
+        let source = PushedLiveSource(id: "camera")
+        try pipeline.add(source, locator: SlowLocator(delay: 0.02))
+        let frames = try FrameAllocationTests.frames(count: 150)
+        for frame in frames[0..<50] {
+            source.push(.frame(frame))
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+        source.push(.reconnected)
+        for frame in frames[50..<100] {
+            source.push(.frame(frame))
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+        source.push(.disconnected("unplugged"))
+        for frame in frames[100..<150] {
+            source.push(.frame(frame))
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+        source.push(.ended(.deviceGone("unplugged")))
+        #expect(pipeline.waitUntilFinished(timeoutSeconds: 60))
+
+        // What was published, in order: news by name, frames by sequence.
+        let published: [String] = log.events.withLock { events in
+            events.compactMap {
+                switch $0 {
+                case .decision(let decision): "\(decision.sequence)"
+                case .source(_, .reconnected): "reconnected"
+                case .source(_, .disconnected): "disconnected"
+                case .source(_, .ended): "ended"
+                default: nil
+                }
+            }
+        }
+        let reconnected = try #require(published.firstIndex(of: "reconnected"))
+        let disconnected = try #require(published.firstIndex(of: "disconnected"))
+        #expect(published.last == "ended")
+        func sequences(_ range: Range<Int>) -> [Int] { published[range].compactMap { Int($0) } }
+        let before = sequences(0..<reconnected)
+        let between = sequences((reconnected + 1)..<disconnected)
+        let after = sequences((disconnected + 1)..<published.count)
+        #expect(!before.isEmpty && before.allSatisfy { $0 < 50 }, "\(published)")
+        #expect(!between.isEmpty && between.allSatisfy { (50..<100).contains($0) }, "\(published)")
+        #expect(!after.isEmpty && after.allSatisfy { $0 >= 100 }, "\(published)")
+        let statistics = try #require(pipeline.statistics()["camera"])
+        #expect(statistics.framesIn == 150)
+        #expect(statistics.processed + statistics.droppedStale + statistics.droppedBusy == 150)
     }
 }

@@ -87,13 +87,26 @@ extension PickleWriter {
         expectCheckpointRefusal(.badTensor, ["'w'"]) { _ = try TorchCheckpoint(data: data, path: "huge.pt") }
     }
 
-    /// A zip directory claiming a storage (or data.pkl) far past the limits is refused before allocating.
+    /// A zip directory claiming a deflated data.pkl far past the limits is refused before allocating.
+    @Test func absurdClaimedEntrySizeIsRefused() throws {
+        let pickle = PickleWriter.oneTensor(numel: 1, shape: [1], stride: [1])
+        let valid = try self.zip(pickle: pickle, deflate: true)
+        _ = try TorchCheckpoint(data: valid, path: "valid.pt")
+        let size = UInt32(100 << 20)
+        let data = self.claim(size, for: "archive/data.pkl", in: valid)
+        expectCheckpointRefusal(.badStorage, ["archive/data.pkl", "claims \(size) bytes", "more than"]) {
+            _ = try TorchCheckpoint(data: data, path: "claim.pt")
+        }
+    }
+
+    /// A stored entry claiming more bytes than the file holds is refused before ZIPFoundation reads past
+    /// the end (which traps in its in-memory reader).
     @Test(arguments: [("archive/data/0", UInt32(0xFFFF_FFF0)), ("archive/data.pkl", UInt32(100 << 20))])
-    func absurdClaimedEntrySizeIsRefused(entry: String, size: UInt32) throws {
+    func storedEntryPastTheEndIsRefused(entry: String, size: UInt32) throws {
         let valid = try self.zip(pickle: PickleWriter.oneTensor(numel: 1, shape: [1], stride: [1]))
         _ = try TorchCheckpoint(data: valid, path: "valid.pt")
         let data = self.claim(size, for: entry, in: valid)
-        expectCheckpointRefusal(.badStorage, [entry, "claims \(size) bytes", "more than"]) {
+        expectCheckpointRefusal(.notZip, ["entry \(entry)", "past the end", "SHA-256"]) {
             _ = try TorchCheckpoint(data: data, path: "claim.pt")
         }
     }
@@ -153,6 +166,62 @@ extension PickleWriter {
         let data = try self.zip(pickle: writer.bytes)
         expectCheckpointRefusal(.pickle, ["more than 1000000 values"]) {
             _ = try TorchCheckpoint(data: data, path: "laughs.pt")
+        }
+    }
+
+    // MARK: H5: offsets ZIPFoundation's in-memory reader would trap on
+
+    /// The published model with `patch` applied to its bytes: each names a position ZIPFoundation 0.9.20
+    /// reads at (past the end: a trap in `Archive+MemoryFile`; above Int64.max: a trap in `off_t(_:)`).
+    func patchedModel(_ patch: (inout [UInt8], _ eocd: Int) -> Void) throws -> Data {
+        var bytes = [UInt8](try Data(contentsOf: try TestAssets.modelURL))
+        let eocd = try #require(
+            (0...(bytes.count - 22)).reversed().first { bytes[$0..<($0 + 4)] == [0x50, 0x4B, 0x05, 0x06] })
+        patch(&bytes, eocd)
+        return Data(bytes)
+    }
+
+    func put<T: FixedWidthInteger>(_ value: T, at index: Int, in bytes: inout [UInt8]) {
+        withUnsafeBytes(of: value.littleEndian) {
+            bytes.replaceSubrange(index..<(index + MemoryLayout<T>.size), with: $0)
+        }
+    }
+
+    @Test func localHeaderOffsetPastTheEndIsRefused() throws {
+        // torch.save writes a ZIP64 end record: the central directory's offset is at byte 48 of it.
+        let data = try self.patchedModel { bytes, eocd in
+            let record = eocd - 20 - 56
+            let directory = Int(
+                bytes[(record + 48)..<(record + 56)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+            // The first entry's local header offset (32-bit, at byte 42 of its central-directory record).
+            self.put(UInt32(bytes.count + 1000), at: directory + 42, in: &bytes)
+        }
+        expectCheckpointRefusal(.notZip, ["model.pt", "local header", "past the end", "SHA-256"]) {
+            _ = try TorchCheckpoint(data: data, path: "model.pt")
+        }
+    }
+
+    @Test func centralDirectoryPastTheEndIsRefused() throws {
+        for offset in [UInt64(5_000_000), UInt64(1) << 63 | 1] {
+            let data = try self.patchedModel { bytes, eocd in self.put(offset, at: eocd - 20 - 56 + 48, in: &bytes) }
+            expectCheckpointRefusal(.notZip, ["central directory", "past the end"]) {
+                _ = try TorchCheckpoint(data: data, path: "model.pt")
+            }
+        }
+    }
+
+    @Test func dataDescriptorPastTheEndIsRefused() throws {
+        // The first entry's size made almost the file's: its data, and so the data descriptor ZIPFoundation
+        // reads after it, end past the end of the file.
+        let data = try self.patchedModel { bytes, eocd in
+            let record = eocd - 20 - 56
+            let directory = Int(
+                bytes[(record + 48)..<(record + 56)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+            self.put(UInt32(bytes.count - 10), at: directory + 20, in: &bytes)
+            self.put(UInt32(bytes.count - 10), at: directory + 24, in: &bytes)
+        }
+        expectCheckpointRefusal(.notZip, ["entry model/data.pkl", "past the end"]) {
+            _ = try TorchCheckpoint(data: data, path: "model.pt")
         }
     }
 }

@@ -75,6 +75,29 @@ import ZIPFoundation
         #expect(line?.contains(LivenessViT.publishedSHA256) == true && line?.contains(actual) == true)
     }
 
+    /// A detector file that parses but whose graph the locator refuses (its first Conv renamed to an
+    /// operator nothing here runs) stops `run` with status 2, as the README promises for every start-up
+    /// error (it exited 1 before); the message names the file, the node and the supported operators.
+    @Test func refusedDetectorGraphExitsTwo() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        var bytes = [UInt8](try Data(contentsOf: try TestAssets.file("models/yunet/face_detection_yunet.onnx")))
+        // NodeProto.op_type is field 4: tag 0x22, length 4, "Conv".
+        let conv: [UInt8] = [0x22, 0x04] + Array("Conv".utf8)
+        let at = try #require((0...(bytes.count - conv.count)).first { Array(bytes[$0..<($0 + conv.count)]) == conv })
+        bytes.replaceSubrange((at + 2)..<(at + 6), with: Array("Cxnv".utf8))
+        let detector = directory.appendingPathComponent("yunet-bad.onnx")
+        try Data(bytes).write(to: detector)
+        let run = try Binary.run([
+            "run", "--models", "vit", "--model", try TestAssets.modelURL.path, "--detector", detector.path,
+            "--crop", "detect", "--socket", directory.appendingPathComponent("livenessd.sock").path,
+            "--source", try TestAssets.file(Self.clip).path,
+        ])
+        #expect(run.status == 2, "\(run.standardError)")
+        #expect(run.standardError.contains(detector.path), "\(run.standardError)")
+        #expect(
+            run.standardError.contains("Cxnv") && run.standardError.contains("not supported"), "\(run.standardError)")
+    }
+
     /// A model of one's own (here the published one, re-zipped: same tensors, another digest) is refused
     /// until the config names its digest under `trusted_sha256:`; then it runs.
     @Test func trustedDigestLetsAnUnpublishedModelRun() throws {

@@ -86,6 +86,12 @@ public struct TorchCheckpoint: Sendable {
         let acceptsInt64: Bool
         let storageBytes: (_ storage: StorageReference, _ tensorKey: String) throws -> [UInt8]
         if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
+            if let problem = ZipBounds.problem(in: data) {
+                throw CheckpointError(
+                    code: .notZip, path: path,
+                    message: "not a readable torch.save checkpoint: \(problem); the zip is damaged or crafted. "
+                        + "Re-download it and compare its SHA-256.")
+            }
             let archive: Archive
             do {
                 archive = try Archive(data: data, accessMode: .read)
@@ -235,7 +241,9 @@ public struct TorchCheckpoint: Sendable {
                     + "compare its SHA-256.")
         }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(Int(entry.uncompressedSize))
+        // Reserved up to 64 MiB: a deflated entry may claim far more than it holds (the limit above is 1 GiB),
+        // and what it really holds is appended as it inflates.
+        bytes.reserveCapacity(Int(min(entry.uncompressedSize, 64 << 20)))
         var overrun = false
         let checksum: CRC32
         do {

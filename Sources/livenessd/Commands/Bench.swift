@@ -3,6 +3,7 @@ import CaptureKit
 import FramePipeline
 import Foundation
 import LivenessEngine
+import LivenessServer
 import Synchronization
 
 struct Bench: ParsableCommand {

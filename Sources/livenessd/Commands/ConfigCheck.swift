@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LivenessEngine
+import LivenessServer
 
 /// `livenessd config …`: the config file without starting anything.
 struct Config: ParsableCommand {

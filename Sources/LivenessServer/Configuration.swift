@@ -1,0 +1,268 @@
+import Foundation
+import LivenessEngine
+import Yams
+
+/// The config file (YAML). Every key is optional; command-line flags override it. The documented
+/// schema with defaults is samples/livenessd.yaml.
+///
+/// It lives with the daemon (LivenessServer) because it describes the daemon; `classify` and `eval` read
+/// the same file for the model, threshold, fusion and decision settings.
+public struct Configuration: Decodable, Equatable, Sendable {
+    public init() {}
+
+    public var model: String?
+    public var threshold: Double?
+    public var sources: [String]?
+    public var socket: Socket?
+    public var access: Access?
+    public var decision: Decision?
+    /// The YuNet face detector (ONNX); see `DetectorModelLocator`.
+    public var detector: String?
+    public var crop: Crop?
+    /// Which opinions judge a face: `[vit, minifasnet]` (the default), or one of them.
+    public var models: ModelSelection?
+    /// Folder holding the MiniFASNet pair's two `.pth` files; see `PairModelLocator`.
+    public var minifasnet: String?
+    /// Weights of the opinions' logits in the fused score (default 1 each).
+    public var fusion: Fusion?
+    /// SHA-256 digests of model files `run` may load although they are not the published ones (a model
+    /// of one's own); any other unpublished file is refused as damaged.
+    public var trustedSHA256: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case model, threshold, sources, socket, access, decision, detector, crop, models, minifasnet, fusion
+        case trustedSHA256 = "trusted_sha256"
+    }
+
+    /// `models: [vit, minifasnet]`, `models: vit`, or `models: both`.
+    public struct ModelSelection: Decodable, Equatable, Sendable {
+        public var kinds: [OpinionKind]
+
+        public init(kinds: [OpinionKind]) { self.kinds = kinds }
+
+        public init(from decoder: Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            let names: [String]
+            if let single = try? container.decode(String.self) {
+                names = single == "both" ? OpinionKind.allCases.map(\.rawValue) : [single]
+            } else {
+                names = try container.decode([String].self)
+            }
+            var kinds: [OpinionKind] = []
+            for name in names {
+                guard let kind = OpinionKind(rawValue: name) else {
+                    throw DecodingError.dataCorruptedError(
+                        in: container, debugDescription: "unknown model '\(name)': use vit, minifasnet or both")
+                }
+                if !kinds.contains(kind) { kinds.append(kind) }
+            }
+            guard !kinds.isEmpty else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "models: names no model")
+            }
+            self.kinds = kinds
+        }
+    }
+
+    public struct Fusion: Decodable, Equatable, Sendable {
+        public var vit: Double?
+        public var minifasnet: Double?
+    }
+
+    /// `crop: {mode: detect|full, scale: 1.5}`.
+    public struct Crop: Decodable, Equatable, Sendable {
+        public var mode: String?
+        public var scale: Double?
+    }
+
+    public struct Socket: Decodable, Equatable, Sendable {
+        public var path: String?
+        /// Octal text, e.g. "0660".
+        public var mode: String?
+        public var group: String?
+        /// Messages a client may have waiting before it is disconnected as too slow.
+        public var clientQueueLimit: Int?
+        /// Connections open at once; more get one error line and are closed.
+        public var maxClients: Int?
+        /// Seconds a connection may stay open without sending a request.
+        public var idleTimeoutSeconds: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case path, mode, group
+            case clientQueueLimit = "client_queue_limit"
+            case maxClients = "max_clients"
+            case idleTimeoutSeconds = "idle_timeout_seconds"
+        }
+    }
+
+    public struct Access: Decodable, Equatable, Sendable {
+        /// Observers: may subscribe and ask for status and snapshots.
+        public var allowUIDs: [UInt32]?
+        public var allowGIDs: [UInt32]?
+        /// Controllers: may also change state (reset).
+        public var controllerUIDs: [UInt32]?
+        public var controllerGIDs: [UInt32]?
+
+        enum CodingKeys: String, CodingKey {
+            case allowUIDs = "allow_uids"
+            case allowGIDs = "allow_gids"
+            case controllerUIDs = "controller_uids"
+            case controllerGIDs = "controller_gids"
+        }
+    }
+
+    public struct Decision: Decodable, Equatable, Sendable {
+        public var windowFrames: Int?
+        public var windowSeconds: Double?
+        public var minimumFrames: Int?
+        public var hysteresis: Double?
+        public var smoothing: String?
+        public var emaAlpha: Double?
+        public var faceLostResetSeconds: Double?
+
+        /// Each setting within the range the decision machine can work with; out of range, a window
+        /// never fills (deciding forever) or a verdict never changes, so the file is refused instead.
+        public func validate(path: String) throws(ConfigurationError) {
+            let defaults = DecisionConfiguration(threshold: 0.5)
+            let windowFrames = self.windowFrames ?? defaults.windowFrames
+            if let frames = self.windowFrames, frames < 1 {
+                throw ConfigurationError("\(path): decision.window_frames must be at least 1, got \(frames)")
+            }
+            if let frames = self.minimumFrames, !(1...windowFrames).contains(frames) {
+                throw ConfigurationError(
+                    "\(path): decision.min_frames must be between 1 and window_frames (\(windowFrames)), got \(frames)")
+            }
+            if let seconds = self.windowSeconds, !(seconds.isFinite && seconds > 0) {
+                throw ConfigurationError(
+                    "\(path): decision.window_seconds must be a number of seconds above 0, got \(seconds)")
+            }
+            if let band = self.hysteresis, !(band >= 0 && band < 0.5) {
+                throw ConfigurationError("\(path): decision.hysteresis must be at least 0 and below 0.5, got \(band)")
+            }
+            if let alpha = self.emaAlpha, !(alpha > 0 && alpha <= 1) {
+                throw ConfigurationError("\(path): decision.ema_alpha must be above 0 and at most 1, got \(alpha)")
+            }
+            if let seconds = self.faceLostResetSeconds, !(seconds.isFinite && seconds >= 0) {
+                throw ConfigurationError(
+                    "\(path): decision.face_lost_reset_seconds must be a number of seconds, 0 or more, got \(seconds)")
+            }
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case hysteresis, smoothing
+            case windowFrames = "window_frames"
+            case windowSeconds = "window_seconds"
+            case minimumFrames = "min_frames"
+            case emaAlpha = "ema_alpha"
+            case faceLostResetSeconds = "face_lost_reset_seconds"
+        }
+    }
+
+    public static let defaultPath = "/etc/livenessd/livenessd.yaml"
+
+    /// Reads `path`, or the default path when it exists; no file means an empty configuration.
+    public static func read(path: String?) throws(ConfigurationError) -> Configuration {
+        let chosen = path ?? Self.defaultPath
+        guard FileManager.default.fileExists(atPath: chosen) else {
+            if let path {
+                throw ConfigurationError("config file \(path) does not exist")
+            }
+            return Configuration()
+        }
+        let text: String
+        do {
+            text = try String(contentsOfFile: chosen, encoding: .utf8)
+        } catch {
+            throw ConfigurationError("cannot read config file \(chosen): \(error.localizedDescription)")
+        }
+        return try Self.parse(text, path: chosen)
+    }
+
+    /// The configuration `text` (YAML) describes, validated; `path` only names it in messages.
+    public static func parse(_ text: String, path: String) throws(ConfigurationError) -> Configuration {
+        let configuration: Configuration
+        do {
+            configuration = try YAMLDecoder().decode(Configuration.self, from: text.isEmpty ? "{}" : text)
+        } catch {
+            throw ConfigurationError("config file \(path) is not valid: \(error)")
+        }
+        try configuration.validate(path: path)
+        return configuration
+    }
+
+    public func validate(path: String) throws(ConfigurationError) {
+        if let threshold, !(0...1).contains(threshold) {
+            throw ConfigurationError("\(path): threshold must be between 0 and 1, got \(threshold)")
+        }
+        if let limit = self.socket?.maxClients, !(1...100_000).contains(limit) {
+            throw ConfigurationError("\(path): socket.max_clients must be from 1 to 100000, got \(limit)")
+        }
+        if let seconds = self.socket?.idleTimeoutSeconds, !(seconds >= 0.1 && seconds <= 86_400) {
+            throw ConfigurationError("\(path): socket.idle_timeout_seconds must be from 0.1 to 86400, got \(seconds)")
+        }
+        if let mode = self.socket?.mode, UInt32(mode, radix: 8) == nil {
+            throw ConfigurationError("\(path): socket.mode must be octal like \"0660\", got \(mode)")
+        }
+        if let smoothing = self.decision?.smoothing, !["mean", "median", "ema"].contains(smoothing) {
+            throw ConfigurationError("\(path): decision.smoothing must be mean, median or ema, got \(smoothing)")
+        }
+        if let mode = self.crop?.mode, !["detect", "full"].contains(mode) {
+            throw ConfigurationError("\(path): crop.mode must be detect or full, got \(mode)")
+        }
+        if let scale = self.crop?.scale, !(scale >= 0.5 && scale <= 5) {
+            throw ConfigurationError("\(path): crop.scale must be between 0.5 and 5, got \(scale)")
+        }
+        if let decision = self.decision { try decision.validate(path: path) }
+        for digest in self.trustedSHA256 ?? []
+        where digest.count != 64 || !digest.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) {
+            throw ConfigurationError("\(path): trusted_sha256 entries are 64 lower-case hex digits, got '\(digest)'")
+        }
+        for (name, weight) in [("vit", self.fusion?.vit), ("minifasnet", self.fusion?.minifasnet)] {
+            if let weight, !(weight.isFinite && weight >= 0 && weight <= 100) {
+                throw ConfigurationError("\(path): fusion.\(name) must be a weight between 0 and 100, got \(weight)")
+            }
+        }
+    }
+
+    /// The fusion weights from the file (1 each by default).
+    public var scoreFusion: ScoreFusion {
+        var weights: [OpinionKind: Double] = [:]
+        if let weight = self.fusion?.vit { weights[.vit] = weight }
+        if let weight = self.fusion?.minifasnet { weights[.minifasnet] = weight }
+        return ScoreFusion(weights: weights)
+    }
+
+    /// The decision rules this file describes on top of `threshold`.
+    public func decisionConfiguration(threshold: Double) -> DecisionConfiguration {
+        var rules = DecisionConfiguration(threshold: threshold)
+        guard let decision else { return rules }
+        if let value = decision.windowFrames { rules.windowFrames = value }
+        if let value = decision.windowSeconds { rules.windowSeconds = value }
+        if let value = decision.minimumFrames { rules.minimumScoredFrames = value }
+        if let value = decision.hysteresis { rules.hysteresis = value }
+        if let value = decision.faceLostResetSeconds { rules.faceLostResetSeconds = value }
+        switch decision.smoothing {
+        case "median": rules.smoothing = .median
+        case "ema": rules.smoothing = .exponential(alpha: decision.emaAlpha ?? 0.3)
+        default: rules.smoothing = .mean
+        }
+        return rules
+    }
+
+    /// Socket access from the file.
+    public var accessPolicy: AccessPolicy {
+        var policy = AccessPolicy()
+        policy.allowedUIDs = Set(self.access?.allowUIDs ?? [])
+        policy.allowedGIDs = Set(self.access?.allowGIDs ?? [])
+        policy.controllerUIDs = Set(self.access?.controllerUIDs ?? [])
+        policy.controllerGIDs = Set(self.access?.controllerGIDs ?? [])
+        if let mode = self.socket?.mode, let value = UInt32(mode, radix: 8) { policy.socketMode = value }
+        policy.socketGroup = self.socket?.group
+        return policy
+    }
+}
+
+/// What is wrong with a config file, in one line that names the file and the setting.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
