@@ -29,7 +29,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
     /// of one's own); any other unpublished file is refused as damaged.
     public var trustedSHA256: [String]?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case model, threshold, sources, socket, access, decision, detector, crop, models, minifasnet, fusion
         case trustedSHA256 = "trusted_sha256"
     }
@@ -66,12 +66,16 @@ public struct Configuration: Decodable, Equatable, Sendable {
     public struct Fusion: Decodable, Equatable, Sendable {
         public var vit: Double?
         public var minifasnet: Double?
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case vit, minifasnet }
     }
 
     /// `crop: {mode: detect|full, scale: 1.5}`.
     public struct Crop: Decodable, Equatable, Sendable {
         public var mode: String?
         public var scale: Double?
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case mode, scale }
     }
 
     public struct Socket: Decodable, Equatable, Sendable {
@@ -86,7 +90,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
         /// Seconds a connection may stay open without sending a request.
         public var idleTimeoutSeconds: Double?
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case path, mode, group
             case clientQueueLimit = "client_queue_limit"
             case maxClients = "max_clients"
@@ -94,15 +98,61 @@ public struct Configuration: Decodable, Equatable, Sendable {
         }
     }
 
-    public struct Access: Decodable, Equatable, Sendable {
-        /// Observers: may subscribe and ask for status and snapshots.
-        public var allowUIDs: [UInt32]?
-        public var allowGIDs: [UInt32]?
-        /// Controllers: may also change state (reset).
-        public var controllerUIDs: [UInt32]?
-        public var controllerGIDs: [UInt32]?
+    /// A user or group in an access list: a number, or a name looked up in the system's databases
+    /// (`kiosk`, `video`) when the file is read.
+    public enum Principal: Decodable, Equatable, Sendable {
+        case number(UInt32)
+        case name(String)
 
-        enum CodingKeys: String, CodingKey {
+        public init(from decoder: Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let number = try? container.decode(UInt32.self) {
+                self = .number(number)
+            } else {
+                self = .name(try container.decode(String.self))
+            }
+        }
+
+        /// The number; for a name, the uid (`user`) or gid of that name, nil when there is none.
+        public func resolve(user: Bool) -> UInt32? {
+            switch self {
+            case .number(let number): return number
+            case .name(let name):
+                var buffer = [CChar](repeating: 0, count: 16_384)
+                if user {
+                    var entry = passwd()
+                    var result: UnsafeMutablePointer<passwd>?
+                    guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else {
+                        return nil
+                    }
+                    return entry.pw_uid
+                }
+                var entry = group()
+                var result: UnsafeMutablePointer<group>?
+                guard getgrnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+                return entry.gr_gid
+            }
+        }
+    }
+
+    public struct Access: Decodable, Equatable, Sendable {
+        /// Observers: may subscribe and ask for status and snapshots. Numbers or names.
+        public var allowUIDs: [Principal]?
+        public var allowGIDs: [Principal]?
+        /// Controllers: may also change state (reset).
+        public var controllerUIDs: [Principal]?
+        public var controllerGIDs: [Principal]?
+
+        /// Each list with its key, whether it holds users, and its entries.
+        var lists: [(key: String, users: Bool, entries: [Principal])] {
+            [
+                ("allow_uids", true, self.allowUIDs ?? []), ("allow_gids", false, self.allowGIDs ?? []),
+                ("controller_uids", true, self.controllerUIDs ?? []),
+                ("controller_gids", false, self.controllerGIDs ?? []),
+            ]
+        }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case allowUIDs = "allow_uids"
             case allowGIDs = "allow_gids"
             case controllerUIDs = "controller_uids"
@@ -147,7 +197,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
             }
         }
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case hysteresis, smoothing
             case windowFrames = "window_frames"
             case windowSeconds = "window_seconds"
@@ -158,6 +208,18 @@ public struct Configuration: Decodable, Equatable, Sendable {
     }
 
     public static let defaultPath = "/etc/livenessd/livenessd.yaml"
+
+    /// The socket when neither `--socket` nor `socket.path` names one: the system path for root (and for a
+    /// service without a user session), `$XDG_RUNTIME_DIR/livenessd/livenessd.sock` for an ordinary user,
+    /// who cannot write to /run (the README's first `run` example then works without root).
+    public static func defaultSocketPath(
+        environment: [String: String] = ProcessInfo.processInfo.environment, uid: UInt32 = getuid()
+    ) -> String {
+        if uid != 0, let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
+            return runtime + "/livenessd/livenessd.sock"
+        }
+        return "/run/livenessd/livenessd.sock"
+    }
 
     /// Reads `path`, or the default path when it exists; no file means an empty configuration.
     public static func read(path: String?) throws(ConfigurationError) -> Configuration {
@@ -179,6 +241,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
 
     /// The configuration `text` (YAML) describes, validated; `path` only names it in messages.
     public static func parse(_ text: String, path: String) throws(ConfigurationError) -> Configuration {
+        try Self.checkKeys(text, path: path)
         let configuration: Configuration
         do {
             configuration = try YAMLDecoder().decode(Configuration.self, from: text.isEmpty ? "{}" : text)
@@ -187,6 +250,47 @@ public struct Configuration: Decodable, Equatable, Sendable {
         }
         try configuration.validate(path: path)
         return configuration
+    }
+
+    /// Every key the file may hold, by the path of the mapping that holds it ("" is the top level).
+    static let knownKeys: [String: [String]] = [
+        "": CodingKeys.allCases.map(\.stringValue),
+        "socket": Socket.CodingKeys.allCases.map(\.stringValue),
+        "access": Access.CodingKeys.allCases.map(\.stringValue),
+        "decision": Decision.CodingKeys.allCases.map(\.stringValue),
+        "crop": Crop.CodingKeys.allCases.map(\.stringValue),
+        "fusion": Fusion.CodingKeys.allCases.map(\.stringValue),
+    ]
+
+    /// A misspelt key (`treshold: 0.5`) would otherwise be ignored without a word, leaving the default in
+    /// force: every mapping's keys must be known, and an unknown one is named with the nearest known one.
+    static func checkKeys(_ text: String, path: String) throws(ConfigurationError) {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigurationError("config file \(path) is not valid: \(error)")
+        }
+        guard let mapping = root?.mapping else { return }
+        func check(_ mapping: Node.Mapping, at prefix: String) throws(ConfigurationError) {
+            guard let known = Self.knownKeys[prefix] else { return }
+            for (key, value) in mapping {
+                guard let name = key.string else { continue }
+                let qualified = prefix.isEmpty ? name : "\(prefix).\(name)"
+                guard known.contains(name) else {
+                    let nearest = known.min { editDistance(name, $0) < editDistance(name, $1) }
+                    let hint =
+                        nearest.map {
+                            editDistance(name, $0) <= max(2, name.count / 3) ? " (did you mean '\($0)'?)" : ""
+                        }
+                        ?? ""
+                    throw ConfigurationError(
+                        "\(path): unknown key '\(qualified)'\(hint); known keys here: \(known.joined(separator: ", "))")
+                }
+                if prefix.isEmpty, let nested = value.mapping { try check(nested, at: name) }
+            }
+        }
+        try check(mapping, at: "")
     }
 
     public func validate(path: String) throws(ConfigurationError) {
@@ -212,6 +316,13 @@ public struct Configuration: Decodable, Equatable, Sendable {
             throw ConfigurationError("\(path): crop.scale must be between 0.5 and 5, got \(scale)")
         }
         if let decision = self.decision { try decision.validate(path: path) }
+        for list in self.access?.lists ?? [] {
+            for case .name(let name) in list.entries where Principal.name(name).resolve(user: list.users) == nil {
+                throw ConfigurationError(
+                    "\(path): access.\(list.key): there is no \(list.users ? "user" : "group") named '\(name)' on this "
+                        + "system (names are looked up when the file is read; numbers are taken as they are)")
+            }
+        }
         for digest in self.trustedSHA256 ?? []
         where digest.count != 64 || !digest.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) {
             throw ConfigurationError("\(path): trusted_sha256 entries are 64 lower-case hex digits, got '\(digest)'")
@@ -251,10 +362,14 @@ public struct Configuration: Decodable, Equatable, Sendable {
     /// Socket access from the file.
     public var accessPolicy: AccessPolicy {
         var policy = AccessPolicy()
-        policy.allowedUIDs = Set(self.access?.allowUIDs ?? [])
-        policy.allowedGIDs = Set(self.access?.allowGIDs ?? [])
-        policy.controllerUIDs = Set(self.access?.controllerUIDs ?? [])
-        policy.controllerGIDs = Set(self.access?.controllerGIDs ?? [])
+        // Names were checked when the file was read; one deleted since then simply matches nobody.
+        func ids(_ list: [Principal]?, user: Bool) -> Set<UInt32> {
+            Set((list ?? []).compactMap { $0.resolve(user: user) })
+        }
+        policy.allowedUIDs = ids(self.access?.allowUIDs, user: true)
+        policy.allowedGIDs = ids(self.access?.allowGIDs, user: false)
+        policy.controllerUIDs = ids(self.access?.controllerUIDs, user: true)
+        policy.controllerGIDs = ids(self.access?.controllerGIDs, user: false)
         if let mode = self.socket?.mode, let value = UInt32(mode, radix: 8) { policy.socketMode = value }
         policy.socketGroup = self.socket?.group
         return policy
@@ -265,4 +380,22 @@ public struct Configuration: Decodable, Equatable, Sendable {
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// Levenshtein distance between two short keys, for "did you mean" (no Swift or Debian library offers it;
+/// keys are a few dozen characters, so the quadratic table is nothing).
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a)
+    let b = Array(b)
+    if a.isEmpty || b.isEmpty { return max(a.count, b.count) }
+    var previous = Array(0...b.count)
+    var current = [Int](repeating: 0, count: b.count + 1)
+    for i in 1...a.count {
+        current[0] = i
+        for j in 1...b.count {
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        swap(&previous, &current)
+    }
+    return previous[b.count]
 }

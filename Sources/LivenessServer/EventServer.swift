@@ -27,15 +27,45 @@ public struct AccessPolicy: Sendable, Equatable {
 
     public init() {}
 
-    /// The peer's role, or nil when it may not connect at all.
+    /// The peer's role, or nil when it may not connect at all. Group rules match the peer's primary group
+    /// (what SO_PEERCRED carries) and its supplementary groups (`groups(uid:gid:)`: SO_PEERCRED has none,
+    /// so a member of the socket's group by `usermod -aG` was refused).
     public func role(uid: UInt32, gid: UInt32) -> Role? {
-        if uid == 0 || uid == getuid() || self.controllerUIDs.contains(uid) || self.controllerGIDs.contains(gid) {
-            return .controller
-        }
-        return self.allowedUIDs.contains(uid) || self.allowedGIDs.contains(gid) ? .observer : nil
+        if uid == 0 || uid == getuid() || self.controllerUIDs.contains(uid) { return .controller }
+        let groups = self.controllerGIDs.isEmpty && self.allowedGIDs.isEmpty ? [gid] : Self.groups(uid: uid, gid: gid)
+        if !self.controllerGIDs.isDisjoint(with: groups) { return .controller }
+        return self.allowedUIDs.contains(uid) || !self.allowedGIDs.isDisjoint(with: groups) ? .observer : nil
     }
 
     public func allows(uid: UInt32, gid: UInt32) -> Bool { self.role(uid: uid, gid: gid) != nil }
+
+    /// Why a peer is refused, naming the rules it did not meet.
+    public func refusal(uid: UInt32, gid: UInt32) -> String {
+        let groups = Self.groups(uid: uid, gid: gid).sorted().map(String.init).joined(separator: ", ")
+        return "access denied for uid \(uid) (groups \(groups)): neither its uid nor one of its groups is in "
+            + "access.allow_uids/allow_gids or controller_uids/controller_gids, and it is not root or the daemon's user"
+    }
+
+    /// `gid` and every supplementary group of the user `uid` (the group database, as `id` shows them);
+    /// just `gid` when the uid has no passwd entry.
+    public static func groups(uid: UInt32, gid: UInt32) -> [UInt32] {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil, let name = entry.pw_name
+        else {
+            return [gid]
+        }
+        var count: Int32 = 64
+        while true {
+            var groups = [gid_t](repeating: 0, count: Int(count))
+            let wanted = count
+            if getgrouplist(name, gid, &groups, &count) >= 0 { return Array(groups.prefix(Int(count))) }
+            // Too small: `count` now holds the number needed.
+            if count <= wanted || count > 65_536 { return [gid] }
+        }
+    }
+
 }
 
 /// The Unix-socket event server (SwiftNIO): newline-delimited JSON (docs/PROTOCOL.md).
@@ -450,7 +480,7 @@ final class ClientHandler: ChannelInboundHandler {
                     self.server.logLabel.notice(
                         "refused a client",
                         metadata: ["peer.uid": "\(credentials.uid)", "peer.pid": "\(credentials.pid)"])
-                    self.refuse("access denied for uid \(credentials.uid) (not in the allow-list)")
+                    self.refuse(self.server.accessPolicy.refusal(uid: credentials.uid, gid: credentials.gid))
                 }
             case .failure(let error):
                 self.refuse("cannot read peer credentials: \(error)")

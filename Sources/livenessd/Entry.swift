@@ -21,7 +21,9 @@ enum Entry {
             return handler
         }
         // Before any model is loaded: OpenBLAS picks its kernels once, when the library initialises.
-        BLASRuntime.ensureOptimisedCore(logger: Logger(label: "livenessd.blas"))
+        // The daemon records the fix in its log; other commands say it only at info (LIVENESSD_LOG_LEVEL=info).
+        let daemon = CommandLine.arguments.dropFirst().first == "run"
+        BLASRuntime.ensureOptimisedCore(logger: Logger(label: "livenessd.blas"), fixedLevel: daemon ? .notice : .info)
         await Livenessd.main()
     }
 }

@@ -9,6 +9,9 @@
 //   request     bytes a peer sends on the event socket, through the real ClientHandler on an EmbeddedChannel
 //   config      Configuration.parse (the YAML config file, decoded and validated)
 //
+// SwiftPM gives an executable target its own `main` (this file's top-level code, at the end), so libFuzzer's
+// `main` is never linked: the top-level code hands over to libFuzzer's driver, `LLVMFuzzerRunDriver`.
+//
 // Every input must end in a thrown error or a result: a trap, an ASan report, a leak, an allocation above
 // -malloc_limit_mb or a hang above -timeout is a finding. Inputs given as file arguments are run once each
 // (how scripts/fuzz.sh replays a corpus or a crash).
@@ -98,3 +101,14 @@ private func request(_ bytes: [UInt8]) {
     while (try? channel.readOutbound(as: ByteBuffer.self)) != nil {}
     _ = try? channel.finish(acceptAlreadyClosed: true)
 }
+
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+) -> CInt
+
+var arguments = CommandLine.argc
+var vector = CommandLine.unsafeArgv
+exit(LLVMFuzzerRunDriver(&arguments, &vector) { data, size in fuzzTestOneInput(data, size) })

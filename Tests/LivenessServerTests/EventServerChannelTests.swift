@@ -140,6 +140,58 @@ import Testing
         #expect(try Self.lines(member).first?["id"] as? String == "y")
     }
 
+    /// Runs a system tool (useradd and friends); its status.
+    @discardableResult
+    static func tool(_ path: String, _ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Issue 12: SO_PEERCRED carries only the primary gid, so a user added to the socket's group
+    /// (`usermod -aG`) was refused. Real users and a group are made for the test (root only: CI is): the
+    /// member, whose primary group is its own, is admitted through its supplementary group; the other
+    /// user is refused with the rules named.
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/sbin/useradd")))
+    func supplementaryGroupMembersAreAdmitted() throws {
+        let suffix = String(getpid() % 100_000)
+        let group = "lvdgrp\(suffix)"
+        let member = "lvdmem\(suffix)"
+        let other = "lvdoth\(suffix)"
+        defer {
+            for user in [member, other] { _ = try? Self.tool("/usr/sbin/userdel", [user]) }
+            _ = try? Self.tool("/usr/sbin/groupdel", [group])
+        }
+        try #require(try Self.tool("/usr/sbin/groupadd", [group]) == 0)
+        try #require(try Self.tool("/usr/sbin/useradd", ["-M", "-U", "-G", group, member]) == 0)
+        try #require(try Self.tool("/usr/sbin/useradd", ["-M", "-U", other]) == 0)
+        func ids(_ user: String) throws -> (uid: UInt32, gid: UInt32) {
+            let entry = try #require(getpwnam(user))
+            return (entry.pointee.pw_uid, entry.pointee.pw_gid)
+        }
+        let groupID = try #require(getgrnam(group)).pointee.gr_gid
+        let (memberUID, memberGID) = try ids(member)
+        let (otherUID, otherGID) = try ids(other)
+        #expect(memberGID != groupID)
+        #expect(AccessPolicy.groups(uid: memberUID, gid: memberGID).contains(groupID))
+
+        var access = AccessPolicy()
+        access.allowedGIDs = [groupID]
+        let harness = Harness(access: access)
+        let admitted = try harness.connect(uid: memberUID, gid: memberGID)
+        try harness.send(admitted, #"{"op":"status","id":"m"}"# + "\n")
+        #expect(try Self.lines(admitted).first?["type"] as? String == "status")
+        let refused = try harness.connect(uid: otherUID, gid: otherGID)
+        let error = try Self.lines(refused).first?["error"] as? String
+        #expect(error?.contains("access denied for uid \(otherUID)") == true, "\(String(describing: error))")
+        #expect(error?.contains("access.allow_uids/allow_gids") == true)
+    }
+
     /// M9: observers may subscribe and ask; only controllers (and root, and the daemon's own user) reset.
     @Test func onlyControllersMayReset() throws {
         var access = AccessPolicy()

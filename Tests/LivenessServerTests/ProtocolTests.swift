@@ -56,3 +56,18 @@ import Testing
         #expect((json["scores"] as? [String: Any])?["vit"] is NSNull)
     }
 }
+
+/// Issue 12: an ordinary user's default socket is under $XDG_RUNTIME_DIR (they cannot write to /run).
+@Suite struct DefaultSocketTests {
+    @Test func defaultSocketFollowsTheUser() {
+        let session = ["XDG_RUNTIME_DIR": "/run/user/1000"]
+        #expect(
+            Configuration.defaultSocketPath(environment: session, uid: 1000)
+                == "/run/user/1000/livenessd/livenessd.sock")
+        #expect(Configuration.defaultSocketPath(environment: session, uid: 0) == "/run/livenessd/livenessd.sock")
+        #expect(Configuration.defaultSocketPath(environment: [:], uid: 1000) == "/run/livenessd/livenessd.sock")
+        #expect(
+            Configuration.defaultSocketPath(environment: ["XDG_RUNTIME_DIR": "relative"], uid: 1000)
+                == "/run/livenessd/livenessd.sock")
+    }
+}

@@ -104,6 +104,61 @@ enum Binary {
         return (try #require(object, "not JSON: \(run.standardOutput)"), run)
     }
 
+    /// A misspelt key used to be ignored without a word (`treshold: 0.5` left the checkpoint's threshold
+    /// in force): now the file is refused, naming the key, where it is, and the nearest known key.
+    @Test(arguments: [
+        ("treshold: 0.5\n", "unknown key 'treshold' (did you mean 'threshold'?)"),
+        ("decision:\n  min_frame: 3\n", "unknown key 'decision.min_frame' (did you mean 'min_frames'?)"),
+        ("socket:\n  max_client: 3\n", "unknown key 'socket.max_client' (did you mean 'max_clients'?)"),
+        ("cameras: []\n", "unknown key 'cameras'; known keys here: model, threshold"),
+    ])
+    func unknownConfigKeysAreRefusedWithASuggestion(text: String, message: String) throws {
+        let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        let (settings, run) = try Self.check([file.path])
+        #expect(settings == nil && run.status == 2)
+        #expect(run.standardError.contains(file.path) && run.standardError.contains(message), "\(run.standardError)")
+    }
+
+    /// Issue 12: access lists take user and group names as well as numbers (looked up when the file is
+    /// read); a name the system does not know is refused, naming the list and the name.
+    @Test func accessListsTakeNames() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let file = directory.appendingPathComponent("livenessd.yaml")
+        try "access:\n  allow_uids: [root, 4242]\n  allow_gids: [daemon]\n  controller_gids: [0]\n"
+            .write(to: file, atomically: true, encoding: .utf8)
+        let models = ["--models", "vit", "--model", try TestAssets.modelURL.path]
+        let (settings, run) = try Self.check(models + [file.path])
+        let access = try #require(settings?["access"] as? [String: Any], "\(run.standardError)")
+        #expect(access["allow_uids"] as? [Int] == [0, 4242])
+        #expect(access["allow_gids"] as? [Int] == [Int(getgrnam("daemon").pointee.gr_gid)])
+        #expect(access["controller_gids"] as? [Int] == [0])
+        try "access:\n  allow_gids: [no-such-group-4f1c]\n".write(to: file, atomically: true, encoding: .utf8)
+        let (refused, failed) = try Self.check(models + [file.path])
+        #expect(refused == nil && failed.status == 2)
+        #expect(
+            failed.standardError.contains("access.allow_gids: there is no group named 'no-such-group-4f1c'"),
+            "\(failed.standardError)")
+    }
+
+    /// The documented sample config names only keys the daemon knows and passes validation (its model
+    /// paths are an installed system's, so they are pointed at the test models here).
+    @Test func sampleConfigHasNoUnknownKeys() throws {
+        let sample = try String(
+            contentsOf: TestAssets.packageRoot.appendingPathComponent("samples/livenessd.yaml"), encoding: .utf8)
+        let models = try TestAssets.file("models")
+        let text = sample.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            if line.hasPrefix("model:") { return "model: \(models.path)/face-liveness-vit/model.pt" }
+            if line.hasPrefix("minifasnet:") { return "minifasnet: \(models.path)/silent-face" }
+            if line.hasPrefix("detector:") { return "detector: \(models.path)/yunet/face_detection_yunet.onnx" }
+            return String(line)
+        }.joined(separator: "\n")
+        let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        let (settings, run) = try Self.check([file.path])
+        #expect(settings != nil, "\(run.standardError)")
+    }
+
     @Test func modelIsFoundByFlagThenEnvironmentThenConfig() throws {
         let directory = try TestAssets.temporaryDirectory()
         let a = directory.appendingPathComponent("a.pt")
@@ -193,6 +248,6 @@ enum Binary {
         #expect(output.status == 0)
         #expect(output.standardOutput.contains("\"type\":\"status\""), "\(output.standardOutput)")
         let refused = try Binary.run(["watch", "--socket", "/nonexistent/livenessd.sock"])
-        #expect(refused.status == 2 && refused.standardError.contains("is the daemon running?"))
+        #expect(refused.status == 2 && refused.standardError.contains("no daemon is listening there"))
     }
 }

@@ -273,6 +273,41 @@ import Testing
         #expect(daemon.log.contains("configuration reloaded"))
     }
 
+    /// SIGHUP with a broken config file (a misspelt key, then a value out of range) keeps the running
+    /// settings, logs why, and keeps serving; a good file afterwards is taken.
+    @Test func sighupWithABrokenFileKeepsServing() throws {
+        let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try "threshold: 0.2\n".write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(
+            ["--config", config.path, "--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())
+        let client = try EventClient(path: daemon.socketPath)
+        try client.send(["op": "subscribe", "mode": "frames"])
+        func status() throws -> Double? {
+            try client.send(["op": "status", "id": "s"])
+            while let message = try client.next(seconds: 20) {
+                if message["type"] as? String == "status" { return message["threshold"] as? Double }
+            }
+            return nil
+        }
+        func reload(_ text: String, until expected: String, count: Int) throws {
+            try text.write(to: config, atomically: true, encoding: .utf8)
+            daemon.signal(SIGHUP)
+            for _ in 0..<100 where daemon.log.components(separatedBy: expected).count - 1 < count {
+                _ = try? client.next(seconds: 1)
+            }
+        }
+        try reload("treshold: 0.7\n", until: "reload failed, keeping the running configuration", count: 1)
+        #expect(daemon.log.contains("unknown key 'treshold' (did you mean 'threshold'?)"), "\(daemon.log.suffix(800))")
+        #expect(try status() == 0.2)
+        try reload("threshold: 7\n", until: "reload failed, keeping the running configuration", count: 2)
+        #expect(daemon.log.contains("threshold must be between 0 and 1, got 7"), "\(daemon.log.suffix(800))")
+        #expect(try status() == 0.2)
+        try reload("threshold: 0.7\n", until: "configuration reloaded", count: 1)
+        #expect(try status() == 0.7)
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(seconds: 15) == 0)
+    }
+
     @Test func startupFailsFastWithClearMessages() throws {
         let missing = try DaemonProcess(["--source", "/nonexistent/clip.mp4"])
         #expect(missing.waitForExit(seconds: 20) == 2)

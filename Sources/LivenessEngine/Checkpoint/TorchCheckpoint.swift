@@ -86,7 +86,8 @@ public struct TorchCheckpoint: Sendable {
         let acceptsInt64: Bool
         let storageBytes: (_ storage: StorageReference, _ tensorKey: String) throws -> [UInt8]
         if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
-            if let problem = ZipBounds.problem(in: data) {
+            let verdict = ZipBounds.check(data)
+            if case .unsafe(let problem) = verdict {
                 throw CheckpointError(
                     code: .notZip, path: path,
                     message: "not a readable torch.save checkpoint: \(problem); the zip is damaged or crafted. "
@@ -94,6 +95,7 @@ public struct TorchCheckpoint: Sendable {
             }
             let archive: Archive
             do {
+                guard verdict == .safe else { throw CocoaError(.fileReadCorruptFile) }
                 archive = try Archive(data: data, accessMode: .read)
             } catch {
                 throw CheckpointError(

@@ -12,13 +12,30 @@ import Foundation
 /// bytes before it, each central-directory record in turn, the local header it points to, the entry's
 /// data and its data descriptor. Whatever `Archive` would stop at (a bad signature) ends the walk too.
 /// Remove once a ZIPFoundation release validates offsets itself.
+///
+/// A file without an end of central directory record is reported apart (`noEndRecord`): `Archive(data:)`
+/// would throw for it, but only after opening its in-memory file, which it then never closes (a leak of
+/// the whole file per attempt, found by the `checkpoint` fuzz target).
 enum ZipBounds {
-    /// Why the archive cannot be read safely, or nil when it can.
-    static func problem(in data: Data) -> String? {
-        data.withUnsafeBytes { raw in Self.problem(in: raw.bindMemory(to: UInt8.self)) }
+    enum Verdict: Equatable {
+        case safe
+        /// No end of central directory record: not a (complete) zip.
+        case noEndRecord
+        /// Why ZIPFoundation cannot read it safely.
+        case unsafe(String)
     }
 
-    static func problem(in bytes: UnsafeBufferPointer<UInt8>) -> String? {
+    static func check(_ data: Data) -> Verdict {
+        data.withUnsafeBytes { raw in Self.check(raw.bindMemory(to: UInt8.self)) }
+    }
+
+    static func check(_ bytes: UnsafeBufferPointer<UInt8>) -> Verdict {
+        guard let problem = Self.problem(in: bytes) else { return .safe }
+        return problem.isEmpty ? .noEndRecord : .unsafe(problem)
+    }
+
+    /// "" when there is no end record, a reason when unsafe, nil when safe.
+    private static func problem(in bytes: UnsafeBufferPointer<UInt8>) -> String? {
         let count = UInt64(bytes.count)
         func u16(_ at: UInt64) -> UInt64? {
             guard at <= count, count - at >= 2 else { return nil }
@@ -45,8 +62,8 @@ enum ZipBounds {
         }
 
         // The end of central directory record, searched backwards from 22 bytes before the end, as
-        // `Archive.scanForEndOfCentralDirectoryRecord` does. None: `Archive` throws, nothing to check.
-        guard count >= 22 else { return nil }
+        // `Archive.scanForEndOfCentralDirectoryRecord` does.
+        guard count >= 22 else { return "" }
         var eocd: UInt64? = nil
         var position = count - 22
         while true {
@@ -57,7 +74,9 @@ enum ZipBounds {
             if position == 0 { break }
             position -= 1
         }
-        guard let eocd else { return nil }
+        // `Archive` reads the record with its comment; a comment running past the end makes it throw
+        // (after the leaking open, as above).
+        guard let eocd, let commentLength = u16(eocd + 20), eocd + 22 + commentLength <= count else { return "" }
         guard var directory = u32(eocd + 16), var entries = u16(eocd + 10) else { return nil }
         // The ZIP64 record `Archive` reads at a fixed distance before the end record (not where the
         // locator points); when valid, its values replace the 32-bit ones.

@@ -51,14 +51,19 @@ public enum BLASRuntime {
         return .restart(coreType: target)
     }
 
-    public static func ensureOptimisedCore(logger: Logger) {
+    /// Restarts the process onto the best kernels when OpenBLAS chose generic ones on a capable CPU. One
+    /// line says so after the restart, at `fixedLevel` (the daemon logs it at notice, a one-shot command at
+    /// info: a fixed problem is not news at every invocation); what cannot be fixed is a warning.
+    public static func ensureOptimisedCore(logger: Logger, fixedLevel: Logger.Level = .notice) {
         let core = BLAS.coreName
         let environment = ProcessInfo.processInfo.environment
         switch Self.decide(core: core, environment: environment, cpuFlags: Self.cpuFlags()) {
         case .keep:
             if environment[Self.restartMarker] != nil {
-                logger.notice(
-                    "OpenBLAS now runs its \(core) kernels",
+                let coreType = environment[Self.coreTypeVariable] ?? ""
+                logger.log(
+                    level: fixedLevel,
+                    "OpenBLAS chose its generic kernels on this CPU; restarted with \(Self.coreTypeVariable)=\(coreType), it now runs its \(core) kernels",
                     metadata: ["blas.core": "\(core)", "blas.coretype": "\(environment[Self.coreTypeVariable] ?? "")"])
             } else {
                 logger.debug("OpenBLAS core", metadata: ["blas.core": "\(core)"])
@@ -68,7 +73,7 @@ public enum BLASRuntime {
                 "OpenBLAS runs its generic \(core) kernels; inference will be several times slower than this CPU allows",
                 metadata: ["blas.core": "\(core)"])
         case .restart(let target):
-            logger.notice(
+            logger.debug(
                 "OpenBLAS chose its generic \(core) kernels on a CPU that has \(target == "SkylakeX" ? "AVX-512" : "AVX2/FMA"); restarting with \(Self.coreTypeVariable)=\(target)",
                 metadata: ["blas.core": "\(core)", "blas.coretype": "\(target)"])
             setenv(Self.coreTypeVariable, target, 1)

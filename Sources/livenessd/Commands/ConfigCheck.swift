@@ -84,7 +84,7 @@ struct ConfigCheck: ParsableCommand {
                 mode: configuration.crop?.mode ?? (detector == nil ? "full" : "detect"),
                 scale: configuration.crop?.scale ?? CropPolicy.defaultScale),
             socket: .init(
-                path: configuration.socket?.path ?? "/run/livenessd/livenessd.sock",
+                path: configuration.socket?.path ?? Configuration.defaultSocketPath(),
                 mode: String(format: "%04o", access.socketMode), group: access.socketGroup,
                 clientQueueLimit: max(1, configuration.socket?.clientQueueLimit ?? 256),
                 maxClients: configuration.socket?.maxClients ?? 64,

@@ -35,7 +35,11 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Start the sources only once a client has subscribed (replays in a test lab).")
     var holdUntilSubscribed = false
 
-    @Option(help: "Unix socket path (default: the config's socket.path, else /run/livenessd/livenessd.sock).")
+    @Option(
+        help: """
+            Unix socket path (default: the config's socket.path, else /run/livenessd/livenessd.sock as root, \
+            $XDG_RUNTIME_DIR/livenessd/livenessd.sock otherwise).
+            """)
     var socket: String?
 
     @Option(help: "Decision threshold (default: the config file's, else the checkpoint's).")
@@ -168,8 +172,17 @@ struct Run: AsyncParsableCommand {
             return DaemonSource(source: source, makeLocator: makeLocator)
         }
 
-        var server = EventServer.Configuration(
-            path: self.socket ?? configuration.socket?.path ?? "/run/livenessd/livenessd.sock")
+        let socketPath: String
+        if let path = self.socket ?? configuration.socket?.path {
+            socketPath = path
+        } else {
+            // The default's folder is made when missing (/run/livenessd under systemd is RuntimeDirectory's).
+            socketPath = Configuration.defaultSocketPath()
+            try? FileManager.default.createDirectory(
+                atPath: (socketPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o755])
+        }
+        var server = EventServer.Configuration(path: socketPath)
         server.inheritedDescriptor = SystemdNotifier.listenDescriptor()
         if let limit = configuration.socket?.clientQueueLimit { server.clientQueueLimit = max(1, limit) }
         if let limit = configuration.socket?.maxClients { server.maxClients = limit }

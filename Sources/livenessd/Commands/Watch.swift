@@ -6,8 +6,12 @@ struct Watch: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Connect to a running daemon and print its events (JSON lines, docs/PROTOCOL.md).")
 
-    @Option(help: "The daemon's socket.")
-    var socket = "/run/livenessd/livenessd.sock"
+    @Option(
+        help: """
+            The daemon's socket (default: /run/livenessd/livenessd.sock as root, \
+            $XDG_RUNTIME_DIR/livenessd/livenessd.sock otherwise, as `run` does).
+            """)
+    var socket = Configuration.defaultSocketPath()
 
     @Flag(help: "Only state changes, source news and heartbeats (default: every decided frame).")
     var changes = false
@@ -18,6 +22,28 @@ struct Watch: ParsableCommand {
     @Flag(help: "Print the daemon's status once and exit.")
     var status = false
 
+    /// What to do about a failed connect: permissions name the socket's mode, owner and group, and who we
+    /// are; a missing socket or a refused connection mean no daemon is listening there.
+    static func hint(_ error: Int32, _ path: String) -> String {
+        switch error {
+        case EACCES, EPERM:
+            var info = stat()
+            let target = stat(path, &info) == 0 ? path : (path as NSString).deletingLastPathComponent
+            guard stat(target, &info) == 0 else { return "" }
+            let owner = getpwuid(info.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "\(info.st_uid)"
+            let group = getgrgid(info.st_gid).map { String(cString: $0.pointee.gr_name) } ?? "\(info.st_gid)"
+            let mode = String(info.st_mode & 0o7777, radix: 8)
+            return
+                " (\(target) is mode \(String(repeating: "0", count: max(0, 4 - mode.count)) + mode), owner \(owner), "
+                + "group \(group); you are uid \(getuid()): join that group, or set socket.mode / socket.group in the "
+                + "daemon's config)"
+        case ENOENT, ECONNREFUSED:
+            return " (no daemon is listening there: is it running, and with this --socket?)"
+        default:
+            return ""
+        }
+    }
+
     func run() throws {
         let descriptor = Foundation.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw CommandError("cannot create a socket") }
@@ -25,10 +51,9 @@ struct Watch: ParsableCommand {
             throw CommandError("socket path too long: \(self.socket)")
         }
         guard connected == 0 else {
+            let reason = String(cString: strerror(errno))
             FileHandle.standardError.write(
-                Data(
-                    "livenessd: cannot connect to \(self.socket): \(String(cString: strerror(errno))) (is the daemon running?)\n"
-                        .utf8))
+                Data("livenessd: cannot connect to \(self.socket): \(reason)\(Self.hint(errno, self.socket))\n".utf8))
             throw ExitCode(2)
         }
         let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
