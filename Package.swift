@@ -180,6 +180,7 @@ if ProcessInfo.processInfo.environment["LIVENESSD_FUZZ"] == "1" {
             name: "livenessd-fuzz",
             dependencies: [
                 "LivenessEngine", "LivenessServer",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
