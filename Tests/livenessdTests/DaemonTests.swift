@@ -238,14 +238,22 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
     }
 
-    /// SIGHUP: the new threshold from the config file applies to the next decisions; the client stays.
-    @Test func sighupReloadsTheThreshold() throws {
+    /// A daemon replaying both clips in real time with `threshold:` from its config file, and a client
+    /// subscribed to every frame (the SIGHUP tests rewrite the file).
+    static func subscribedDaemon(threshold: Double) throws -> (config: URL, daemon: DaemonProcess, client: EventClient)
+    {
         let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
-        try "threshold: 0.2\n".write(to: config, atomically: true, encoding: .utf8)
+        try "threshold: \(threshold)\n".write(to: config, atomically: true, encoding: .utf8)
         let daemon = try DaemonProcess(
             ["--config", config.path, "--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())
         let client = try EventClient(path: daemon.socketPath)
         try client.send(["op": "subscribe", "mode": "frames"])
+        return (config, daemon, client)
+    }
+
+    /// SIGHUP: the new threshold from the config file applies to the next decisions; the client stays.
+    @Test func sighupReloadsTheThreshold() throws {
+        let (config, daemon, client) = try Self.subscribedDaemon(threshold: 0.2)
         var before: [Double] = []
         while before.count < 10, let message = try client.next() {
             if let threshold = message["threshold"] as? Double { before.append(threshold) }
@@ -276,12 +284,7 @@ import Testing
     /// SIGHUP with a broken config file (a misspelt key, then a value out of range) keeps the running
     /// settings, logs why, and keeps serving; a good file afterwards is taken.
     @Test func sighupWithABrokenFileKeepsServing() throws {
-        let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
-        try "threshold: 0.2\n".write(to: config, atomically: true, encoding: .utf8)
-        let daemon = try DaemonProcess(
-            ["--config", config.path, "--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())
-        let client = try EventClient(path: daemon.socketPath)
-        try client.send(["op": "subscribe", "mode": "frames"])
+        let (config, daemon, client) = try Self.subscribedDaemon(threshold: 0.2)
         func status() throws -> Double? {
             try client.send(["op": "status", "id": "s"])
             while let message = try client.next(seconds: 20) {
