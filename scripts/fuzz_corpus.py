@@ -310,6 +310,8 @@ def config_seeds(out):
             b"socket: {path: /run/x.sock, mode: '0660', max_clients: 10, idle_timeout_seconds: 5}\n"
             b"access: {allow_uids: [1000], controller_gids: [27]}\n",
             b"trusted_sha256: [" + b"a" * 64 + b"]\nsources: [/dev/video0, rtsp://camera/stream]\n",
+            # A base-60 integer that overflows: Yams trapped on it (fuzz finding).
+            b"decision: {window_frames: 1:0:0:0:0:0:0:0:0:0:0}\n",
     ]):
         write(out, "config", f"config-{index}.yaml", text)
 

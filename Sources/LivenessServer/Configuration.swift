@@ -271,6 +271,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
         } catch {
             throw ConfigurationError("config file \(path) is not valid: \(error)")
         }
+        if let root { try Self.checkBase60(root, path: path) }
         guard let mapping = root?.mapping else { return }
         func check(_ mapping: Node.Mapping, at prefix: String) throws(ConfigurationError) {
             guard let known = Self.knownKeys[prefix] else { return }
@@ -291,6 +292,49 @@ public struct Configuration: Decodable, Equatable, Sendable {
             }
         }
         try check(mapping, at: "")
+    }
+
+    /// Yams (6.2) reads a scalar with colons as a YAML 1.1 base-60 integer when a setting is an integer,
+    /// and traps when that overflows (`window_frames: 1:0:0:0:0:0:0:0:0:0:0`: a crash, found by the
+    /// `config` fuzz target). Such a scalar anywhere in the file is refused first. The test mirrors Yams's
+    /// `Int.construct`: underscores dropped, one sign, no 0/0x/0b/0o prefix, every part a decimal integer;
+    /// then its arithmetic, base included, with overflow checks.
+    static func checkBase60(_ node: Node, path: String) throws(ConfigurationError) {
+        switch node {
+        case .scalar(let scalar):
+            var text = Substring(scalar.string.replacingOccurrences(of: "_", with: ""))
+            if text.hasPrefix("-") || text.hasPrefix("+") { text = text.dropFirst() }
+            guard text.contains(":"), !text.hasPrefix("0") else { return }
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false).map { Int($0, radix: 10) }
+            guard parts.allSatisfy({ $0 != nil }) else { return }
+            var base = 1
+            var value = 0
+            var fits = true
+            for digit in parts.reversed().compactMap({ $0 }) {
+                let (product, productOverflow) = digit.multipliedReportingOverflow(by: base)
+                let (sum, sumOverflow) = value.addingReportingOverflow(product)
+                let (next, baseOverflow) = base.multipliedReportingOverflow(by: 60)
+                if productOverflow || sumOverflow || baseOverflow {
+                    fits = false
+                    break
+                }
+                (value, base) = (sum, next)
+            }
+            if !fits {
+                throw ConfigurationError(
+                    "\(path): '\(scalar.string.prefix(80))' reads as a YAML base-60 number too large for any setting; "
+                        + "give a plain number (or quote text)")
+            }
+        case .mapping(let mapping):
+            for (key, value) in mapping {
+                try Self.checkBase60(key, path: path)
+                try Self.checkBase60(value, path: path)
+            }
+        case .sequence(let sequence):
+            for item in sequence { try Self.checkBase60(item, path: path) }
+        case .alias:
+            return
+        }
     }
 
     public func validate(path: String) throws(ConfigurationError) {

@@ -111,6 +111,8 @@ enum Binary {
         ("decision:\n  min_frame: 3\n", "unknown key 'decision.min_frame' (did you mean 'min_frames'?)"),
         ("socket:\n  max_client: 3\n", "unknown key 'socket.max_client' (did you mean 'max_clients'?)"),
         ("cameras: []\n", "unknown key 'cameras'; known keys here: model, threshold"),
+        // Found by the config fuzz target: Yams trapped on a base-60 integer that overflows.
+        ("decision:\n  window_frames: 1:0:0:0:0:0:0:0:0:0:0\n", "reads as a YAML base-60 number too large"),
     ])
     func unknownConfigKeysAreRefusedWithASuggestion(text: String, message: String) throws {
         let file = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
