@@ -32,6 +32,40 @@ public final class WholeFrameLocator: FaceLocator {
 public enum PipelineEvent: Sendable {
     case decision(FrameDecision)
     case source(id: String, SourceEvent)
+    /// A verification transaction started (the source's window was just cleared) or ended.
+    case transaction(TransactionEvent)
+}
+
+/// A verification transaction's start or end, published in order with its source's decisions: every
+/// decision between the two is one the transaction saw.
+public struct TransactionEvent: Sendable {
+    public enum Phase: Sendable {
+        case started(timeoutSeconds: Double)
+        /// `elapsedSeconds`: monotonic time from the request to the answer.
+        case ended(VerificationResult, elapsedSeconds: Double)
+    }
+
+    public var sourceID: String
+    /// The pipeline's own number for the transaction (unique for the pipeline's lifetime).
+    public var token: UInt64
+    /// The requester's name for it.
+    public var id: String
+    public var phase: Phase
+    /// The decision threshold in force when the transaction started.
+    public var threshold: Double
+
+    public init(sourceID: String, token: UInt64, id: String, phase: Phase, threshold: Double) {
+        self.sourceID = sourceID
+        self.token = token
+        self.id = id
+        self.phase = phase
+        self.threshold = threshold
+    }
+}
+
+/// Why a transaction could not start.
+public struct TransactionRefusal: Error, CustomStringConvertible, Sendable {
+    public var description: String
 }
 
 public struct FrameDecision: Sendable {
@@ -179,6 +213,10 @@ public final class LivenessPipeline: @unchecked Sendable {
             }
         }
         let admission = Mutex(Admission())
+        /// The open transaction's token (one at a time per source), and whether the source has ended.
+        let transactionSlot = Mutex<(open: UInt64?, ended: Bool)>((nil, false))
+        /// The open transaction's state (inference queue only).
+        var verification: OpenVerification?
         let statistics = Mutex(LaneStatistics())
         let rgb = PaddedPicture()  // prepare queue only
         let preprocessing = Preprocessor.Scratch()  // prepare queue only
@@ -195,6 +233,14 @@ public final class LivenessPipeline: @unchecked Sendable {
             self.replaySlots = DispatchSemaphore(value: replayInFlight)
             self.machine = DecisionMachine(configuration: decisions)
         }
+    }
+
+    /// A transaction in progress on a lane.
+    struct OpenVerification {
+        var token: UInt64
+        var id: String
+        var state: Verification
+        var started: UInt64
     }
 
     public let configuration: Configuration
@@ -256,6 +302,61 @@ public final class LivenessPipeline: @unchecked Sendable {
                 lane.machine.reset()
             }
         }
+    }
+
+    private let transactionCounter = Atomic<UInt64>(0)
+
+    /// Starts a verification transaction on `sourceID`: its decision window is cleared, a `started` event
+    /// is published, and exactly one `ended` event follows — when the evidence suffices for a verdict
+    /// (`rules`), when `timeoutSeconds` (monotonic clock) have passed, or when the source ends. Throws
+    /// (and changes nothing) for an unknown or ended source, or one with a transaction already open.
+    /// Returns the transaction's token.
+    @discardableResult
+    public func beginTransaction(
+        id: String, sourceID: String, timeoutSeconds: Double, rules: VerificationRules
+    ) throws -> UInt64 {
+        guard let lane = self.lanes.withLock({ $0[sourceID] }) else {
+            let known = self.lanes.withLock { $0.keys.sorted() }.joined(separator: ", ")
+            throw TransactionRefusal(description: "no source '\(sourceID)' (sources: \(known))")
+        }
+        let token = self.transactionCounter.add(1, ordering: .relaxed).newValue
+        let refusal = lane.transactionSlot.withLock { slot -> String? in
+            if slot.ended { return "source '\(sourceID)' has ended" }
+            if slot.open != nil { return "a transaction is already open on '\(sourceID)'; wait for its answer" }
+            slot.open = token
+            return nil
+        }
+        if let refusal { throw TransactionRefusal(description: refusal) }
+        let requested = monotonicNanoseconds()
+        self.inferenceQueue.async {
+            lane.machine.reset()
+            let decisions = lane.machine.configuration
+            lane.verification = OpenVerification(
+                token: token, id: id, state: Verification(rules: rules, decisions: decisions), started: requested)
+            self.sink(
+                .transaction(
+                    TransactionEvent(
+                        sourceID: lane.id, token: token, id: id, phase: .started(timeoutSeconds: timeoutSeconds),
+                        threshold: decisions.threshold)))
+        }
+        self.inferenceQueue.asyncAfter(deadline: .now() + timeoutSeconds) {
+            guard let open = lane.verification, open.token == token else { return }
+            self.endTransaction(on: lane, open.state.expire())
+        }
+        return token
+    }
+
+    /// Inference queue only: publishes the open transaction's end and frees the source for the next.
+    private func endTransaction(on lane: Lane, _ result: VerificationResult) {
+        guard let open = lane.verification else { return }
+        lane.verification = nil
+        lane.transactionSlot.withLock { $0.open = nil }
+        let elapsed = Double(monotonicNanoseconds() &- open.started) / 1e9
+        self.sink(
+            .transaction(
+                TransactionEvent(
+                    sourceID: lane.id, token: open.token, id: open.id, phase: .ended(result, elapsedSeconds: elapsed),
+                    threshold: open.state.decisions.threshold)))
     }
 
     /// Changes the decision rules of every source (SIGHUP reload); windows are kept.
@@ -444,6 +545,15 @@ public final class LivenessPipeline: @unchecked Sendable {
                 scored += 1
             }
             if let event = item.event {
+                if case .ended(let end) = event {
+                    lane.transactionSlot.withLock { $0.ended = true }
+                    if let open = lane.verification {
+                        // No more frames will come: the answer is what was seen, never a verdict.
+                        var result = open.state.expire()
+                        result.reason = "the source ended (\(end))" + (result.reason.map { ": " + $0 } ?? "")
+                        self.endTransaction(on: lane, result)
+                    }
+                }
                 self.sink(.source(id: lane.id, event))
                 if lane.kind == .replay { lane.replaySlots.signal() }
                 if case .ended = event {
@@ -495,6 +605,12 @@ public final class LivenessPipeline: @unchecked Sendable {
                         decision: decision, scores: opinionScores, box: box, faceCount: faceCount,
                         crop: self.configuration.publishCrops && item.input?.luma.isEmpty == false
                             ? item.input?.luma : nil)))
+            if var open = lane.verification {
+                let result = open.state.observe(
+                    observation, decision: decision, scores: opinionScores, sequence: frame.sequence)
+                lane.verification = open
+                if let result { self.endTransaction(on: lane, result) }
+            }
             if lane.kind == .replay { lane.replaySlots.signal() }
         }
     }

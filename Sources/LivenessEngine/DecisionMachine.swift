@@ -85,6 +85,8 @@ public struct DecisionMachine: Sendable {
     private var window: [(probability: Double, time: Double)] = []
     private var state = LivenessState.deciding
     private var lastUsableFaceTime: Double?
+    /// Set by `reset`: the next decision says so (`changed`, reason `reset`), so subscribers see the restart.
+    private var resetPending = false
 
     public init(configuration: DecisionConfiguration) {
         self.configuration = configuration
@@ -93,11 +95,14 @@ public struct DecisionMachine: Sendable {
 
     public var currentState: LivenessState { self.state }
 
-    /// Starts a fresh window (e.g. when a door transaction begins).
+    /// Starts a fresh window (e.g. when a door transaction begins). The next decision is `changed` with
+    /// reason `reset`, whatever its state: a client watching changes sees the restart even when the
+    /// state was `deciding` before and after.
     public mutating func reset() {
         self.window.removeAll(keepingCapacity: true)
         self.state = .deciding
         self.lastUsableFaceTime = nil
+        self.resetPending = true
     }
 
     public mutating func observe(_ observation: Observation) -> Decision {
@@ -125,9 +130,11 @@ public struct DecisionMachine: Sendable {
                 self.trim(now: time)
             }
         }
+        let announceReset = self.resetPending
+        self.resetPending = false
         return Decision(
             state: self.state, smoothedScore: self.smoothed(), rawScore: raw, windowCount: self.window.count,
-            reason: reason, changed: self.state != previous)
+            reason: announceReset ? "reset" : reason, changed: announceReset || self.state != previous)
     }
 
     private mutating func trim(now: Double) {

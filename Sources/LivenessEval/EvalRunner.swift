@@ -164,7 +164,7 @@ public final class EvalRunner: Sendable {
         case .source(let id, .ended(let end)):
             self.complete(id: id, end: end, openError: nil)
             self.control.async { self.startNext() }
-        case .source:
+        case .source, .transaction:
             break
         }
     }

@@ -16,6 +16,8 @@ public struct Configuration: Decodable, Equatable, Sendable {
     public var socket: Socket?
     public var access: Access?
     public var decision: Decision?
+    /// What a `verify` transaction needs before it answers.
+    public var verify: Verify?
     /// The YuNet face detector (ONNX); see `DetectorModelLocator`.
     public var detector: String?
     public var crop: Crop?
@@ -30,7 +32,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
     public var trustedSHA256: [String]?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, threshold, sources, socket, access, decision, detector, crop, models, minifasnet, fusion
+        case model, threshold, sources, socket, access, decision, verify, detector, crop, models, minifasnet, fusion
         case trustedSHA256 = "trusted_sha256"
     }
 
@@ -207,6 +209,59 @@ public struct Configuration: Decodable, Equatable, Sendable {
         }
     }
 
+    /// `verify:` — the evidence a verification transaction needs (defaults: `VerificationRules`).
+    public struct Verify: Decodable, Equatable, Sendable {
+        public var minimumSeconds: Double?
+        public var minimumFrames: Int?
+        public var stableFrames: Int?
+        public var timeoutSeconds: Double?
+        public var maximumTimeoutSeconds: Double?
+
+        public func validate(path: String) throws(ConfigurationError) {
+            if let seconds = self.minimumSeconds, !(seconds.isFinite && seconds >= 0 && seconds <= 600) {
+                throw ConfigurationError("\(path): verify.min_seconds must be from 0 to 600 seconds, got \(seconds)")
+            }
+            for (key, value) in [("min_frames", self.minimumFrames), ("stable_frames", self.stableFrames)] {
+                if let value, !(1...10_000).contains(value) {
+                    throw ConfigurationError("\(path): verify.\(key) must be from 1 to 10000 frames, got \(value)")
+                }
+            }
+            let maximum = self.maximumTimeoutSeconds ?? VerificationRules().maximumTimeoutSeconds
+            for (key, value) in [
+                ("timeout_seconds", self.timeoutSeconds), ("max_timeout_seconds", self.maximumTimeoutSeconds),
+            ] {
+                if let value, !(value.isFinite && value > 0 && value <= 3600) {
+                    throw ConfigurationError(
+                        "\(path): verify.\(key) must be a number of seconds above 0 and at most 3600, got \(value)")
+                }
+            }
+            if let timeout = self.timeoutSeconds, timeout > maximum {
+                throw ConfigurationError(
+                    "\(path): verify.timeout_seconds (\(timeout)) is above verify.max_timeout_seconds (\(maximum))")
+            }
+        }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case minimumSeconds = "min_seconds"
+            case minimumFrames = "min_frames"
+            case stableFrames = "stable_frames"
+            case timeoutSeconds = "timeout_seconds"
+            case maximumTimeoutSeconds = "max_timeout_seconds"
+        }
+    }
+
+    /// The transaction rules this file describes.
+    public var verificationRules: VerificationRules {
+        var rules = VerificationRules()
+        guard let verify else { return rules }
+        if let value = verify.minimumSeconds { rules.minimumSeconds = value }
+        if let value = verify.minimumFrames { rules.minimumScoredFrames = value }
+        if let value = verify.stableFrames { rules.stableFrames = value }
+        if let value = verify.timeoutSeconds { rules.defaultTimeoutSeconds = value }
+        if let value = verify.maximumTimeoutSeconds { rules.maximumTimeoutSeconds = value }
+        return rules
+    }
+
     public static let defaultPath = "/etc/livenessd/livenessd.yaml"
 
     /// The socket when neither `--socket` nor `socket.path` names one: the system path for root (and for a
@@ -258,6 +313,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
         "socket": Socket.CodingKeys.allCases.map(\.stringValue),
         "access": Access.CodingKeys.allCases.map(\.stringValue),
         "decision": Decision.CodingKeys.allCases.map(\.stringValue),
+        "verify": Verify.CodingKeys.allCases.map(\.stringValue),
         "crop": Crop.CodingKeys.allCases.map(\.stringValue),
         "fusion": Fusion.CodingKeys.allCases.map(\.stringValue),
     ]
@@ -360,6 +416,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
             throw ConfigurationError("\(path): crop.scale must be between 0.5 and 5, got \(scale)")
         }
         if let decision = self.decision { try decision.validate(path: path) }
+        if let verify = self.verify { try verify.validate(path: path) }
         for list in self.access?.lists ?? [] {
             for case .name(let name) in list.entries where Principal.name(name).resolve(user: list.users) == nil {
                 throw ConfigurationError(

@@ -12,11 +12,17 @@ public struct DaemonSettings: Sendable {
     public var threshold: Double
     public var decisions: DecisionConfiguration
     public var access: AccessPolicy
+    /// What a `verify` transaction needs before it answers.
+    public var verification: VerificationRules
 
-    public init(threshold: Double, decisions: DecisionConfiguration, access: AccessPolicy) {
+    public init(
+        threshold: Double, decisions: DecisionConfiguration, access: AccessPolicy,
+        verification: VerificationRules = VerificationRules()
+    ) {
         self.threshold = threshold
         self.decisions = decisions
         self.access = access
+        self.verification = verification
     }
 }
 
@@ -91,9 +97,10 @@ public final class LivenessDaemon: Sendable {
             sourceKinds: Dictionary(
                 sources.map { ($0.source.id, $0.source.kind == .live ? "live" : "replay") },
                 uniquingKeysWith: { a, _ in a }))
-        let box = PipelineReference(threshold: settings.threshold)
+        let box = PipelineReference(threshold: settings.threshold, verification: settings.verification)
         let monitor = self.monitor
         let subscribed = self.subscribed
+        let sourceIDs = sources.map(\.source.id)
         let hooks = EventServer.Hooks(
             status: { status.message(pipeline: box.pipeline, monitor: monitor, threshold: box.threshold) },
             subscribed: { subscribed.yield() },
@@ -102,6 +109,27 @@ public final class LivenessDaemon: Sendable {
                     for id in sources { box.pipeline?.reset(sourceID: id) }
                 } else {
                     box.pipeline?.reset()
+                }
+            },
+            verify: { id, source, timeout in
+                guard let pipeline = box.pipeline else { throw ServerError("the daemon is still starting") }
+                guard let sourceID = source ?? (sourceIDs.count == 1 ? sourceIDs[0] : nil) else {
+                    throw ServerError(
+                        "name the source to verify (\"source\"): this daemon watches \(sourceIDs.joined(separator: ", "))"
+                    )
+                }
+                let rules = box.verification
+                let seconds = timeout ?? rules.defaultTimeoutSeconds
+                guard seconds <= rules.maximumTimeoutSeconds else {
+                    throw ServerError(
+                        "timeout_ms \(Int(seconds * 1000)) is above the longest allowed, "
+                            + "\(Int(rules.maximumTimeoutSeconds * 1000)) (verify.max_timeout_seconds)")
+                }
+                do {
+                    return try pipeline.beginTransaction(
+                        id: id, sourceID: sourceID, timeoutSeconds: seconds, rules: rules)
+                } catch let refusal as TransactionRefusal {
+                    throw ServerError(refusal.description)
                 }
             })
         let server = EventServer(
@@ -112,6 +140,7 @@ public final class LivenessDaemon: Sendable {
         ) { event in
             monitor.observe(event)
             server.publish(event)
+            Self.audit(event, logger: logger)
         }
         box.set(self.pipeline)
         self.statusBox = box
@@ -119,6 +148,55 @@ public final class LivenessDaemon: Sendable {
     }
 
     private let statusBox: PipelineReference
+
+    /// The audit trail (issue 12): every verdict a source's state enters, and every transaction's start and
+    /// outcome, at `info` with the source, scores and transaction id.
+    static func audit(_ event: PipelineEvent, logger: Logger) {
+        switch event {
+        case .decision(let decided):
+            let state = decided.decision.state
+            guard decided.decision.changed, state == .live || state == .spoof else { return }
+            logger.info(
+                "verdict \(state.rawValue)",
+                metadata: [
+                    "source.id": "\(decided.sourceID)", "frame.seq": "\(decided.sequence)",
+                    "score.smoothed": "\(Self.figure(decided.decision.smoothedScore))",
+                    "score.vit": "\(Self.figure(decided.scores.vit))",
+                    "score.minifasnet": "\(Self.figure(decided.scores.minifasnet))",
+                ])
+        case .transaction(let transaction):
+            switch transaction.phase {
+            case .started(let timeout):
+                logger.info(
+                    "transaction started",
+                    metadata: [
+                        "source.id": "\(transaction.sourceID)", "transaction.id": "\(transaction.id)",
+                        "transaction.timeout_s": "\(timeout)",
+                    ])
+            case .ended(let result, let elapsed):
+                logger.info(
+                    "transaction \(result.outcome.rawValue)",
+                    metadata: [
+                        "source.id": "\(transaction.sourceID)", "transaction.id": "\(transaction.id)",
+                        "transaction.outcome": "\(result.outcome.rawValue)",
+                        "transaction.reason": "\(result.reason ?? "")",
+                        "transaction.elapsed_s": "\(Self.figure(elapsed))",
+                        "transaction.frames": "\(result.frames)", "transaction.scored": "\(result.scoredFrames)",
+                        "score.smoothed": "\(Self.figure(result.smoothed))",
+                        "score.vit": "\(Self.figure(result.scores.vit))",
+                        "score.minifasnet": "\(Self.figure(result.scores.minifasnet))",
+                        "decision.threshold": "\(transaction.threshold)",
+                    ])
+            }
+        case .source:
+            return
+        }
+    }
+
+    private static func figure(_ value: Double?) -> String {
+        guard let value else { return "none" }
+        return String(format: "%.4f", value)
+    }
 
     /// Runs until every source has ended or a signal asks to stop. `signals` should be made (it traps
     /// SIGTERM, SIGINT and SIGHUP) before the slow start-up work, so a signal during it is kept.
@@ -153,6 +231,7 @@ public final class LivenessDaemon: Sendable {
         do {
             let settings = try self.reloadSettings(self.statusBox.threshold)
             self.statusBox.setThreshold(settings.threshold)
+            self.statusBox.setVerification(settings.verification)
             self.pipeline.updateDecisions(settings.decisions)
             self.server.updateThreshold(settings.threshold)
             self.server.updateAccess(settings.access)
@@ -340,12 +419,14 @@ final class OneShot: Sendable {
 
 /// The pipeline and threshold as the server's hooks see them (the hooks are made before the pipeline).
 final class PipelineReference: Sendable {
-    private let state: Mutex<(pipeline: LivenessPipeline?, threshold: Double)>
-    init(threshold: Double) { self.state = Mutex((nil, threshold)) }
+    private let state: Mutex<(pipeline: LivenessPipeline?, threshold: Double, verification: VerificationRules)>
+    init(threshold: Double, verification: VerificationRules) { self.state = Mutex((nil, threshold, verification)) }
     var pipeline: LivenessPipeline? { self.state.withLock { $0.pipeline } }
     var threshold: Double { self.state.withLock { $0.threshold } }
+    var verification: VerificationRules { self.state.withLock { $0.verification } }
     func set(_ pipeline: LivenessPipeline) { self.state.withLock { $0.pipeline = pipeline } }
     func setThreshold(_ value: Double) { self.state.withLock { $0.threshold = value } }
+    func setVerification(_ rules: VerificationRules) { self.state.withLock { $0.verification = rules } }
 }
 
 /// Builds `status` replies from the pipeline's statistics and the monitor's view.

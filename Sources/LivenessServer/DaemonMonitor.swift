@@ -29,6 +29,8 @@ final class DaemonMonitor: Sendable {
             case .source(let id, let sourceEvent):
                 if case .ended = sourceEvent { state.ended.insert(id) }
                 if case .disconnected = sourceEvent { state.states[id] = "disconnected" }
+            case .transaction:
+                break
             }
         }
     }

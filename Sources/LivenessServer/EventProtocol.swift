@@ -13,7 +13,7 @@ import LivenessEngine
 public enum EventProtocol {
     public static let schemaVersion = 2
 
-    /// A request from a client: `{"op": "subscribe" | "status" | "snapshot" | "reset", …}`.
+    /// A request from a client: `{"op": "subscribe" | "status" | "snapshot" | "reset" | "verify", …}`.
     public struct Request: Decodable, Sendable {
         public var op: String
         /// Echoed in the reply so a client can match answers to questions.
@@ -24,10 +24,15 @@ public enum EventProtocol {
         public var mode: String?
         /// subscribe, mode "changes": seconds between heartbeats (default 1).
         public var heartbeatSeconds: Double?
+        /// verify: the source to judge (may be left out when the daemon watches one source).
+        public var source: String?
+        /// verify: how long the requester waits for a verdict, in milliseconds (default `verify.timeout_seconds`).
+        public var timeoutMs: Double?
 
         enum CodingKeys: String, CodingKey {
-            case op, id, sources, mode
+            case op, id, sources, mode, source
             case heartbeatSeconds = "heartbeat_seconds"
+            case timeoutMs = "timeout_ms"
         }
     }
 
@@ -86,6 +91,75 @@ public enum EventProtocol {
         public var kind: String
         public var reason: String?
         public var time: Double
+    }
+
+    /// A verification transaction: the one answer to a `verify` request (`type` "verify"), and the
+    /// transaction's start and end as events for subscribers (`type` "transaction", `phase`).
+    public struct TransactionMessage: Codable, Sendable {
+        public var schema = EventProtocol.schemaVersion
+        public var type: String
+        /// Events only (the server's event counter).
+        public var event: UInt64?
+        /// The transaction id (the request's `id`, or one the daemon made).
+        public var id: String
+        public var source: String
+        /// Events only: `started` or `ended`.
+        public var phase: String?
+        /// `live`, `spoof`, `no_face`, `unusable` or `timeout` (absent when started).
+        public var outcome: String?
+        public var reason: String?
+        /// The fused spoof probability smoothed over the window at the last scored frame.
+        public var smoothed: Double?
+        /// Each opinion's spoof probability, averaged over the transaction's scored frames.
+        public var scores: OpinionScores?
+        public var threshold: Double
+        public var frames: Int?
+        public var scoredFrames: Int?
+        /// Frame time the evidence spans, and time from request to answer.
+        public var evidenceSeconds: Double?
+        public var elapsedMs: Double?
+        public var timeoutMs: Double?
+        public var firstSeq: UInt64?
+        public var lastSeq: UInt64?
+        public var time: Double
+
+        enum CodingKeys: String, CodingKey {
+            case schema, type, event, id, source, phase, outcome, reason, smoothed, scores, threshold, frames, time
+            case scoredFrames = "scored_frames"
+            case evidenceSeconds = "evidence_seconds"
+            case elapsedMs = "elapsed_ms"
+            case timeoutMs = "timeout_ms"
+            case firstSeq = "first_seq"
+            case lastSeq = "last_seq"
+        }
+
+        /// The message for `event`: an event for subscribers, or (`asReply`) the requester's answer.
+        public init(_ event: TransactionEvent, number: UInt64?, asReply: Bool, time: Double) {
+            self.type = asReply ? "verify" : "transaction"
+            self.event = asReply ? nil : number
+            self.id = event.id
+            self.source = event.sourceID
+            self.threshold = event.threshold
+            self.time = time
+            switch event.phase {
+            case .started(let timeout):
+                self.phase = asReply ? nil : "started"
+                self.timeoutMs = (timeout * 1000).rounded()
+            case .ended(let result, let elapsed):
+                self.phase = asReply ? nil : "ended"
+                self.outcome = result.outcome.rawValue
+                self.reason = result.reason
+                self.smoothed = result.smoothed
+                let scores = result.scores.finite
+                self.scores = scores.vit == nil && scores.minifasnet == nil ? nil : scores
+                self.frames = result.frames
+                self.scoredFrames = result.scoredFrames
+                self.evidenceSeconds = (result.evidenceSeconds * 1000).rounded() / 1000
+                self.elapsedMs = (elapsed * 10_000).rounded() / 10
+                self.firstSeq = result.firstSequence
+                self.lastSeq = result.lastSequence
+            }
+        }
     }
 
     public struct HeartbeatMessage: Codable, Sendable {

@@ -97,14 +97,22 @@ public final class EventServer: Sendable {
         /// A client subscribed (every time one does).
         public var subscribed: @Sendable () -> Void
         public var reset: @Sendable ([String]?) -> Void
+        /// Starts a verification transaction (id, source or nil for the only one, timeout in seconds or nil
+        /// for the default); returns the pipeline's token, or throws the reason it cannot start.
+        public var verify: @Sendable (_ id: String, _ source: String?, _ timeoutSeconds: Double?) throws -> UInt64
 
         public init(
             status: @escaping @Sendable () -> EventProtocol.StatusMessage, subscribed: @escaping @Sendable () -> Void,
-            reset: @escaping @Sendable ([String]?) -> Void
+            reset: @escaping @Sendable ([String]?) -> Void,
+            verify: @escaping @Sendable (_ id: String, _ source: String?, _ timeoutSeconds: Double?) throws -> UInt64 =
+                {
+                    _, _, _ in throw ServerError("this server runs no verification transactions")
+                }
         ) {
             self.status = status
             self.subscribed = subscribed
             self.reset = reset
+            self.verify = verify
         }
     }
 
@@ -114,6 +122,10 @@ public final class EventServer: Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let channel = Mutex<Channel?>(nil)
     private let clients = Mutex<[ObjectIdentifier: NIOLoopBound<ClientHandler>]>([:])
+    /// Who asked for each open transaction (by the pipeline's token): they get its one `verify` answer.
+    private let requesters = Mutex<[UInt64: NIOLoopBound<ClientHandler>]>([:])
+    /// Transaction ids the daemon made for requests without an `id`.
+    private let transactionNames = Atomic<UInt64>(0)
     private let latest = Mutex<[String: EventProtocol.SourceSnapshot]>([:])
     private let eventCounter = Atomic<UInt64>(0)
     /// Open connections, counted from accept to close, refused ones included.
@@ -314,6 +326,19 @@ public final class EventServer: Sendable {
             }
             let message = EventProtocol.SourceMessage(event: number, source: id, kind: kind, reason: reason, time: now)
             line = self.publishingEncoder.withLock { EventProtocol.line(message, encoder: &$0) }
+        case .transaction(let transaction):
+            source = transaction.sourceID
+            isChange = true
+            let message = EventProtocol.TransactionMessage(transaction, number: number, asReply: false, time: now)
+            line = self.publishingEncoder.withLock { EventProtocol.line(message, encoder: &$0) }
+            if case .ended = transaction.phase,
+                let requester = self.requesters.withLock({ $0.removeValue(forKey: transaction.token) })
+            {
+                let answer = EventProtocol.TransactionMessage(transaction, number: nil, asReply: true, time: now)
+                let reply = ByteBuffer(
+                    string: self.publishingEncoder.withLock { EventProtocol.line(answer, encoder: &$0) })
+                requester.eventLoop.execute { requester.value.answer(reply) }
+            }
         }
         let buffer = ByteBuffer(string: line)
         let change = isChange
@@ -349,6 +374,37 @@ public final class EventServer: Sendable {
 
     fileprivate func unregister(_ handler: ClientHandler) {
         _ = self.clients.withLock { $0.removeValue(forKey: ObjectIdentifier(handler)) }
+    }
+
+    /// A controller's `verify`: starts the transaction and remembers who asked; nil when it started (the
+    /// answer comes later), else the error line.
+    fileprivate func verify(
+        _ request: EventProtocol.Request, from handler: ClientHandler, on loop: EventLoop, encoder: inout SafeJSON
+    ) -> String? {
+        func refuse(_ reason: String) -> String {
+            EventProtocol.line(
+                EventProtocol.ReplyMessage(type: "error", id: request.id, op: "verify", error: reason),
+                encoder: &encoder)
+        }
+        var timeout: Double?
+        if let milliseconds = request.timeoutMs {
+            guard milliseconds.isFinite, milliseconds >= 100 else {
+                return refuse("timeout_ms must be a number of milliseconds, at least 100, got \(milliseconds)")
+            }
+            timeout = milliseconds / 1000
+        }
+        let id = request.id ?? "t\(self.transactionNames.add(1, ordering: .relaxed).newValue)"
+        let bound = NIOLoopBound(handler, eventLoop: loop)
+        do {
+            // Under the lock: the transaction's end (publishing queue) waits until its requester is known.
+            try self.requesters.withLock { requesters in
+                let token = try self.hooks.verify(id, request.source, timeout)
+                requesters[token] = bound
+            }
+        } catch {
+            return refuse("\(error)")
+        }
+        return nil
     }
 
     fileprivate func handle(_ request: EventProtocol.Request, encoder: inout SafeJSON) -> String? {
@@ -553,15 +609,22 @@ final class ClientHandler: ChannelInboundHandler {
             self.server.clientSubscribed()
             return
         }
-        if request.op == "reset", self.role != .controller {
-            // M9: an observer resetting every 100 ms kept every source undecided.
+        if request.op == "reset" || request.op == "verify", self.role != .controller {
+            // M9: an observer resetting every 100 ms kept every source undecided (verify resets too).
             let uid = self.credentials.map { "\($0.uid)" } ?? "?"
             self.send(
                 self.line(
                     EventProtocol.ReplyMessage(
                         type: "error", id: request.id, op: request.op,
-                        error: "reset needs the controller role: uid \(uid) is an observer "
+                        error: "\(request.op) needs the controller role: uid \(uid) is an observer "
                             + "(access.controller_uids or controller_gids in the config)")))
+            return
+        }
+        if request.op == "verify" {
+            guard let context = self.context else { return }
+            if let error = self.server.verify(request, from: self, on: context.eventLoop, encoder: &self.encoder) {
+                self.send(error)
+            }
             return
         }
         if let reply = self.server.handle(request, encoder: &self.encoder) {
@@ -571,7 +634,7 @@ final class ClientHandler: ChannelInboundHandler {
                 self.line(
                     EventProtocol.ReplyMessage(
                         type: "error", id: request.id, op: request.op,
-                        error: "unknown op '\(request.op)'; use subscribe, status, snapshot or reset")))
+                        error: "unknown op '\(request.op)'; use subscribe, status, snapshot, reset or verify")))
         }
     }
 
@@ -600,6 +663,12 @@ final class ClientHandler: ChannelInboundHandler {
         guard self.subscribed, !self.closing else { return }
         if let filter = self.sourceFilter, !filter.contains(source) { return }
         if self.changesOnly && !isChange { return }
+        self.write(buffer)
+    }
+
+    /// The answer to this client's `verify`, whether or not it subscribed.
+    func answer(_ buffer: ByteBuffer) {
+        guard !self.closing else { return }
         self.write(buffer)
     }
 

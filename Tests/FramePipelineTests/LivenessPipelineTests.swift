@@ -182,4 +182,94 @@ final class SlowLocator: FaceLocator {
         #expect(statistics.framesIn == 150)
         #expect(statistics.processed + statistics.droppedStale + statistics.droppedBusy == 150)
     }
+
+    /// Issue 12: a transaction clears its source's window, is announced, sees only the frames after it, and
+    /// ends exactly once — by its rules, by its timeout or with its source; one at a time per source.
+    @Test func transactionsStartFreshAndEndOnce() throws {
+        let log = EventLog()
+        let pipeline = try self.pipeline(log)
+        let source = PushedLiveSource(id: "camera")
+        try pipeline.add(source)
+        let frames = try FrameAllocationTests.frames(count: 60)
+        var rules = VerificationRules()
+        rules.minimumScoredFrames = 5
+        rules.minimumSeconds = 0.2
+        rules.stableFrames = 3
+
+        #expect(throws: TransactionRefusal.self) {
+            try pipeline.beginTransaction(id: "x", sourceID: "door", timeoutSeconds: 5, rules: rules)
+        }
+        // Frames before the transaction fill the window; the transaction must not count them.
+        for frame in frames[0..<10] {
+            source.push(.frame(frame))
+            Thread.sleep(forTimeInterval: 0.03)
+        }
+        let first = try pipeline.beginTransaction(id: "one", sourceID: "camera", timeoutSeconds: 20, rules: rules)
+        let refusal = #expect(throws: TransactionRefusal.self) {
+            try pipeline.beginTransaction(id: "two", sourceID: "camera", timeoutSeconds: 5, rules: rules)
+        }
+        #expect(refusal?.description.contains("already open on 'camera'") == true)
+        for frame in frames[10..<40] {
+            source.push(.frame(frame))
+            Thread.sleep(forTimeInterval: 0.03)
+        }
+        func transactionEvents() -> [(index: Int, event: TransactionEvent)] {
+            log.events.withLock { events in
+                events.enumerated().compactMap { if case .transaction(let t) = $1 { ($0, t) } else { nil } }
+            }
+        }
+        let deadline = Date().addingTimeInterval(30)
+        while transactionEvents().count < 2 && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        let announced = transactionEvents()
+        try #require(announced.count == 2, "\(announced.map(\.event.phase))")
+        #expect(announced.allSatisfy { $0.event.token == first && $0.event.id == "one" })
+        guard case .started = announced[0].event.phase, case .ended(let result, _) = announced[1].event.phase else {
+            Issue.record("expected started then ended: \(announced.map(\.event.phase))")
+            return
+        }
+        // The decisions between the two are the transaction's: the first says `reset` with a fresh window.
+        let between: [FrameDecision] = log.events.withLock { events in
+            events[(announced[0].index + 1)..<announced[1].index].compactMap {
+                if case .decision(let d) = $0 { d } else { nil }
+            }
+        }
+        #expect(between.count == result.frames && result.scoredFrames == result.frames)
+        #expect(between.first?.decision.reason == "reset" && between.first?.decision.changed == true)
+        #expect(between.first?.decision.windowCount == 1)
+        #expect(between.first?.sequence == result.firstSequence && between.last?.sequence == result.lastSequence)
+        #expect(between.allSatisfy { $0.sequence >= 10 })
+        // Settled by the rules (these frames score steadily), with the verdict of the last decision's side.
+        #expect(result.outcome == .live || result.outcome == .spoof, "\(result)")
+        #expect(result.frames >= 5 && result.evidenceSeconds >= 0.2)
+        let lastState = between.last?.decision.state.rawValue
+        #expect(lastState == result.outcome.rawValue)
+
+        // The source is free again; with no frames the timeout ends the next one.
+        try pipeline.beginTransaction(id: "idle", sourceID: "camera", timeoutSeconds: 0.3, rules: rules)
+        Thread.sleep(forTimeInterval: 1)
+        let idle = try #require(transactionEvents().last)
+        guard case .ended(let timedOut, let elapsed) = idle.event.phase else {
+            Issue.record("the idle transaction did not end: \(idle.event.phase)")
+            return
+        }
+        #expect(idle.event.id == "idle" && timedOut.outcome == .timeout && elapsed >= 0.3)
+        #expect(timedOut.reason == "no frame arrived from the source")
+
+        // A source that ends ends its open transaction first, and takes no new one.
+        try pipeline.beginTransaction(id: "last", sourceID: "camera", timeoutSeconds: 20, rules: rules)
+        source.push(.ended(.deviceGone("unplugged")))
+        #expect(pipeline.waitUntilFinished(timeoutSeconds: 30))
+        let closing = try #require(transactionEvents().last)
+        guard case .ended(let cut, _) = closing.event.phase else {
+            Issue.record("the last transaction did not end: \(closing.event.phase)")
+            return
+        }
+        #expect(closing.event.id == "last" && cut.outcome == .timeout)
+        #expect(cut.reason?.hasPrefix("the source ended") == true, "\(cut)")
+        #expect(log.sourceEvents("camera").last?.hasPrefix("ended") == true)
+        let afterEnd = #expect(throws: TransactionRefusal.self) {
+            try pipeline.beginTransaction(id: "late", sourceID: "camera", timeoutSeconds: 5, rules: rules)
+        }
+        #expect(afterEnd?.description.contains("has ended") == true)
+    }
 }

@@ -104,4 +104,20 @@ import Testing
         #expect(machine.currentState == .deciding && machine.smoothed() == nil)
         #expect(self.feed(&machine, [0.1, 0.1, 0.1], start: 1) == [.deciding, .deciding, .live])
     }
+
+    /// Issue 12: after a reset the next decision says so — `changed` with reason `reset` — even when the
+    /// state was `deciding` before and stays `deciding` (a subscriber to changes saw nothing before).
+    @Test func resetIsVisibleInTheNextDecision() {
+        var machine = self.machine()
+        _ = self.feed(&machine, [0.9])
+        #expect(machine.currentState == .deciding)
+        machine.reset()
+        let first = machine.observe(.scored(spoofProbability: 0.9, timeSeconds: 1))
+        #expect(first.state == .deciding && first.changed && first.reason == "reset" && first.windowCount == 1)
+        let second = machine.observe(.scored(spoofProbability: 0.9, timeSeconds: 1.1))
+        #expect(second.state == .deciding && !second.changed && second.reason == "2 of 3 frames scored")
+        // Without a reset, nothing is announced.
+        var plain = self.machine()
+        #expect(!plain.observe(.scored(spoofProbability: 0.9, timeSeconds: 0)).changed)
+    }
 }

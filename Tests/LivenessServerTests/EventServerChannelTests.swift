@@ -17,12 +17,15 @@ import Testing
         let server: EventServer
         var resets: [[String]?] { self.resetLog.withLockedValue { $0 } }
         let resetLog = NIOLockedValueBox<[[String]?]>([])
+        /// `verify` requests the server passed on: (id, source, timeout seconds).
+        let verifyLog = NIOLockedValueBox<[(String, String?, Double?)]>([])
 
         init(queueLimit: Int = 256, access: AccessPolicy = AccessPolicy()) {
             var configuration = EventServer.Configuration(path: "/nonexistent/embedded.sock")
             configuration.clientQueueLimit = queueLimit
             configuration.access = access
             let log = self.resetLog
+            let verifications = self.verifyLog
             self.server = EventServer(
                 configuration: configuration, threshold: 0.28,
                 hooks: .init(
@@ -32,7 +35,14 @@ import Testing
                             sources: [:])
                     },
                     subscribed: {},
-                    reset: { sources in log.withLockedValue { $0.append(sources) } }),
+                    reset: { sources in log.withLockedValue { $0.append(sources) } },
+                    verify: { id, source, timeout in
+                        if source == "busy" { throw ServerError("a transaction is already open on 'busy'") }
+                        return verifications.withLockedValue {
+                            $0.append((id, source, timeout))
+                            return UInt64($0.count)
+                        }
+                    }),
                 logger: .init(label: "test"))
         }
 
@@ -283,5 +293,60 @@ import Testing
         #expect((replies.last?["error"] as? String)?.contains("socket.idle_timeout_seconds") == true)
         channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
         #expect(!channel.isActive)
+    }
+
+    /// Issue 12: `verify` is a controller's; its one answer goes to the requester (subscribed or not), and
+    /// subscribers see the transaction's start and end as events.
+    @Test func verifyIsAnsweredOnceToItsRequester() throws {
+        var access = AccessPolicy()
+        access.allowedUIDs = [4242]
+        let harness = Harness(access: access)
+        let observer = try harness.connect(uid: 4242, gid: 4242)
+        try harness.send(observer, #"{"op":"verify","id":"o1","source":"door"}"# + "\n")
+        let refused = try Self.lines(observer)
+        #expect((refused.first?["error"] as? String)?.contains("verify needs the controller role") == true)
+        #expect(harness.verifyLog.withLockedValue { $0.isEmpty })
+
+        let requester = try harness.connect()
+        let subscriber = try harness.connect()
+        try harness.send(subscriber, #"{"op":"subscribe","mode":"changes","heartbeat_seconds":3600}"# + "\n")
+        _ = try Self.lines(subscriber)
+        try harness.send(requester, #"{"op":"verify","id":"v1","source":"door","timeout_ms":3000}"# + "\n")
+        #expect(try Self.lines(requester).isEmpty)  // the answer comes when the transaction ends
+        let request = try #require(harness.verifyLog.withLockedValue { $0.first })
+        #expect(request.0 == "v1" && request.1 == "door" && request.2 == 3)
+        try harness.send(requester, #"{"op":"verify","id":"v2","source":"busy"}"# + "\n")
+        let busy = try Self.lines(requester)
+        #expect(busy.count == 1 && busy.first?["id"] as? String == "v2" && busy.first?["op"] as? String == "verify")
+        #expect((busy.first?["error"] as? String)?.contains("already open on 'busy'") == true)
+        try harness.send(requester, #"{"op":"verify","id":"v3","timeout_ms":5}"# + "\n")
+        #expect((try Self.lines(requester).first?["error"] as? String)?.contains("at least 100") == true)
+
+        let started = TransactionEvent(
+            sourceID: "door", token: 1, id: "v1", phase: .started(timeoutSeconds: 3), threshold: 0.28)
+        harness.publish(.transaction(started), loops: [requester, subscriber])
+        let result = VerificationResult(
+            outcome: .live, reason: nil, smoothed: 0.05, scores: OpinionScores(vit: 0.01, minifasnet: 0.09),
+            frames: 31, scoredFrames: 30, evidenceSeconds: 1.03, firstSequence: 100, lastSequence: 130)
+        var ended = started
+        ended.phase = .ended(result, elapsedSeconds: 1.2)
+        harness.publish(.transaction(ended), loops: [requester, subscriber])
+        harness.publish(.transaction(ended), loops: [requester, subscriber])  // a second end is never answered
+
+        let answers = try Self.lines(requester)
+        #expect(answers.count == 1, "\(answers)")
+        let answer = try #require(answers.first)
+        #expect(answer["type"] as? String == "verify" && answer["id"] as? String == "v1")
+        #expect(answer["source"] as? String == "door" && answer["outcome"] as? String == "live")
+        #expect(answer["frames"] as? Int == 31 && answer["scored_frames"] as? Int == 30)
+        #expect(answer["elapsed_ms"] as? Double == 1200 && answer["threshold"] as? Double == 0.28)
+        #expect((answer["scores"] as? [String: Double]) == ["vit": 0.01, "minifasnet": 0.09])
+        #expect(answer["first_seq"] as? Int == 100 && answer["last_seq"] as? Int == 130)
+        #expect(answer["event"] == nil && answer["phase"] == nil)
+        let events = try Self.lines(subscriber)
+        #expect(events.map { $0["type"] as? String } == ["transaction", "transaction", "transaction"])
+        #expect(events.map { $0["phase"] as? String } == ["started", "ended", "ended"])
+        #expect(events.first?["timeout_ms"] as? Double == 3000 && events[1]["outcome"] as? String == "live")
+        #expect(events.allSatisfy { $0["event"] is Int })
     }
 }

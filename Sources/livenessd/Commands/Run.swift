@@ -197,7 +197,7 @@ struct Run: AsyncParsableCommand {
         options.drainTimeoutSeconds = self.drainTimeout
         let settings = DaemonSettings(
             threshold: threshold, decisions: configuration.decisionConfiguration(threshold: threshold),
-            access: configuration.accessPolicy)
+            access: configuration.accessPolicy, verification: configuration.verificationRules)
         let configPath = self.modelOptions.config
         let flaggedThreshold = self.threshold
         return try LivenessDaemon(
@@ -208,7 +208,7 @@ struct Run: AsyncParsableCommand {
             let threshold = flaggedThreshold ?? configuration.threshold ?? running
             return DaemonSettings(
                 threshold: threshold, decisions: configuration.decisionConfiguration(threshold: threshold),
-                access: configuration.accessPolicy)
+                access: configuration.accessPolicy, verification: configuration.verificationRules)
         }
     }
 }
