@@ -246,8 +246,11 @@ public enum SourceEvent: Sendable {
     case frame(Frame)
     /// A camera disappeared (unplugged, ENODEV); the source keeps trying to reopen it.
     case disconnected(String)
-    /// The camera is back with the same settings; frames follow.
+    /// The camera is back with the same settings (or, after `waiting`, there for the first time); frames follow.
     case reconnected
+    /// The camera was not there when the source started (not plugged in yet, driver not loaded); the
+    /// source keeps trying to open it, and says `reconnected` when it does.
+    case waiting(String)
     /// A damaged packet or MJPEG frame was skipped (running count).
     case skipped(count: Int, reason: String)
     /// Nothing more will come.

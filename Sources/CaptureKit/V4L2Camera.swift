@@ -30,6 +30,10 @@ public final class V4L2Camera: FrameSource {
         public var frameTimeoutSeconds = 3.0
         /// Reopen after a disconnect; false ends the source with `.deviceGone` instead.
         public var reconnect = true
+        /// A camera that is missing at start (no such node, or one that does not answer) is waited for:
+        /// `start` succeeds, `.waiting` is delivered and the node is tried with `backoff` until it opens
+        /// (then `.reconnected`). False (`probe`): `start` throws at once.
+        public var waitForDevice = false
         public var backoff = Backoff()
 
         public init() {}
@@ -138,19 +142,60 @@ public final class V4L2Camera: FrameSource {
         case failed(V4L2Error)
     }
 
+    /// A camera not there (yet): no node, or a node whose driver does not answer.
+    private static func isAbsent(_ error: V4L2Error) -> Bool { error.code == .notFound || error.code == .disconnected }
+
     private func run(wake: WakePipe, handler: @Sendable (SourceEvent) -> Void, opened: (V4L2Error?) -> Void) {
         var session: CaptureSession
+        var appeared = false
         do {
             session = try self.openSession(required: nil)
         } catch {
-            opened(error)
-            return
+            guard self.configuration.waitForDevice, Self.isAbsent(error) else {
+                opened(error)
+                return
+            }
+            // A door terminal whose camera enumerates after the daemon starts (or is plugged in later) must
+            // not fail: the source waits, and says so.
+            opened(nil)
+            self.logger.warning(
+                "camera not there: waiting for it",
+                metadata: ["capture.device": "\(self.id)", "capture.error": "\(error)"])
+            handler(.waiting(error.description))
+            var attempt = 0
+            var lastProblem = error.code
+            while true {
+                if wake.wait(seconds: self.configuration.backoff.delaySeconds(attempt: attempt)) {
+                    handler(.ended(.stopped))
+                    return
+                }
+                do {
+                    session = try self.openSession(required: nil)
+                    break
+                } catch {
+                    attempt += 1
+                    // Still absent is expected; a node that now exists but cannot be used (busy, no format)
+                    // is worth a warning, once per kind of problem, and is tried again too.
+                    if !Self.isAbsent(error) && error.code != lastProblem {
+                        self.logger.warning(
+                            "camera present but not usable yet", metadata: ["capture.error": "\(error)"])
+                    }
+                    lastProblem = error.code
+                }
+            }
+            appeared = true
+            self.logger.notice(
+                "camera appeared", metadata: ["capture.device": "\(self.id)", "capture.attempts": "\(attempt + 1)"])
         }
         let format = session.format
         self.state.withLock { $0.format = format }
         self.logger.info(
             "capturing", metadata: ["capture.format": "\(format)", "capture.node": "\(session.device.node)"])
-        opened(nil)
+        if appeared {
+            handler(.reconnected)
+        } else {
+            opened(nil)
+        }
         var assembler = FrameAssembler(sourceID: self.id, poolCapacity: self.configuration.poolCapacity)
         let end: SourceEnd
         capturing: while true {

@@ -173,7 +173,10 @@ public struct Verification: Sendable {
                 "\(Self.format(self.evidenceSeconds)) of \(Self.format(rules.minimumSeconds)) s of frames")
         }
         if self.run < rules.stableFrames {
-            let band = (self.decisions.threshold - self.decisions.hysteresis, self.decisions.threshold + self.decisions.hysteresis)
+            let band = (
+                self.decisions.threshold - self.decisions.hysteresis,
+                self.decisions.threshold + self.decisions.hysteresis
+            )
             missing.append(
                 "the smoothed score (\(self.lastSmoothed.map(Self.format) ?? "none")) did not stay outside "
                     + "\(Self.format(band.0))–\(Self.format(band.1)) for \(rules.stableFrames) frames in a row")

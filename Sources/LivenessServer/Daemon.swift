@@ -321,8 +321,10 @@ struct PipelineService: Service {
     }
 }
 
-/// READY once the first frame was decided; WATCHDOG only while frames flow; STATUS every second;
-/// STOPPING when the group shuts down.
+/// READY once the first frame was decided, or once a source waits for its camera (a camera missing at boot
+/// is reported, not a start-up failure); WATCHDOG only while frames flow, or while no source has delivered
+/// yet and one is waiting (a late camera is not a hang; once frames flowed, the watchdog is gated on them
+/// again); STATUS every second; STOPPING when the group shuts down.
 struct SystemdService: Service {
     let daemon: LivenessDaemon
 
@@ -339,15 +341,19 @@ struct SystemdService: Service {
                 try await Task.sleep(for: period)
                 tick += 1
                 let snapshot = daemon.monitor.state.withLock { $0 }
-                if !ready && snapshot.firstDecision {
+                let waitingOnly = snapshot.delivered.isEmpty && !snapshot.waiting.isEmpty
+                if !ready && (snapshot.firstDecision || waitingOnly) {
                     ready = true
                     daemon.notifier.notify("READY=1\nSTATUS=\(daemon.statusLine(snapshot))")
-                    daemon.logger.info("ready: model loaded, socket bound, first frame decided")
+                    daemon.logger.info(
+                        snapshot.firstDecision
+                            ? "ready: model loaded, socket bound, first frame decided"
+                            : "ready: model loaded, socket bound, waiting for a camera")
                 }
                 if ready && tick % 5 == 0 { daemon.notifier.notify("STATUS=\(daemon.statusLine(snapshot))") }
                 if let every = watchdogTicks, tick % every == 0 {
                     // Frames decided since the last tick, or no keep-alive: a hung camera ends in a restart.
-                    if snapshot.processed > lastProcessed { daemon.notifier.notify("WATCHDOG=1") }
+                    if snapshot.processed > lastProcessed || waitingOnly { daemon.notifier.notify("WATCHDOG=1") }
                     lastProcessed = snapshot.processed
                 }
             }

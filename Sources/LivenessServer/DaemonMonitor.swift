@@ -10,6 +10,10 @@ final class DaemonMonitor: Sendable {
         var states: [String: String] = [:]
         var recent: [String: [UInt64]] = [:]  // decision times of the last 2 s, per source
         var ended: Set<String> = []
+        /// Sources waiting for their camera that have not delivered a frame yet.
+        var waiting: Set<String> = []
+        /// Sources that have had a frame decided.
+        var delivered: Set<String> = []
     }
 
     let state = Mutex(State())
@@ -20,6 +24,8 @@ final class DaemonMonitor: Sendable {
             switch event {
             case .decision(let decided):
                 state.firstDecision = true
+                state.waiting.remove(decided.sourceID)
+                state.delivered.insert(decided.sourceID)
                 state.processed += 1
                 state.states[decided.sourceID] = decided.decision.state.rawValue
                 var times = state.recent[decided.sourceID, default: []]
@@ -29,6 +35,11 @@ final class DaemonMonitor: Sendable {
             case .source(let id, let sourceEvent):
                 if case .ended = sourceEvent { state.ended.insert(id) }
                 if case .disconnected = sourceEvent { state.states[id] = "disconnected" }
+                if case .waiting = sourceEvent {
+                    state.states[id] = "waiting"
+                    if !state.delivered.contains(id) { state.waiting.insert(id) }
+                }
+                if case .ended = sourceEvent { state.waiting.remove(id) }
             case .transaction:
                 break
             }

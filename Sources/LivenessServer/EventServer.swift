@@ -320,6 +320,7 @@ public final class EventServer: Sendable {
             switch sourceEvent {
             case .disconnected(let why): (kind, reason) = ("disconnected", why)
             case .reconnected: (kind, reason) = ("reconnected", nil)
+            case .waiting(let why): (kind, reason) = ("waiting", why)
             case .skipped(let count, let why): (kind, reason) = ("skipped", "\(count) skipped so far: \(why)")
             case .ended(let end): (kind, reason) = ("ended", "\(end)")
             case .frame: return

@@ -44,7 +44,7 @@ import Testing
                     case .ended(let end):
                         state.ends.append(end)
                         return true
-                    case .skipped, .disconnected, .reconnected:
+                    case .skipped, .disconnected, .reconnected, .waiting:
                         return false
                     }
                 }

@@ -51,7 +51,7 @@ final class Collector: Sendable {
             case .ended(let end):
                 self.state.withLock { $0.end = end }
                 self.done.signal()
-            case .disconnected, .reconnected:
+            case .disconnected, .reconnected, .waiting:
                 break
             }
         }
@@ -366,7 +366,7 @@ final class Collector: Sendable {
             case .disconnected: log.withLock { $0.append("disconnected") }
             case .reconnected: log.withLock { $0.append("reconnected") }
             case .ended(let end): log.withLock { $0.append("ended \(end)") }
-            case .skipped: break
+            case .skipped, .waiting: break
             }
         }
         // The first server ends after 2 s of video; start a second one on the same port.

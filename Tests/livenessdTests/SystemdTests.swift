@@ -146,6 +146,33 @@ final class FakeNotifySocket: @unchecked Sendable {
         #expect(ready[0].timeIntervalSince(started) < 10)
     }
 
+    /// Issue 12: a camera missing at start is waited for, not a start-up failure: the daemon stays up,
+    /// says READY (so systemd's start timeout does not kill it), keeps the watchdog fed while nothing has
+    /// been delivered yet, reports `waiting` in `status`, and stops cleanly. (The camera appearing later is
+    /// scripts/v4l2-vm-tests.sh's `late_camera`.)
+    @Test func aMissingCameraIsWaitedFor() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let notify = try FakeNotifySocket(directory: directory)
+        let device = "/dev/v4l/by-id/livenessd-test-no-such-camera"
+        let daemon = try DaemonProcess(
+            ["--device", device], environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"])
+        let client = try EventClient(path: daemon.socketPath)
+        let deadline = Date().addingTimeInterval(30)
+        while notify.lines(containing: "READY=1").isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(notify.lines(containing: "READY=1").count == 1, "\(daemon.log.suffix(1500))")
+        try client.send(["op": "status", "id": "q"])
+        let status = try #require(try client.next())
+        let sources = status["sources"] as? [String: [String: Any]] ?? [:]
+        #expect(sources[device]?["state"] as? String == "waiting", "\(status)")
+        let before = notify.lines(containing: "WATCHDOG=1").count
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(notify.lines(containing: "WATCHDOG=1").count >= before + 3, "the watchdog starved while waiting")
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(seconds: 15) == 0, "\(daemon.log.suffix(1500))")
+        #expect(daemon.log.contains("camera not there: waiting for it"), "\(daemon.log.suffix(1500))")
+        #expect(daemon.log.contains("\(device) does not exist"))
+    }
+
     /// Socket activation: systemd-socket-activate holds the socket and starts the daemon on the
     /// first connection, passing it as fd 3; the daemon serves on it.
     @Test func socketActivation() throws {

@@ -206,6 +206,8 @@ private final class Recorder: Sendable {
             say("reconnected")
         case .skipped(let count, let reason):
             say("skipped (\(count) so far): \(reason)")
+        case .waiting(let reason):
+            say("waiting: \(reason)")
         case .ended(let end):
             self.state.withLock { $0.end = end }
             say("ended: \(end)")

@@ -158,6 +158,8 @@ struct Run: AsyncParsableCommand {
         // Replayed as fast as possible, the decode thread converts to RGB too (off the prepare lane).
         mediaOptions.attachRGB24 = mediaOptions.pacing == .asFastAsPossible
         var cameraConfiguration = V4L2Camera.Configuration()
+        // A camera missing at start is waited for (reported as `waiting`), never a start-up failure.
+        cameraConfiguration.waitForDevice = true
         if let size = self.captureSize {
             cameraConfiguration.width = size.width
             cameraConfiguration.height = size.height

@@ -70,6 +70,9 @@ struct Watch: ParsableCommand {
                 let line = pending[pending.startIndex..<newline]
                 pending.removeSubrange(pending.startIndex...newline)
                 print(String(decoding: line, as: UTF8.self))
+                // Each event as it comes, also into a pipe or a file (stdout is block-buffered there: a
+                // `watch > events.log` killed later lost everything it had received).
+                fflush(nil)
                 if self.status { return }
             }
         }
