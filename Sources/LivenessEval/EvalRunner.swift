@@ -40,6 +40,8 @@ public final class EvalRunner: Sendable {
 
     let dataset: EvalDataset
     let decisions: DecisionConfiguration
+    /// The rules of the transactions simulated on every clip.
+    let verification: VerificationRules
     let opinionKinds: [OpinionKind]
     let options: Options
     private let pipeline: LivenessPipeline
@@ -52,11 +54,12 @@ public final class EvalRunner: Sendable {
 
     public init(
         dataset: EvalDataset, opinions: Opinions, detector: FaceLocatorFactory?, decisions: DecisionConfiguration,
-        options: Options, frameLog: FrameLog?,
+        verification: VerificationRules = VerificationRules(), options: Options, frameLog: FrameLog?,
         progress: @escaping @Sendable (_ completed: Int, _ total: Int, _ frames: Int) -> Void = { _, _, _ in }
     ) {
         self.dataset = dataset
         self.decisions = decisions
+        self.verification = verification
         self.options = options
         self.detector = detector
         self.frameLog = frameLog
@@ -111,7 +114,8 @@ public final class EvalRunner: Sendable {
             state.active[Self.sourceID(index, presentation)] = (
                 index,
                 PresentationAccumulator(
-                    presentation: presentation, decisions: self.decisions, opinions: self.opinionKinds)
+                    presentation: presentation, decisions: self.decisions, opinions: self.opinionKinds,
+                    verification: self.verification)
             )
             return index
         }

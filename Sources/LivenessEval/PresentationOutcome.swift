@@ -28,6 +28,8 @@ public struct PresentationResult: Codable, Sendable {
     /// Each opinion's presentation score, by the same rule as `score`, as if that opinion judged
     /// alone (its own window over its own frame scores); present when several opinions judged.
     public var opinions: OpinionScores?
+    /// Clips only: simulated verification transactions (nil for stills and failures to acquire).
+    public var transactions: Transactions?
     /// Why this presentation could not be acquired (unreadable, truncated, no face …); it then
     /// counts as a non-response, not in APCER/BPCER.
     public var failure: String?
@@ -60,18 +62,46 @@ public struct PresentationResult: Codable, Sendable {
         /// The daemon said `live` at some frame.
         public var reachedLive = false
         public var finalState: String?
+        /// Changes between `live` and `spoof` after the first verdict (a state that leaves a verdict for
+        /// `deciding`, `no_face` … and comes back to the same verdict is not a change).
+        public var verdictChanges = 0
 
         enum CodingKeys: String, CodingKey {
             case firstVerdict = "first_verdict"
             case firstVerdictSeconds = "first_verdict_seconds"
             case reachedLive = "reached_live"
             case finalState = "final_state"
+            case verdictChanges = "verdict_changes"
+        }
+    }
+
+    /// Verification transactions (`{"op":"verify"}`) started every `everySeconds` of a clip's frame time,
+    /// each run over the recorded frames with a fresh window and the daemon's own `Verification` rules:
+    /// what a door would have answered had the badge been swiped then (issue 12's stability measure).
+    public struct Transactions: Codable, Sendable, Equatable {
+        public var everySeconds: Double
+        public var started = 0
+        /// Outcome → count; `ended` counts transactions the clip's end cut short.
+        public var outcomes: [String: Int] = [:]
+        /// Verdicts opposite to the presentation's label (`spoof` on bona fide, `live` on an attack).
+        public var oppositeToLabel = 0
+        /// Verdicts opposite to the daemon's first verdict on the clip.
+        public var oppositeToFirstVerdict = 0
+        /// Start times (frame time, seconds) of the transactions that answered against the label.
+        public var oppositeStarts: [Double] = []
+
+        enum CodingKeys: String, CodingKey {
+            case started, outcomes
+            case everySeconds = "every_seconds"
+            case oppositeToLabel = "opposite_to_label"
+            case oppositeToFirstVerdict = "opposite_to_first_verdict"
+            case oppositeStarts = "opposite_starts"
         }
     }
 
     enum CodingKeys: String, CodingKey {
         case path, label, species, split, kind, frames, score, rule, decision, daemon, failure, interrupted, end,
-            opinions
+            opinions, transactions
         case medianFrameScore = "median_frame_score"
         case damagedPacketsSkipped = "damaged_packets_skipped"
     }
@@ -96,6 +126,8 @@ struct FrameSeries: Sendable {
     var raw: [Double] = []
     var smoothed: [Double] = []
     var states: [LivenessState] = []
+    /// What each frame was, as the decision machine saw it (for replaying transactions).
+    var observations: [Observation] = []
 }
 
 /// Collects one presentation's decisions as the pipeline publishes them (in frame order) and
@@ -108,6 +140,7 @@ struct PresentationAccumulator {
     private var lowestSmoothed: Double?
     private var daemon = PresentationResult.DaemonOutcome()
     private var skipped = 0
+    private var lastVerdict: LivenessState?
     /// The crop of the frame most against the label (lowest score of an attack, highest of a bona
     /// fide presentation): the report's thumbnail of a miss.
     private(set) var telltaleCrop: [UInt8]?
@@ -118,9 +151,16 @@ struct PresentationAccumulator {
     private var opinionLowest: [OpinionKind: Double] = [:]
     private(set) var opinionFrames: [OpinionKind: [Double]] = [:]
 
-    init(presentation: Presentation, decisions: DecisionConfiguration, opinions: [OpinionKind] = []) {
+    /// The rules simulated transactions follow.
+    let verification: VerificationRules
+
+    init(
+        presentation: Presentation, decisions: DecisionConfiguration, opinions: [OpinionKind] = [],
+        verification: VerificationRules = VerificationRules()
+    ) {
         self.presentation = presentation
         self.decisions = decisions
+        self.verification = verification
         self.opinionMachines =
             opinions.count > 1
             ? Dictionary(uniqueKeysWithValues: opinions.map { ($0, DecisionMachine(configuration: decisions)) }) : [:]
@@ -151,6 +191,18 @@ struct PresentationAccumulator {
         self.series.raw.append(decision.rawScore ?? .nan)
         self.series.smoothed.append(decision.smoothedScore ?? .nan)
         self.series.states.append(decision.state)
+        let time = frame.presentationTimeSeconds
+        if let raw = decision.rawScore {
+            self.series.observations.append(.scored(spoofProbability: raw, timeSeconds: time))
+        } else if decision.state == .noFace || decision.reason == "no face in view" {
+            self.series.observations.append(.noFace(timeSeconds: time))
+        } else {
+            self.series.observations.append(.unusable(reason: decision.reason ?? "unusable", timeSeconds: time))
+        }
+        if decision.state == .live || decision.state == .spoof {
+            if let last = self.lastVerdict, last != decision.state { self.daemon.verdictChanges += 1 }
+            self.lastVerdict = decision.state
+        }
         if let raw = decision.rawScore {
             self.counts.scored += 1
             if decision.windowCount >= self.decisions.minimumScoredFrames, let smoothed = decision.smoothedScore {
@@ -225,14 +277,68 @@ struct PresentationAccumulator {
             }
             opinions = values
         }
+        let isClip = !EvalDataset.isStill(self.presentation.path)
         return PresentationResult(
             path: self.presentation.path, label: self.presentation.label, species: self.presentation.species,
             split: self.presentation.split, kind: EvalDataset.isStill(self.presentation.path) ? "still" : "clip",
             frames: self.counts, score: acquired ? score : nil, rule: acquired ? rule : nil,
             decision: acquired ? score.map { $0 >= self.decisions.threshold ? .attack : .bonaFide } : nil,
-            daemon: self.daemon, medianFrameScore: median(scores), opinions: opinions, failure: failure,
+            daemon: self.daemon, medianFrameScore: median(scores), opinions: opinions,
+            transactions: acquired && isClip ? self.simulatedTransactions() : nil, failure: failure,
             interrupted: interrupted,
             end: end.map { "\($0)" } ?? "not opened", damagedPacketsSkipped: self.skipped)
+    }
+
+    /// Seconds of frame time between two simulated transaction starts.
+    static let transactionSpacingSeconds = 0.5
+
+    /// A transaction started at every `transactionSpacingSeconds` of the clip, each over the frames from its
+    /// start with a fresh `DecisionMachine` (as `verify` resets the source's window) and `Verification`; one
+    /// still open when its timeout passes (in frame time) ends as the daemon's expiry would, one the clip's
+    /// end cuts short counts as `ended`.
+    func simulatedTransactions() -> PresentationResult.Transactions {
+        var summary = PresentationResult.Transactions(everySeconds: Self.transactionSpacingSeconds)
+        let observations = self.series.observations
+        guard let first = observations.first?.timeSeconds else { return summary }
+        let opposite: LivenessState = self.presentation.label == .attack ? .live : .spoof
+        var nextStart = first
+        for (startIndex, startObservation) in observations.enumerated() where startObservation.timeSeconds >= nextStart
+        {
+            nextStart = startObservation.timeSeconds + Self.transactionSpacingSeconds
+            var machine = DecisionMachine(configuration: self.decisions)
+            machine.reset()
+            var verification = Verification(rules: self.verification, decisions: self.decisions)
+            let deadline = startObservation.timeSeconds + self.verification.defaultTimeoutSeconds
+            var outcome = "ended"
+            for index in startIndex..<observations.count {
+                let observation = observations[index]
+                if observation.timeSeconds > deadline {
+                    outcome = verification.expire().outcome.rawValue
+                    break
+                }
+                let decision = machine.observe(observation)
+                var opinions = OpinionScores()
+                if case .scored(let probability, _) = observation { opinions.vit = probability }
+                if let result = verification.observe(
+                    observation, decision: decision, scores: opinions, sequence: UInt64(index))
+                {
+                    outcome = result.outcome.rawValue
+                    break
+                }
+            }
+            summary.started += 1
+            summary.outcomes[outcome, default: 0] += 1
+            if outcome == opposite.rawValue {
+                summary.oppositeToLabel += 1
+                summary.oppositeStarts.append((startObservation.timeSeconds * 1000).rounded() / 1000)
+            }
+            if let firstVerdict = self.daemon.firstVerdict, outcome == "live" || outcome == "spoof",
+                outcome != firstVerdict
+            {
+                summary.oppositeToFirstVerdict += 1
+            }
+        }
+        return summary
     }
 
     /// Frame-level labelled scores (scored frames only) of an acquired presentation.

@@ -136,6 +136,49 @@ import Testing
         }
     }
 
+    /// Issue 12's stability measure: verdict changes are counted, and transactions started every 0.5 s of a
+    /// clip replay the daemon's `Verification` over the recorded frames with a fresh window.
+    @Test func simulatedTransactionsAndVerdictChanges() throws {
+        let presentation = Presentation(path: "a.mp4", label: .bonaFide, species: nil, split: nil, location: "a.mp4")
+        let rules = DecisionConfiguration(threshold: 0.5)
+        var machine = DecisionMachine(configuration: rules)
+        var accumulator = PresentationAccumulator(presentation: presentation, decisions: rules)
+        // 30 fps: 2 s live (0.1), 2 s spoof (0.9), 2 s live again.
+        let scores =
+            Array(repeating: 0.1, count: 60) + Array(repeating: 0.9, count: 60) + Array(repeating: 0.1, count: 60)
+        for (index, score) in scores.enumerated() {
+            let time = Double(index) / 30
+            accumulator.add(
+                FrameDecision(
+                    sourceID: "a", sequence: UInt64(index), presentationTimeSeconds: time,
+                    decision: machine.observe(.scored(spoofProbability: score, timeSeconds: time))))
+        }
+        let result = accumulator.finish(end: .endOfFile)
+        #expect(result.daemon.verdictChanges == 2 && result.daemon.firstVerdict == "live")
+        let transactions = try #require(result.transactions)
+        // Starts at 0, 0.5 … 5.5 s (12); each needs 1 s of frames and a settled run of 10, so the clip's end
+        // cuts short those that start after about 4.8 s.
+        #expect(transactions.started == 12)
+        #expect(transactions.outcomes.values.reduce(0, +) == 12)
+        // Started at 0 and 0.5: live before the spoof stretch begins at 2 s. Started at 1.0 or 1.5, the live
+        // window has not settled when spoof frames come: those see the spoof stretch.
+        #expect(transactions.outcomes["live"] ?? 0 >= 3)
+        #expect(transactions.outcomes["spoof"] ?? 0 >= 2)
+        #expect(transactions.oppositeToLabel == transactions.outcomes["spoof"])
+        #expect(transactions.oppositeToFirstVerdict == transactions.outcomes["spoof"])
+        #expect(transactions.outcomes["ended"] ?? 0 >= 1)
+        #expect(transactions.oppositeStarts.allSatisfy { (1.0...4.0).contains($0) }, "\(transactions.oppositeStarts)")
+        // Stills get none.
+        let still = Presentation(path: "a.jpg", label: .bonaFide, species: nil, split: nil, location: "a.jpg")
+        var stillAccumulator = PresentationAccumulator(presentation: still, decisions: rules)
+        var stillMachine = DecisionMachine(configuration: rules)
+        stillAccumulator.add(
+            FrameDecision(
+                sourceID: "s", sequence: 0, presentationTimeSeconds: 0,
+                decision: stillMachine.observe(.scored(spoofProbability: 0.1, timeSeconds: 0))))
+        #expect(stillAccumulator.finish(end: .endOfFile).transactions == nil)
+    }
+
     @Test func failureReasonsOfFacelessAndBrokenPresentations() {
         let presentation = Presentation(path: "a.mp4", label: .bonaFide, species: nil, split: nil, location: "a.mp4")
         let rules = DecisionConfiguration(threshold: 0.5)

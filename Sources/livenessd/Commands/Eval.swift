@@ -94,8 +94,8 @@ struct Eval: ParsableCommand {
         if let jobs = self.jobs { options.jobs = jobs }
         options.every = self.every
         let runner = EvalRunner(
-            dataset: dataset, opinions: loaded.opinions, detector: detector, decisions: decisions, options: options,
-            frameLog: frameLog
+            dataset: dataset, opinions: loaded.opinions, detector: detector, decisions: decisions,
+            verification: loaded.configuration.verificationRules, options: options, frameLog: frameLog
         ) { completed, total, frames in progress.update(completed: completed, total: total, frames: frames) }
 
         // Ctrl-C / SIGTERM: finish what is decided, write the report, exit 130. A second one kills.
@@ -223,6 +223,24 @@ struct Eval: ParsableCommand {
             lines.append(
                 "proposed threshold for APCER ≤ \(calibration.targetAPCER) (\(calibration.rule.rawValue)) on \(calibration.split): "
                     + (calibration.threshold.map { String(format: "%.6f", $0) } ?? "none"))
+        }
+        let simulated = report.presentations.compactMap { presentation in
+            presentation.transactions.map { (presentation, $0) }
+        }
+        if !simulated.isEmpty {
+            var outcomes: [String: Int] = [:]
+            for (_, transactions) in simulated { outcomes.merge(transactions.outcomes, uniquingKeysWith: +) }
+            let against = simulated.filter { $0.1.oppositeToLabel > 0 }
+            lines.append(
+                "verify transactions every \(simulated[0].1.everySeconds) s of \(simulated.count) clips: "
+                    + "\(simulated.reduce(0) { $0 + $1.1.started }) started, "
+                    + outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                    + "; against the label: \(against.reduce(0) { $0 + $1.1.oppositeToLabel })"
+                    + (against.isEmpty
+                        ? ""
+                        : " ("
+                            + against.map { "\(($0.0.path as NSString).lastPathComponent) \($0.1.oppositeToLabel)" }
+                            .joined(separator: ", ") + ")"))
         }
         if !report.failuresToAcquire.isEmpty {
             lines.append("failures to acquire: \(report.failuresToAcquire.count) (listed in the report)")
