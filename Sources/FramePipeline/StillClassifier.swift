@@ -3,6 +3,28 @@ import Foundation
 import LivenessEngine
 
 /// One still image's outcome (what `classify` prints).
+/// A face box (or crop) in frame pixels, written the same way by every output — the socket's
+/// `decision`/`heartbeat`, `classify --json` and eval's `frames.jsonl`: `{"x": …, "y": …, "w": …, "h": …}`
+/// (docs/PROTOCOL.md).
+public struct FrameBox: Codable, Equatable, Sendable {
+    public var x: Int
+    public var y: Int
+    public var w: Int
+    public var h: Int
+
+    public init(x: Int, y: Int, w: Int, h: Int) {
+        self.x = x
+        self.y = y
+        self.w = w
+        self.h = h
+    }
+
+    public init(_ rect: PixelRect) { self.init(x: rect.x, y: rect.y, w: rect.width, h: rect.height) }
+
+    /// `WxH+X+Y`, as X11 geometry and ImageMagick write it (the text outputs).
+    public var text: String { "\(self.w)x\(self.h)+\(self.x)+\(self.y)" }
+}
+
 public struct ClassificationResult: Codable, Equatable, Sendable {
     public var path: String
     /// The fused spoof probability (with one opinion: that opinion's).
@@ -25,18 +47,8 @@ public struct ClassificationResult: Codable, Equatable, Sendable {
     public var error: String?
     public var errorCode: String?
 
-    public struct Box: Codable, Equatable, Sendable {
-        public var x, y, width, height: Int
-
-        public init(_ rect: PixelRect) {
-            self.x = rect.x
-            self.y = rect.y
-            self.width = rect.width
-            self.height = rect.height
-        }
-
-        public var text: String { "\(self.width)x\(self.height)+\(self.x)+\(self.y)" }
-    }
+    /// The shape every output gives a face box (issue 12): `{"x","y","w","h"}` in frame pixels.
+    public typealias Box = FrameBox
 
     public init(path: String, threshold: Double) {
         self.path = path

@@ -236,7 +236,8 @@ public final class FrameLog: Sendable {
         var scores: OpinionScores?
         var window: Int
         var reason: String?
-        var box: [Int]?
+        /// `{"x","y","w","h"}`, as on the socket and in `classify --json`.
+        var box: FrameBox?
         var faces: Int
     }
 
@@ -247,7 +248,7 @@ public final class FrameLog: Sendable {
             smoothed: frame.decision.smoothedScore,
             scores: frame.decision.rawScore == nil ? nil : frame.scores.finite, window: frame.decision.windowCount,
             reason: frame.decision.reason,
-            box: frame.box.map { [$0.x, $0.y, $0.width, $0.height] }, faces: frame.faceCount)
+            box: frame.box.map(FrameBox.init), faces: frame.faceCount)
         guard var data = self.encoder.withLock({ try? $0.encode(line) }) else { return }
         data.append(0x0A)
         let full = self.buffer.withLock { buffer -> Data? in

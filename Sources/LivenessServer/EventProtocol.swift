@@ -36,19 +36,8 @@ public enum EventProtocol {
         }
     }
 
-    public struct Box: Codable, Equatable, Sendable {
-        public var x: Int
-        public var y: Int
-        public var w: Int
-        public var h: Int
-
-        init(_ rect: PixelRect) {
-            self.x = rect.x
-            self.y = rect.y
-            self.w = rect.width
-            self.h = rect.height
-        }
-    }
+    /// A face box: `{"x","y","w","h"}` in frame pixels, the same shape in every output (`FrameBox`).
+    public typealias Box = FrameBox
 
     /// One decided frame.
     public struct DecisionMessage: Codable, Sendable {

@@ -220,6 +220,9 @@ enum Binary {
         let pair = try #require(scores["minifasnet"])
         let fused = try #require(line["spoof_probability"] as? Double)
         #expect(abs(fused - ScoreFusion().fuse(OpinionScores(vit: vit, minifasnet: pair))!) < 1e-12)
+        // One face-box shape everywhere (issue 12): {"x","y","w","h"}, as on the socket and in frames.jsonl.
+        #expect((line["box"] as? [String: Int]).map { Set($0.keys) } == ["x", "y", "w", "h"], "\(line)")
+        #expect((line["crop"] as? [String: Int]).map { Set($0.keys) } == ["x", "y", "w", "h"], "\(line)")
         // The ViT on the 2× face crop (the README's example line) and the pair against its golden
         // (golden/silentface/live_astronaut.json: the same YuNet box, crops byte for byte the reference's).
         #expect(abs(vit - 0.004248) < 5e-5, "\(scores)")

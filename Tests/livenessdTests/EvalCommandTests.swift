@@ -230,9 +230,12 @@ import Testing
             .split(separator: "\n").dropFirst().filter { $0.split(separator: "\t")[1] != "unknown" }
         #expect(presentations.count == manifestRows.count)
 
-        let frames = Dictionary(grouping: try Self.frameLines(output.appendingPathComponent("frames.jsonl"))) {
-            $0["path"] as? String ?? ""
-        }
+        let frameRecords = try Self.frameLines(output.appendingPathComponent("frames.jsonl"))
+        // The face box has the socket's shape (issue 12): {"x","y","w","h"}.
+        let boxes = frameRecords.compactMap { $0["box"] }
+        #expect(
+            !boxes.isEmpty && boxes.allSatisfy { ($0 as? [String: Int]).map { Set($0.keys) } == ["x", "y", "w", "h"] })
+        let frames = Dictionary(grouping: frameRecords) { $0["path"] as? String ?? "" }
         var presentationScores: [(score: Double, attack: Bool, species: String)] = []
         var frameScores: [(score: Double, attack: Bool, species: String)] = []
         for presentation in presentations {
