@@ -255,4 +255,68 @@ enum Binary {
         let refused = try Binary.run(["watch", "--socket", "/nonexistent/livenessd.sock"])
         #expect(refused.status == 2 && refused.standardError.contains("no daemon is listening there"))
     }
+
+    /// Issue 12: `watch --text` prints one readable line per event, and outlives a daemon restart: it
+    /// reconnects to the new daemon on the same socket and goes on printing.
+    @Test func watchReadsAsTextAndReconnects() throws {
+        let clip = try TestAssets.file("samples/live/pad-tdreal__621f74a8_live_video.MOV").path
+        let first = try DaemonProcess(["--source", clip, "--pacing", "realtime"])
+        _ = try EventClient(path: first.socketPath)
+        let watch = Process()
+        watch.executableURL = try #require(Binary.url)
+        watch.arguments = ["watch", "--socket", first.socketPath, "--text"]
+        watch.environment = ProcessInfo.processInfo.environment
+        let output = Pipe()
+        let errors = Pipe()
+        watch.standardOutput = output
+        watch.standardError = errors
+        try watch.run()
+        let lines = NIOLockedLines()
+        let reader = Thread {
+            while true {
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { return }
+                lines.append(String(decoding: chunk, as: UTF8.self))
+            }
+        }
+        reader.start()
+        func waitFor(_ what: String, seconds: Double = 30) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if lines.text.contains(what) { return true }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            return false
+        }
+        #expect(waitFor(" #20"), "\(lines.text.suffix(2000))")  // decisions of the first daemon
+        first.signal(SIGTERM)
+        #expect(first.waitForExit(seconds: 15) == 0)
+        #expect(waitFor("daemon: bye — daemon stopping"), "\(lines.text.suffix(2000))")
+        let before = lines.text.count
+        let second = try DaemonProcess(["--source", clip, "--pacing", "realtime"], socketPath: first.socketPath)
+        defer { second.signal(SIGTERM) }
+        let deadline = Date().addingTimeInterval(40)
+        while Date() < deadline && !String(lines.text.dropFirst(before)).contains(" #10") {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        watch.terminate()
+        watch.waitUntilExit()
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(stderr.contains("reconnecting") && stderr.contains("reconnected to"), "\(stderr)")
+        let after = String(lines.text.dropFirst(before))
+        #expect(after.contains(" #10"), "no decisions after the restart: \(after.suffix(2000))")
+        // Every decision line reads `HH:MM:SS.mmm SOURCE [*]STATE … #SEQ`.
+        let decisions = lines.text.split(separator: "\n").filter { $0.contains(" #") }
+        #expect(decisions.count > 20)
+        let shape = /^\d\d:\d\d:\d\d\.\d{3} \S+ [ *](deciding|live|spoof|no_face|unusable)( smoothed \d\.\d{4})?.* #\d+/
+        #expect(decisions.allSatisfy { $0.firstMatch(of: shape) != nil }, "\(decisions.prefix(5))")
+    }
+}
+
+/// Text collected from a reader thread.
+final class NIOLockedLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var collected = ""
+    func append(_ text: String) { self.lock.withLock { self.collected += text } }
+    var text: String { self.lock.withLock { self.collected } }
 }

@@ -44,37 +44,144 @@ struct Watch: ParsableCommand {
         }
     }
 
-    func run() throws {
+    @Flag(help: "One readable line per event (time, source, state, scores, box) instead of JSON.")
+    var text = false
+
+    @Flag(help: "Exit when the daemon closes the connection instead of reconnecting (every 1-5 s) until it is back.")
+    var noReconnect = false
+
+    /// Connects, or says why not: nil and the reason.
+    func openConnection() -> (FileHandle?, String) {
         let descriptor = Foundation.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw CommandError("cannot create a socket") }
+        guard descriptor >= 0 else { return (nil, "cannot create a socket") }
         guard let connected = withUnixSocketAddress(self.socket, { connect(descriptor, $0, $1) }) else {
-            throw CommandError("socket path too long: \(self.socket)")
+            close(descriptor)
+            return (nil, "socket path too long: \(self.socket)")
         }
         guard connected == 0 else {
-            let reason = String(cString: strerror(errno))
-            FileHandle.standardError.write(
-                Data("livenessd: cannot connect to \(self.socket): \(reason)\(Self.hint(errno, self.socket))\n".utf8))
-            throw ExitCode(2)
+            let code = errno
+            close(descriptor)
+            return (
+                nil,
+                "cannot connect to \(self.socket): \(String(cString: strerror(code)))\(Self.hint(code, self.socket))"
+            )
         }
-        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        return (FileHandle(fileDescriptor: descriptor, closeOnDealloc: true), "")
+    }
+
+    func run() throws {
         var request: [String: Any] =
             self.status ? ["op": "status"] : ["op": "subscribe", "mode": self.changes ? "changes" : "frames"]
         if !self.source.isEmpty { request["sources"] = self.source }
-        handle.write(try JSONSerialization.data(withJSONObject: request) + Data("\n".utf8))
-        var pending = Data()
+        let requestLine = try JSONSerialization.data(withJSONObject: request) + Data("\n".utf8)
+        var everConnected = false
+        var attempt = 0
         while true {
-            let chunk = handle.availableData
-            if chunk.isEmpty { return }
-            pending.append(chunk)
-            while let newline = pending.firstIndex(of: 0x0A) {
-                let line = pending[pending.startIndex..<newline]
-                pending.removeSubrange(pending.startIndex...newline)
-                print(String(decoding: line, as: UTF8.self))
-                // Each event as it comes, also into a pipe or a file (stdout is block-buffered there: a
-                // `watch > events.log` killed later lost everything it had received).
-                fflush(nil)
-                if self.status { return }
+            let (connection, failure) = self.openConnection()
+            guard let handle = connection else {
+                // The first connection must work (a wrong path is an error, exit 2); after that a daemon that
+                // went away (restart, upgrade) is waited for.
+                guard everConnected, !self.noReconnect, !self.status else {
+                    FileHandle.standardError.write(Data("livenessd: \(failure)\n".utf8))
+                    throw ExitCode(2)
+                }
+                if attempt == 0 {
+                    FileHandle.standardError.write(Data("livenessd watch: \(failure); retrying\n".utf8))
+                }
+                attempt += 1
+                Thread.sleep(forTimeInterval: min(5, Double(attempt)))
+                continue
             }
+            if everConnected {
+                FileHandle.standardError.write(Data("livenessd watch: reconnected to \(self.socket)\n".utf8))
+            }
+            everConnected = true
+            attempt = 0
+            handle.write(requestLine)
+            var pending = Data()
+            reading: while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break reading }
+                pending.append(chunk)
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    let line = pending[pending.startIndex..<newline]
+                    pending.removeSubrange(pending.startIndex...newline)
+                    print(self.text ? Self.readable(line) : String(decoding: line, as: UTF8.self))
+                    // Each event as it comes, also into a pipe or a file (stdout is block-buffered there: a
+                    // `watch > events.log` killed later lost everything it had received).
+                    fflush(nil)
+                    if self.status { return }
+                }
+            }
+            if self.noReconnect || self.status { return }
+            FileHandle.standardError.write(
+                Data("livenessd watch: the daemon closed the connection; reconnecting\n".utf8))
         }
+    }
+
+    /// One event as a line for people: `HH:MM:SS.mmm SOURCE what …`.
+    static func readable(_ line: Data) -> String {
+        guard let event = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else {
+            return String(decoding: line, as: UTF8.self)
+        }
+        let time = (event["time"] as? Double).map { Self.clock($0) } ?? Self.clock(Date().timeIntervalSince1970)
+        let source = (event["source"] as? String) ?? ""
+        func figure(_ key: String, in object: [String: Any] = event) -> String? {
+            (object[key] as? Double).map { String(format: "%.4f", $0) }
+        }
+        func scores() -> String {
+            guard let scores = event["scores"] as? [String: Double], !scores.isEmpty else { return "" }
+            return " ("
+                + scores.sorted { $0.key < $1.key }.map { String(format: "%@ %.4f", $0.key, $0.value) }
+                .joined(separator: ", ") + ")"
+        }
+        func box(_ value: Any?) -> String {
+            guard let box = value as? [String: Int], let x = box["x"], let y = box["y"], let w = box["w"],
+                let h = box["h"]
+            else { return "" }
+            return " face \(w)x\(h)+\(x)+\(y)"
+        }
+        switch event["type"] as? String {
+        case "decision":
+            let state = event["state"] as? String ?? "?"
+            let smoothed = figure("smoothed").map { " smoothed \($0)" } ?? ""
+            let reason = (event["reason"] as? String).map { " — \($0)" } ?? ""
+            let mark = event["changed"] as? Bool == true ? "*" : " "
+            return "\(time) \(source) \(mark)\(state)\(smoothed)\(scores())\(box(event["box"]))"
+                + " #\(event["seq"] ?? "?")\(reason)"
+        case "source":
+            let reason = (event["reason"] as? String).map { ": \($0)" } ?? ""
+            return "\(time) \(source) \(event["kind"] ?? "?")\(reason)"
+        case "transaction", "verify":
+            let id = event["id"] as? String ?? "?"
+            if event["phase"] as? String == "started" {
+                return "\(time) \(source) transaction \(id) started (timeout \(event["timeout_ms"] ?? "?") ms)"
+            }
+            let outcome = (event["outcome"] as? String ?? "?").uppercased()
+            let smoothed = figure("smoothed").map { " smoothed \($0)" } ?? ""
+            let reason = (event["reason"] as? String).map { " — \($0)" } ?? ""
+            return "\(time) \(source) transaction \(id) \(outcome)\(smoothed)\(scores()), "
+                + "\(event["frames"] ?? "?") frames in \(event["elapsed_ms"] ?? "?") ms\(reason)"
+        case "heartbeat":
+            let sources = (event["sources"] as? [String: [String: Any]] ?? [:]).sorted { $0.key < $1.key }.map {
+                "\($0.key) \($0.value["state"] ?? "?")" + (figure("smoothed", in: $0.value).map { " \($0)" } ?? "")
+            }
+            return "\(time) heartbeat: " + (sources.isEmpty ? "no source yet" : sources.joined(separator: "; "))
+        case "bye", "error":
+            return "\(time) daemon: \(event["type"] ?? "") — \(event["error"] ?? "")"
+        case "ok":
+            return "\(time) subscribed (\(event["op"] ?? ""))"
+        default:
+            return String(decoding: line, as: UTF8.self)
+        }
+    }
+
+    /// Local wall-clock time of day, to the millisecond.
+    static func clock(_ seconds: Double) -> String {
+        var whole = time_t(seconds.rounded(.down))
+        var parts = tm()
+        localtime_r(&whole, &parts)
+        let milliseconds = Int((seconds - seconds.rounded(.down)) * 1000)
+        return String(format: "%02d:%02d:%02d.%03d", parts.tm_hour, parts.tm_min, parts.tm_sec, milliseconds)
     }
 }
