@@ -160,6 +160,72 @@ import Testing
         #expect(!output.contains("\"status\""))
     }
 
+    /// Issue 12: the README's quick start as an ordinary user (CI runs as root, so a user is made here):
+    /// `classify samples/astronaut.png` prints the README's line, and `run` without `--socket` binds
+    /// `$XDG_RUNTIME_DIR/livenessd/livenessd.sock` (it failed on /run before), where `watch --status` finds it.
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/sbin/useradd")))
+    func readmeQuickStartAsAnOrdinaryUser() throws {
+        let user = "livenessd-qs-\(Int.random(in: 1000...9999))"
+        try Program.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--user-group", user])
+        defer { _ = try? Program.run("/usr/sbin/userdel", [user]) }
+        let runtime = try TestAssets.temporaryDirectory("livenessd-xdg")
+        let uid = try #require(getpwnam(user)?.pointee.pw_uid)
+        let gid = try #require(getpwnam(user)?.pointee.pw_gid)
+        #expect(chown(runtime.path, uid, gid) == 0 && chmod(runtime.path, 0o700) == 0)
+        let binary = try #require(Binary.url).path
+        // What a user's session has, and the models where setup.sh's models/ would give them.
+        let environment = [
+            "PATH=/usr/bin:/bin", "HOME=\(runtime.path)", "XDG_RUNTIME_DIR=\(runtime.path)",
+            "LIVENESSD_MODEL=\(try TestAssets.modelURL.path)", "LIVENESSD_MINIFASNET=\(Binary.pairFolder ?? "")",
+            "LIVENESSD_DETECTOR=\(try TestAssets.file("models/yunet/face_detection_yunet.onnx").path)",
+        ]
+        func asUser(_ arguments: [String]) -> Process {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments =
+                ["--reuid", user, "--regid", user, "--init-groups", "/usr/bin/env", "-i"] + environment + [binary]
+                + arguments
+            process.currentDirectoryURL = TestAssets.packageRoot
+            return process
+        }
+        func output(_ arguments: [String]) throws -> (Int32, String) {
+            let process = asUser(arguments)
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text)
+        }
+        let (classified, line) = try output(["classify", "samples/astronaut.png"])
+        #expect(classified == 0, "\(line)")
+        #expect(line.hasPrefix("samples/astronaut.png\t0.016294\tLIVE\tvit 0.004248 minifasnet 0.060426"), "\(line)")
+
+        let daemon = asUser(["run", "--source", try TestAssets.file(Self.live).path, "--pacing", "realtime"])
+        let log = Pipe()
+        daemon.standardOutput = log
+        daemon.standardError = log
+        try daemon.run()
+        defer {
+            if daemon.isRunning { kill(daemon.processIdentifier, SIGTERM) }
+            daemon.waitUntilExit()
+        }
+        let socket = runtime.appendingPathComponent("livenessd/livenessd.sock").path
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: socket) && daemon.isRunning && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(FileManager.default.fileExists(atPath: socket), "no socket at \(socket)")
+        var owner = stat()
+        #expect(stat(socket, &owner) == 0 && owner.st_uid == uid)
+        let (watched, status) = try output(["watch", "--status"])
+        #expect(watched == 0 && status.contains("\"type\":\"status\""), "\(status)")
+        kill(daemon.processIdentifier, SIGTERM)
+        daemon.waitUntilExit()
+        #expect(daemon.terminationStatus == 0)
+    }
+
     /// SIGTERM mid-stream: exit 0, and the client received every decision the daemon made.
     @Test func sigtermDrainsAndLosesNothing() throws {
         let daemon = try DaemonProcess(["--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())
