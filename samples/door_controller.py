@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 DEFAULT_SOCKET = (
     os.path.join(os.environ["XDG_RUNTIME_DIR"], "livenessd", "livenessd.sock")
@@ -34,7 +35,18 @@ DEFAULT_SOCKET = (
 
 
 def verify(path, transaction_id, source, timeout_ms):
-    """One transaction: the daemon's answer as a dict, or an error dict (outcome "error")."""
+    """One transaction: the daemon's answer as a dict, or an error dict (outcome "error"). A daemon that is
+    still starting its source is asked again until the timeout has passed."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        answer = verify_once(path, transaction_id, source, timeout_ms)
+        starting = "has not started yet" in (answer.get("reason") or "")
+        if answer.get("outcome") != "error" or not starting or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)
+
+
+def verify_once(path, transaction_id, source, timeout_ms):
     request = {"op": "verify", "id": transaction_id, "timeout_ms": timeout_ms}
     if source:
         request["source"] = source

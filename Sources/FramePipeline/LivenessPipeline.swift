@@ -41,8 +41,9 @@ public enum PipelineEvent: Sendable {
 public struct TransactionEvent: Sendable {
     public enum Phase: Sendable {
         case started(timeoutSeconds: Double)
-        /// `elapsedSeconds`: monotonic time from the request to the answer.
-        case ended(VerificationResult, elapsedSeconds: Double)
+        /// `elapsedSeconds`: monotonic time from the request to the answer; `crop`: the 224² grey face crop
+        /// of the transaction's last scored frame, when `Configuration.keepTransactionCrops` is set.
+        case ended(VerificationResult, elapsedSeconds: Double, crop: [UInt8]? = nil)
     }
 
     public var sourceID: String
@@ -165,6 +166,8 @@ public final class LivenessPipeline: @unchecked Sendable {
         public var replayInFlight = 4
         /// Attach each scored frame's grey crop to its decision (costs no copy; off for the daemon).
         public var publishCrops = false
+        /// Keep the face crop of each transaction's last scored frame, for its `ended` event (`save_failed:`).
+        public var keepTransactionCrops = false
         /// Forget a source once its end is published (its statistics go with it): for runs that
         /// add thousands of short sources one after another (eval), so their scratch memory is freed.
         public var forgetEndedSources = false
@@ -241,6 +244,8 @@ public final class LivenessPipeline: @unchecked Sendable {
         var id: String
         var state: Verification
         var started: UInt64
+        /// The last scored frame's grey crop (`keepTransactionCrops`), its memory reused frame after frame.
+        var crop: [UInt8] = []
     }
 
     public let configuration: Configuration
@@ -355,7 +360,8 @@ public final class LivenessPipeline: @unchecked Sendable {
         self.sink(
             .transaction(
                 TransactionEvent(
-                    sourceID: lane.id, token: open.token, id: open.id, phase: .ended(result, elapsedSeconds: elapsed),
+                    sourceID: lane.id, token: open.token, id: open.id,
+                    phase: .ended(result, elapsedSeconds: elapsed, crop: open.crop.isEmpty ? nil : open.crop),
                     threshold: open.state.decisions.threshold)))
     }
 
@@ -606,8 +612,22 @@ public final class LivenessPipeline: @unchecked Sendable {
                         crop: self.configuration.publishCrops && item.input?.luma.isEmpty == false
                             ? item.input?.luma : nil)))
             if var open = lane.verification {
+                lane.verification = nil  // `open` is the only holder while it changes (no copy of `crop`)
                 let result = open.state.observe(
                     observation, decision: decision, scores: opinionScores, sequence: frame.sequence)
+                if self.configuration.keepTransactionCrops, case .scored = observation, let luma = item.input?.luma,
+                    !luma.isEmpty
+                {
+                    if open.crop.count != luma.count {
+                        open.crop = luma
+                    } else {
+                        open.crop.withUnsafeMutableBufferPointer { target in
+                            luma.withUnsafeBufferPointer {
+                                target.baseAddress!.update(from: $0.baseAddress!, count: $0.count)
+                            }
+                        }
+                    }
+                }
                 lane.verification = open
                 if let result { self.endTransaction(on: lane, result) }
             }

@@ -216,6 +216,10 @@ public struct Configuration: Decodable, Equatable, Sendable {
         public var stableFrames: Int?
         public var timeoutSeconds: Double?
         public var maximumTimeoutSeconds: Double?
+        /// A folder that keeps the face crop of every transaction that did not open (off when absent).
+        public var saveFailed: String?
+        /// The most crops `save_failed` keeps (the oldest go first); default 100.
+        public var saveFailedLimit: Int?
 
         public func validate(path: String) throws(ConfigurationError) {
             if let seconds = self.minimumSeconds, !(seconds.isFinite && seconds >= 0 && seconds <= 600) {
@@ -235,6 +239,13 @@ public struct Configuration: Decodable, Equatable, Sendable {
                         "\(path): verify.\(key) must be a number of seconds above 0 and at most 3600, got \(value)")
                 }
             }
+            if let limit = self.saveFailedLimit, !(1...1_000_000).contains(limit) {
+                throw ConfigurationError(
+                    "\(path): verify.save_failed_limit must be from 1 to 1000000 files, got \(limit)")
+            }
+            if let folder = self.saveFailed, folder.isEmpty {
+                throw ConfigurationError("\(path): verify.save_failed must name a folder (or be left out)")
+            }
             if let timeout = self.timeoutSeconds, timeout > maximum {
                 throw ConfigurationError(
                     "\(path): verify.timeout_seconds (\(timeout)) is above verify.max_timeout_seconds (\(maximum))")
@@ -247,6 +258,8 @@ public struct Configuration: Decodable, Equatable, Sendable {
             case stableFrames = "stable_frames"
             case timeoutSeconds = "timeout_seconds"
             case maximumTimeoutSeconds = "max_timeout_seconds"
+            case saveFailed = "save_failed"
+            case saveFailedLimit = "save_failed_limit"
         }
     }
 

@@ -54,6 +54,8 @@ public final class LivenessDaemon: Sendable {
         /// Every model file in use, for `status`.
         public var models: [EventProtocol.ModelFile]
         public var server: EventServer.Configuration
+        /// `verify.save_failed`: where the faces of transactions that did not open are kept (nil: nowhere).
+        public var failedCrops: FailedCropStore?
 
         public init(version: String, models: [EventProtocol.ModelFile], server: EventServer.Configuration) {
             self.version = version
@@ -129,18 +131,23 @@ public final class LivenessDaemon: Sendable {
                     return try pipeline.beginTransaction(
                         id: id, sourceID: sourceID, timeoutSeconds: seconds, rules: rules)
                 } catch let refusal as TransactionRefusal {
+                    if sourceIDs.contains(sourceID) && refusal.description.hasPrefix("no source") {
+                        // Configured, not started yet (holding for a subscriber, or still opening).
+                        throw ServerError("source '\(sourceID)' has not started yet; try again in a moment")
+                    }
                     throw ServerError(refusal.description)
                 }
             })
         let server = EventServer(
             configuration: serverConfiguration, threshold: settings.threshold, hooks: hooks, logger: logger)
         self.server = server
-        self.pipeline = LivenessPipeline(
-            opinions: opinions, configuration: .init(decisions: settings.decisions)
-        ) { event in
+        var pipelineConfiguration = LivenessPipeline.Configuration(decisions: settings.decisions)
+        pipelineConfiguration.keepTransactionCrops = options.failedCrops != nil
+        let failedCrops = options.failedCrops
+        self.pipeline = LivenessPipeline(opinions: opinions, configuration: pipelineConfiguration) { event in
             monitor.observe(event)
             server.publish(event)
-            Self.audit(event, logger: logger)
+            Self.audit(event, logger: logger, failedCrops: failedCrops)
         }
         box.set(self.pipeline)
         self.statusBox = box
@@ -151,7 +158,7 @@ public final class LivenessDaemon: Sendable {
 
     /// The audit trail (issue 12): every verdict a source's state enters, and every transaction's start and
     /// outcome, at `info` with the source, scores and transaction id.
-    static func audit(_ event: PipelineEvent, logger: Logger) {
+    static func audit(_ event: PipelineEvent, logger: Logger, failedCrops: FailedCropStore? = nil) {
         switch event {
         case .decision(let decided):
             let state = decided.decision.state
@@ -173,7 +180,11 @@ public final class LivenessDaemon: Sendable {
                         "source.id": "\(transaction.sourceID)", "transaction.id": "\(transaction.id)",
                         "transaction.timeout_s": "\(timeout)",
                     ])
-            case .ended(let result, let elapsed):
+            case .ended(let result, let elapsed, let crop):
+                if result.outcome != .live, let crop, let failedCrops {
+                    failedCrops.save(
+                        crop: crop, id: transaction.id, outcome: result.outcome.rawValue, source: transaction.sourceID)
+                }
                 logger.info(
                     "transaction \(result.outcome.rawValue)",
                     metadata: [

@@ -134,7 +134,7 @@ public enum EventProtocol {
             case .started(let timeout):
                 self.phase = asReply ? nil : "started"
                 self.timeoutMs = (timeout * 1000).rounded()
-            case .ended(let result, let elapsed):
+            case .ended(let result, let elapsed, _):
                 self.phase = asReply ? nil : "ended"
                 self.outcome = result.outcome.rawValue
                 self.reason = result.reason

@@ -223,7 +223,7 @@ final class SlowLocator: FaceLocator {
         let announced = transactionEvents()
         try #require(announced.count == 2, "\(announced.map(\.event.phase))")
         #expect(announced.allSatisfy { $0.event.token == first && $0.event.id == "one" })
-        guard case .started = announced[0].event.phase, case .ended(let result, _) = announced[1].event.phase else {
+        guard case .started = announced[0].event.phase, case .ended(let result, _, _) = announced[1].event.phase else {
             Issue.record("expected started then ended: \(announced.map(\.event.phase))")
             return
         }
@@ -248,7 +248,7 @@ final class SlowLocator: FaceLocator {
         try pipeline.beginTransaction(id: "idle", sourceID: "camera", timeoutSeconds: 0.3, rules: rules)
         Thread.sleep(forTimeInterval: 1)
         let idle = try #require(transactionEvents().last)
-        guard case .ended(let timedOut, let elapsed) = idle.event.phase else {
+        guard case .ended(let timedOut, let elapsed, _) = idle.event.phase else {
             Issue.record("the idle transaction did not end: \(idle.event.phase)")
             return
         }
@@ -260,7 +260,7 @@ final class SlowLocator: FaceLocator {
         source.push(.ended(.deviceGone("unplugged")))
         #expect(pipeline.waitUntilFinished(timeoutSeconds: 30))
         let closing = try #require(transactionEvents().last)
-        guard case .ended(let cut, _) = closing.event.phase else {
+        guard case .ended(let cut, _, _) = closing.event.phase else {
             Issue.record("the last transaction did not end: \(closing.event.phase)")
             return
         }

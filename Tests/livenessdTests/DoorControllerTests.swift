@@ -146,4 +146,59 @@ import Testing
         print("door controller, replay clip: \(opened.count)/10 opened")
         for answer in replayAnswers { print("  " + Self.summary(answer)) }
     }
+
+    /// `verify.save_failed`: every transaction that did not open leaves its face crop (the ViT's 224² grey
+    /// input) as a PNG, at most `save_failed_limit` of them (the oldest go).
+    @Test func refusedTransactionsKeepTheirFace() throws {
+        let directory = try TestAssets.temporaryDirectory("livenessd-refused")
+        let folder = directory.appendingPathComponent("refused")
+        let config = directory.appendingPathComponent("livenessd.yaml")
+        try "verify:\n  save_failed: \(folder.path)\n  save_failed_limit: 2\n".write(
+            to: config, atomically: true, encoding: .utf8)
+        let replay = try TestAssets.file(DaemonTests.replay).path
+        let detector = try TestAssets.file("models/yunet/face_detection_yunet.onnx").path
+        let daemon = try DaemonProcess([
+            "--config", config.path, "--pacing", "realtime", "--hold-until-subscribed", "--crop", "detect",
+            "--detector", detector, "--source", replay,
+        ])
+        defer { daemon.signal(SIGTERM) }
+        let client = try EventClient(path: daemon.socketPath)
+        try client.send(["op": "subscribe", "mode": "changes", "heartbeat_seconds": 3600, "id": "s"])
+        // The source starts with the subscription: wait for its first decision before the first swipe.
+        while let message = try client.next(seconds: 30), message["type"] as? String != "decision" {}
+        var answers: [[String: Any]] = []
+        for index in 0..<3 {
+            try client.send(["op": "verify", "id": "swipe-\(index)", "timeout_ms": 4000])
+            while let message = try client.next(seconds: 30) {
+                let type = message["type"] as? String
+                if type == "verify" || type == "error" || type == "bye" {
+                    answers.append(message)
+                    break
+                }
+            }
+        }
+        #expect(answers.map { $0["outcome"] as? String } == ["spoof", "spoof", "spoof"], "\(answers)")
+        // Written off the inference queue: give the writer a moment.
+        let deadline = Date().addingTimeInterval(10)
+        var files: [String] = []
+        while Date() < deadline {
+            files = ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).sorted()
+            if files.count == 2 && files.contains(where: { $0.hasSuffix("swipe-2.png") }) { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(files.count == 2, "\(files)")
+        #expect(files.allSatisfy { $0.hasSuffix(".png") && $0.contains("_spoof_swipe-") }, "\(files)")
+        #expect(
+            files.last?.hasSuffix("_spoof_swipe-2.png") == true && !files.contains { $0.contains("swipe-0") },
+            "\(files)")
+        for name in files {
+            let png = try Data(contentsOf: folder.appendingPathComponent(name))
+            // Signature, then IHDR: width and height (big-endian) at bytes 16 and 20, 8-bit grey (colour type 0).
+            #expect(png.prefix(8) == Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]))
+            let width = png[16..<20].reduce(0) { $0 << 8 | Int($1) }
+            let height = png[20..<24].reduce(0) { $0 << 8 | Int($1) }
+            #expect(width == 224 && height == 224 && png[24] == 8 && png[25] == 0, "\(name)")
+        }
+        #expect(daemon.log.contains("saved the face of a refused transaction"))
+    }
 }

@@ -196,6 +196,10 @@ struct Run: AsyncParsableCommand {
             models: files.map { EventProtocol.ModelFile(kind: $0.kind, path: $0.path, sha256: $0.sha256) },
             server: server)
         options.holdUntilSubscribed = self.holdUntilSubscribed
+        if let folder = configuration.verify?.saveFailed {
+            options.failedCrops = try FailedCropStore(
+                directory: folder, limit: configuration.verify?.saveFailedLimit ?? 100, logger: logger)
+        }
         options.drainTimeoutSeconds = self.drainTimeout
         let settings = DaemonSettings(
             threshold: threshold, decisions: configuration.decisionConfiguration(threshold: threshold),
