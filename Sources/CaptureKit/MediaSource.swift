@@ -26,6 +26,10 @@ public final class MediaSource: FrameSource, Sendable {
         public var networkTimeoutSeconds = 5.0
         /// Reopen a network stream that fails, with backoff, until stopped.
         public var reconnect = true
+        /// A network stream that cannot be opened at start (camera not up yet, server refusing) is waited
+        /// for: `start` succeeds, `.waiting` is delivered and the stream is tried with backoff until it
+        /// opens (then `.reconnected`). False: `start` throws. Files are never waited for.
+        public var waitForStream = false
         /// Decoder threads (1 keeps one core per source).
         public var decoderThreads = 1
         /// Also convert each frame to RGB24 on the decode thread (`Frame.rgb`), with the same
@@ -89,10 +93,18 @@ public final class MediaSource: FrameSource, Sendable {
                 let (rgb, orientation) = try JPEGStillDecoder.decode(path: self.location)
                 decoder = MediaDecoder(source: self, still: orientation.apply(to: rgb))
             } else {
-                let input = try MediaInput(
-                    location: self.location, timeoutSeconds: self.isNetwork ? self.options.networkTimeoutSeconds : nil,
-                    decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
-                decoder = MediaDecoder(source: self, input: input)
+                do {
+                    let input = try MediaInput(
+                        location: self.location,
+                        timeoutSeconds: self.isNetwork ? self.options.networkTimeoutSeconds : nil,
+                        decoderThreads: self.options.decoderThreads, interrupt: self.interruptFlag)
+                    decoder = MediaDecoder(source: self, input: input)
+                } catch  where self.isNetwork && self.options.waitForStream {
+                    // A stream that is not up yet is waited for on the decode thread (below).
+                    MediaSource.logger.warning(
+                        "stream not there: waiting for it", metadata: ["source": "\(self.id)", "error": "\(error)"])
+                    decoder = MediaDecoder(source: self, waitingBecause: "\(error)")
+                }
             }
         } catch {
             self.control.withLock { $0.running = false }
@@ -104,8 +116,13 @@ public final class MediaSource: FrameSource, Sendable {
         let handoff = Mutex<MediaDecoder?>(decoder)
         let thread = Thread { [self] in
             guard let decoder = handoff.withLock({ $0.take() }) else { preconditionFailure("decoder taken twice") }
-            let end =
-                decoder.still.map { decoder.deliver(still: $0, handler: handler) } ?? decoder.run(handler: handler)
+            let end: SourceEnd
+            if let reason = decoder.waitingBecause, !decoder.waitForStream(reason, handler: handler) {
+                end = .stopped
+            } else {
+                end =
+                    decoder.still.map { decoder.deliver(still: $0, handler: handler) } ?? decoder.run(handler: handler)
+            }
             decoder.input = nil
             decoder.still = nil
             handler(.ended(end))
@@ -203,6 +220,32 @@ final class MediaDecoder {
     private var rgbPool: FramePool?
     private var rgbPoolSize: (width: Int, height: Int)?
     private let rgbConverter = PixelConverter()
+
+    /// Set when the stream could not be opened at start and is to be waited for.
+    var waitingBecause: String?
+
+    convenience init(source: MediaSource, waitingBecause reason: String) {
+        self.init(source: source)
+        self.waitingBecause = reason
+    }
+
+    /// Reports `.waiting`, then opens the stream with backoff until it works (`.reconnected`, true) or the
+    /// source is stopped (false).
+    func waitForStream(_ reason: String, handler: @Sendable (SourceEvent) -> Void) -> Bool {
+        handler(.waiting(reason))
+        var backoff = 0.1
+        while self.input == nil {
+            MediaSource.sleep(nanoseconds: UInt64(backoff * 1e9), unless: { self.stopping })
+            if self.stopping { return false }
+            backoff = min(backoff * 2, 5)
+            self.input = try? MediaInput(
+                location: self.location, timeoutSeconds: self.options.networkTimeoutSeconds,
+                decoderThreads: self.options.decoderThreads, interrupt: self.source.interruptFlag)
+        }
+        MediaSource.logger.notice("stream appeared", metadata: ["source": "\(self.id)"])
+        handler(.reconnected)
+        return true
+    }
 
     init(source: MediaSource, input: MediaInput? = nil, still: RGBImage? = nil) {
         self.source = source

@@ -384,6 +384,40 @@ final class Collector: Sendable {
         #expect(events.last == "ended stopped", "\(events)")
     }
 
+    /// Issue 12: a stream that is not up when the source starts is waited for (`waiting`), then opened when
+    /// its server comes (`reconnected`, frames); without `waitForStream`, start fails as before.
+    @Test func waitsForAStreamThatIsNotUpYet() throws {
+        let port = Self.port()
+        let clip = try TestAssets.file(MediaSourceTests.clips[0]).path
+        var options = MediaSource.Options()
+        options.networkTimeoutSeconds = 1
+        let url = "http://127.0.0.1:\(port)/live.ts"
+        #expect(throws: (any Error).self) { try MediaSource(location: url, options: options).start { _ in } }
+        options.waitForStream = true
+        let source = MediaSource(location: url, options: options)
+        let log = Mutex<[String]>([])
+        try source.start { event in
+            switch event {
+            case .frame: log.withLock { if $0.last != "frame" { $0.append("frame") } }
+            case .waiting: log.withLock { $0.append("waiting") }
+            case .disconnected: log.withLock { $0.append("disconnected") }
+            case .reconnected: log.withLock { $0.append("reconnected") }
+            case .ended(let end): log.withLock { $0.append("ended \(end)") }
+            case .skipped: break
+            }
+        }
+        Thread.sleep(forTimeInterval: 1)
+        #expect(log.withLock { $0 } == ["waiting"])
+        let server = try Self.serve(clip, port: port, seconds: 2, waitForListener: false)
+        defer { server.terminate() }
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline && !log.withLock({ $0.contains("frame") }) { Thread.sleep(forTimeInterval: 0.1) }
+        source.stop()
+        let events = log.withLock { $0 }
+        #expect(Array(events.prefix(3)) == ["waiting", "reconnected", "frame"], "\(events)")
+        #expect(events.last == "ended stopped", "\(events)")
+    }
+
     /// A server that accepts the connection and never answers: a clear error after the timeout.
     @Test func silentServerTimesOut() throws {
         let port = Self.port()

@@ -155,6 +155,8 @@ struct Run: AsyncParsableCommand {
         }
         var mediaOptions = MediaSource.Options()
         mediaOptions.pacing = self.pacing == "fast" ? .asFastAsPossible : .realTime
+        // A network camera that is not up yet is waited for (`waiting`), like a V4L2 one; files are not.
+        mediaOptions.waitForStream = true
         // Replayed as fast as possible, the decode thread converts to RGB too (off the prepare lane).
         mediaOptions.attachRGB24 = mediaOptions.pacing == .asFastAsPossible
         var cameraConfiguration = V4L2Camera.Configuration()
