@@ -59,7 +59,10 @@ public final class V4L2Camera: FrameSource {
         public var formats: [V4L2FormatDescription]
     }
 
+    /// The source's name in events and status: the path, or the name a config's `cameras:` gives it.
     public let id: String
+    /// The device node or /dev/v4l/by-id/… link that is opened (and reopened after an unplug).
+    public let path: String
     public let kind = SourceKind.live
     public let configuration: Configuration
     private let logger: Logger
@@ -78,9 +81,11 @@ public final class V4L2Camera: FrameSource {
 
     /// `path` is kept as the source id and reopened after an unplug, so a /dev/v4l/by-id/… link
     /// finds the same camera again even when it comes back as another /dev/videoN.
-    public init(path: String, configuration: Configuration = Configuration(), logger: Logger? = nil) {
+    public init(path: String, id: String? = nil, configuration: Configuration = Configuration(), logger: Logger? = nil)
+    {
         precondition(configuration.width > 0 && configuration.height > 0 && configuration.poolCapacity > 0)
-        self.id = path
+        self.id = id ?? path
+        self.path = path
         self.configuration = configuration
         var logger = logger ?? Logger(label: "livenessd.capture")
         logger[metadataKey: "capture.device"] = "\(path)"
@@ -100,7 +105,7 @@ public final class V4L2Camera: FrameSource {
     }
 
     public func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
-        let wake = try WakePipe(device: self.id)
+        let wake = try WakePipe(device: self.path)
         self.state.withLock { state in
             precondition(!state.started, "V4L2Camera.start() called twice")
             state.started = true
@@ -160,7 +165,7 @@ public final class V4L2Camera: FrameSource {
             opened(nil)
             self.logger.warning(
                 "camera not there: waiting for it",
-                metadata: ["capture.device": "\(self.id)", "capture.error": "\(error)"])
+                metadata: ["capture.device": "\(self.path)", "capture.error": "\(error)"])
             handler(.waiting(error.description))
             var attempt = 0
             var lastProblem = error.code
@@ -185,7 +190,7 @@ public final class V4L2Camera: FrameSource {
             }
             appeared = true
             self.logger.notice(
-                "camera appeared", metadata: ["capture.device": "\(self.id)", "capture.attempts": "\(attempt + 1)"])
+                "camera appeared", metadata: ["capture.device": "\(self.path)", "capture.attempts": "\(attempt + 1)"])
         }
         let format = session.format
         self.state.withLock { $0.format = format }
@@ -299,7 +304,7 @@ public final class V4L2Camera: FrameSource {
     /// Opens the node and negotiates: the configured preference the first time, exactly the
     /// `required` format after a reconnect (the pipeline must not see the format change).
     private func openSession(required: V4L2StreamFormat?) throws(V4L2Error) -> CaptureSession {
-        var device = try V4L2Device(opening: self.id)
+        var device = try V4L2Device(opening: self.path)
         let node = device.node
         let capability = try device.capability()
         guard capability.canCapture, capability.canStream else {
@@ -307,13 +312,13 @@ public final class V4L2Camera: FrameSource {
             if multiplanar {
                 throw V4L2Error(
                     code: .notACaptureDevice, device: node, operation: "VIDIOC_QUERYCAP",
-                    message: "\(self.id) (driver \(capability.driver)) uses the multi-planar capture API, which "
+                    message: "\(self.path) (driver \(capability.driver)) uses the multi-planar capture API, which "
                         + "livenessd does not support; use a UVC (USB) camera")
             }
             throw V4L2Error(
                 code: .notACaptureDevice, device: node, operation: "VIDIOC_QUERYCAP",
                 message:
-                    "\(self.id) is not a video capture device (driver \(capability.driver), \"\(capability.card)\"): "
+                    "\(self.path) is not a video capture device (driver \(capability.driver), \"\(capability.card)\"): "
                     + "webcams also create metadata nodes; `v4l2-ctl --list-devices` shows which node captures")
         }
         let offered = try device.formats()
@@ -341,9 +346,9 @@ public final class V4L2Camera: FrameSource {
                 : "it offers \(usable.map(\.summary).joined(separator: "; "))"
             throw V4L2Error(
                 code: .noSuitableFormat, device: node, operation: "VIDIOC_S_FMT",
-                message: "\(self.id) offers none of \(wanted.map(\.description).joined(separator: ", ")) "
+                message: "\(self.path) offers none of \(wanted.map(\.description).joined(separator: ", ")) "
                     + "at \(width)x\(height); \(offers). Choose a listed size "
-                    + "(`livenessd probe --device \(self.id)` shows them all)")
+                    + "(`livenessd probe --device \(self.path)` shows them all)")
         }
         let listed = offered.first { $0.fourCC == format.fourCC }?.intervals(width: width, height: height) ?? []
         let requested = self.configuration.framesPerSecond.map {

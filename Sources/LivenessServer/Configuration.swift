@@ -13,6 +13,8 @@ public struct Configuration: Decodable, Equatable, Sendable {
     public var model: String?
     public var threshold: Double?
     public var sources: [String]?
+    /// Named sources: cameras and streams with their settings; events and status use the name.
+    public var cameras: [Camera]?
     public var socket: Socket?
     public var access: Access?
     public var decision: Decision?
@@ -32,7 +34,8 @@ public struct Configuration: Decodable, Equatable, Sendable {
     public var trustedSHA256: [String]?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, threshold, sources, socket, access, decision, verify, detector, crop, models, minifasnet, fusion
+        case model, threshold, sources, cameras, socket, access, decision, verify, detector, crop, models, minifasnet,
+            fusion
         case trustedSHA256 = "trusted_sha256"
     }
 
@@ -209,6 +212,55 @@ public struct Configuration: Decodable, Equatable, Sendable {
         }
     }
 
+    /// One entry of `cameras:` — a V4L2 camera (`device`) or a stream (`url`) under a name of its own.
+    public struct Camera: Decodable, Equatable, Sendable {
+        public var name: String
+        public var device: String?
+        public var url: String?
+        /// `WIDTHxHEIGHT` (cameras; default 640x480).
+        public var size: String?
+        /// Frames per second asked of the camera (default 30).
+        public var fps: Double?
+        /// `grey`, `yuyv`, `nv12` or `mjpeg`: the capture format to insist on (default: the best offered).
+        public var format: String?
+
+        public static let formats = ["grey", "yuyv", "nv12", "mjpeg"]
+
+        /// The size as numbers, when `size` is well formed.
+        public var dimensions: (width: Int, height: Int)? {
+            guard let size else { return nil }
+            let parts = size.split(separator: "x").compactMap { Int($0) }
+            return parts.count == 2 && parts.allSatisfy { (16...8192).contains($0) } ? (parts[0], parts[1]) : nil
+        }
+
+        func validate(path: String, index: Int) throws(ConfigurationError) {
+            let label = "cameras[\(index)]" + (self.name.isEmpty ? "" : " (\(self.name))")
+            guard !self.name.isEmpty else { throw ConfigurationError("\(path): \(label) needs a name") }
+            guard (self.device == nil) != (self.url == nil) else {
+                throw ConfigurationError(
+                    "\(path): \(label) needs exactly one of device (a V4L2 camera) or url (a stream)")
+            }
+            if self.size != nil && self.dimensions == nil {
+                throw ConfigurationError("\(path): \(label): size must look like 640x480, got \(self.size ?? "")")
+            }
+            if let fps = self.fps, !(fps.isFinite && fps > 0 && fps <= 240) {
+                throw ConfigurationError("\(path): \(label): fps must be above 0 and at most 240, got \(fps)")
+            }
+            if let format = self.format, !Self.formats.contains(format) {
+                throw ConfigurationError(
+                    "\(path): \(label): format must be one of \(Self.formats.joined(separator: ", ")), got \(format)")
+            }
+            if self.url != nil && (self.size != nil || self.fps != nil || self.format != nil) {
+                throw ConfigurationError(
+                    "\(path): \(label): size, fps and format apply to a V4L2 device; a stream sends what it sends")
+            }
+        }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, device, url, size, fps, format
+        }
+    }
+
     /// `verify:` — the evidence a verification transaction needs (defaults: `VerificationRules`).
     public struct Verify: Decodable, Equatable, Sendable {
         public var minimumSeconds: Double?
@@ -327,6 +379,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
         "access": Access.CodingKeys.allCases.map(\.stringValue),
         "decision": Decision.CodingKeys.allCases.map(\.stringValue),
         "verify": Verify.CodingKeys.allCases.map(\.stringValue),
+        "cameras": Camera.CodingKeys.allCases.map(\.stringValue),
         "crop": Crop.CodingKeys.allCases.map(\.stringValue),
         "fusion": Fusion.CodingKeys.allCases.map(\.stringValue),
     ]
@@ -358,6 +411,10 @@ public struct Configuration: Decodable, Equatable, Sendable {
                         "\(path): unknown key '\(qualified)'\(hint); known keys here: \(known.joined(separator: ", "))")
                 }
                 if prefix.isEmpty, let nested = value.mapping { try check(nested, at: name) }
+                // A list of mappings (`cameras:`): each entry's keys are checked too.
+                if prefix.isEmpty, let entries = value.sequence {
+                    for entry in entries { if let nested = entry.mapping { try check(nested, at: name) } }
+                }
             }
         }
         try check(mapping, at: "")
@@ -430,6 +487,13 @@ public struct Configuration: Decodable, Equatable, Sendable {
         }
         if let decision = self.decision { try decision.validate(path: path) }
         if let verify = self.verify { try verify.validate(path: path) }
+        var names = Set<String>()
+        for (index, camera) in (self.cameras ?? []).enumerated() {
+            try camera.validate(path: path, index: index)
+            guard names.insert(camera.name).inserted else {
+                throw ConfigurationError("\(path): cameras: the name '\(camera.name)' is used twice; names must differ")
+            }
+        }
         for list in self.access?.lists ?? [] {
             for case .name(let name) in list.entries where Principal.name(name).resolve(user: list.users) == nil {
                 throw ConfigurationError(

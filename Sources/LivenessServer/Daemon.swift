@@ -29,11 +29,14 @@ public struct DaemonSettings: Sendable {
 /// One source to watch, and how faces are found in its frames.
 public struct DaemonSource: Sendable {
     public var source: FrameSource
+    /// The device or URL behind the source's id (a `cameras:` entry's name), for `status`.
+    public var location: String?
     /// Makes the source's face locator (one per lane); nil judges whole frames.
     public var makeLocator: (@Sendable () throws -> FaceLocator)?
 
-    public init(source: FrameSource, makeLocator: (@Sendable () throws -> FaceLocator)?) {
+    public init(source: FrameSource, location: String? = nil, makeLocator: (@Sendable () throws -> FaceLocator)?) {
         self.source = source
+        self.location = location
         self.makeLocator = makeLocator
     }
 }
@@ -98,6 +101,9 @@ public final class LivenessDaemon: Sendable {
             version: options.version, models: options.models, started: Date(),
             sourceKinds: Dictionary(
                 sources.map { ($0.source.id, $0.source.kind == .live ? "live" : "replay") },
+                uniquingKeysWith: { a, _ in a }),
+            sourceLocations: Dictionary(
+                sources.compactMap { entry in entry.location.map { (entry.source.id, $0) } },
                 uniquingKeysWith: { a, _ in a }))
         let box = PipelineReference(threshold: settings.threshold, verification: settings.verification)
         let monitor = self.monitor
@@ -452,6 +458,8 @@ struct StatusReporter: Sendable {
     let models: [EventProtocol.ModelFile]
     let started: Date
     let sourceKinds: [String: String]
+    /// The device or URL of each source whose id is a name.
+    var sourceLocations: [String: String] = [:]
 
     func message(pipeline: LivenessPipeline?, monitor: DaemonMonitor, threshold: Double) -> EventProtocol.StatusMessage
     {
@@ -472,7 +480,7 @@ struct StatusReporter: Sendable {
                 processed: lane.processed, droppedStale: lane.droppedStale, droppedBusy: lane.droppedBusy,
                 latencyP50Ms: lane.latencyMilliseconds(percentile: 50),
                 latencyP99Ms: lane.latencyMilliseconds(percentile: 99),
-                stages: Dictionary(uniqueKeysWithValues: stages))
+                stages: Dictionary(uniqueKeysWithValues: stages), location: self.sourceLocations[id])
         }
         // `model_sha256` stays the first file's (the ViT's when it is loaded) for clients of schema 1.
         return EventProtocol.StatusMessage(

@@ -210,9 +210,11 @@ public enum EventProtocol {
         public var latencyP99Ms: Double
         /// Per stage (`queued`, `prepare`, `inference`): p50 and p99 in milliseconds.
         public var stages: [String: StageLatency]? = nil
+        /// The device or URL, when the source is known by a name (`cameras:` in the config).
+        public var location: String? = nil
 
         enum CodingKeys: String, CodingKey {
-            case kind, state, fps, processed, stages
+            case kind, state, fps, processed, stages, location
             case framesIn = "frames_in"
             case droppedStale = "dropped_stale"
             case droppedBusy = "dropped_busy"

@@ -110,7 +110,16 @@ enum Binary {
         ("treshold: 0.5\n", "unknown key 'treshold' (did you mean 'threshold'?)"),
         ("decision:\n  min_frame: 3\n", "unknown key 'decision.min_frame' (did you mean 'min_frames'?)"),
         ("socket:\n  max_client: 3\n", "unknown key 'socket.max_client' (did you mean 'max_clients'?)"),
-        ("cameras: []\n", "unknown key 'cameras'; known keys here: model, threshold"),
+        ("cammeras: []\n", "unknown key 'cammeras' (did you mean 'cameras'?)"),
+        ("zzz: 1\n", "unknown key 'zzz'; known keys here: model, threshold"),
+        // Named cameras: each entry's keys are checked, names differ, one of device or url.
+        ("cameras:\n  - name: door\n    device: /dev/video0\n    rotation: 90\n", "unknown key 'cameras.rotation'"),
+        (
+            "cameras:\n  - name: a\n    device: /dev/video0\n  - name: a\n    url: rtsp://x\n",
+            "the name 'a' is used twice"
+        ),
+        ("cameras:\n  - name: a\n    device: /dev/video0\n    url: rtsp://x\n", "needs exactly one of device"),
+        ("cameras:\n  - name: a\n    device: /dev/video0\n    size: big\n", "size must look like 640x480"),
         // Found by the config fuzz target: Yams trapped on a base-60 integer that overflows.
         ("decision:\n  window_frames: 1:0:0:0:0:0:0:0:0:0:0\n", "reads as a YAML base-60 number too large"),
     ])

@@ -226,6 +226,41 @@ import Testing
         #expect(daemon.terminationStatus == 0)
     }
 
+    /// Issue 12: `cameras:` in the config names its sources; events, status and verify use the name, and
+    /// status tells where it comes from.
+    @Test func namedCamerasCarryTheirName() throws {
+        let clip = try TestAssets.file(Self.live).path
+        let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try "cameras:\n  - name: front-door\n    url: \(clip)\n".write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(["--config", config.path, "--pacing", "realtime", "--hold-until-subscribed"])
+        defer { daemon.signal(SIGTERM) }
+        let client = try EventClient(path: daemon.socketPath)
+        try client.send(["op": "subscribe", "mode": "frames", "id": "s"])
+        var decision: [String: Any]?
+        while let message = try client.next(seconds: 30) {
+            if message["type"] as? String == "decision" {
+                decision = message
+                break
+            }
+        }
+        #expect(decision?["source"] as? String == "front-door", "\(String(describing: decision))")
+        let asker = try EventClient(path: daemon.socketPath)
+        try asker.send(["op": "status", "id": "q"])
+        let status = try #require(try asker.next())
+        let sources = status["sources"] as? [String: [String: Any]] ?? [:]
+        #expect(Array(sources.keys) == ["front-door"] && sources["front-door"]?["location"] as? String == clip)
+        try asker.send(["op": "verify", "id": "v", "source": "front-door", "timeout_ms": 3000])
+        var answer: [String: Any]?
+        while let message = try asker.next(seconds: 30) {
+            if message["type"] as? String == "verify" || message["type"] as? String == "error" {
+                answer = message
+                break
+            }
+        }
+        #expect(
+            answer?["type"] as? String == "verify" && answer?["source"] as? String == "front-door", "\(answer ?? [:])")
+    }
+
     /// SIGTERM mid-stream: exit 0, and the client received every decision the daemon made.
     @Test func sigtermDrainsAndLosesNothing() throws {
         let daemon = try DaemonProcess(["--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())

@@ -140,18 +140,25 @@ struct Run: AsyncParsableCommand {
             logger.info("judging whole frames (crop: full)")
         }
 
+        // What to watch: the flags, else the config's named `cameras:` and its plain `sources:`.
         let flagged = self.devices + self.sources
-        let locations = flagged.isEmpty ? (configuration.sources ?? []) : flagged
-        guard !locations.isEmpty else {
+        let entries: [(name: String?, location: String, camera: Configuration.Camera?)] =
+            flagged.isEmpty
+            ? (configuration.cameras ?? []).map { ($0.name, $0.device ?? $0.url ?? "", $0) }
+                + (configuration.sources ?? []).map { (nil, $0, nil) }
+            : flagged.map { (nil, $0, nil) }
+        guard !entries.isEmpty else {
             throw CommandError(
-                "no source to watch: give --device /dev/videoN or --source FILE|URL (or `sources:` in the config file)")
+                "no source to watch: give --device /dev/videoN or --source FILE|URL (or `cameras:` / `sources:` in the "
+                    + "config file)")
         }
-        // Sources are known by their location (events, status, reset): one given twice once crashed the
-        // daemon at start-up (a duplicate dictionary key).
+        // Sources are known by their name or location (events, status, reset, verify): one given twice once
+        // crashed the daemon at start-up (a duplicate dictionary key).
         var seen = Set<String>()
-        for location in locations where !seen.insert(location).inserted {
+        for entry in entries where !seen.insert(entry.name ?? entry.location).inserted {
             throw CommandError(
-                "\(location) is given twice as a source; each camera, file or stream may be watched once")
+                "\(entry.name ?? entry.location) is given twice as a source; each camera, file or stream may be watched "
+                    + "once, under one name")
         }
         var mediaOptions = MediaSource.Options()
         mediaOptions.pacing = self.pacing == "fast" ? .asFastAsPossible : .realTime
@@ -168,12 +175,26 @@ struct Run: AsyncParsableCommand {
         }
         var makeLocator: (@Sendable () throws -> FaceLocator)?
         if let detectorSetup { makeLocator = { try detectorSetup.makeLocator() } }
-        let sources = locations.map { location -> DaemonSource in
-            let source: FrameSource =
-                location.hasPrefix("/dev/")
-                ? V4L2Camera(path: location, configuration: cameraConfiguration, logger: logger)
-                : MediaSource(location: location, options: mediaOptions)
-            return DaemonSource(source: source, makeLocator: makeLocator)
+        let sources = entries.map { entry -> DaemonSource in
+            let source: FrameSource
+            if entry.location.hasPrefix("/dev/") {
+                var settings = cameraConfiguration
+                if let camera = entry.camera {
+                    if let size = camera.dimensions { (settings.width, settings.height) = size }
+                    if let fps = camera.fps { settings.framesPerSecond = fps }
+                    switch camera.format {
+                    case "grey": (settings.preferredFormats, settings.allowMotionJPEG) = ([.grey], false)
+                    case "yuyv": (settings.preferredFormats, settings.allowMotionJPEG) = ([.yuyv], false)
+                    case "nv12": (settings.preferredFormats, settings.allowMotionJPEG) = ([.nv12], false)
+                    case "mjpeg": (settings.preferredFormats, settings.allowMotionJPEG) = ([], true)
+                    default: break
+                    }
+                }
+                source = V4L2Camera(path: entry.location, id: entry.name, configuration: settings, logger: logger)
+            } else {
+                source = MediaSource(location: entry.location, id: entry.name, options: mediaOptions)
+            }
+            return DaemonSource(source: source, location: entry.location, makeLocator: makeLocator)
         }
 
         let socketPath: String
