@@ -292,6 +292,7 @@ def request_seeds(out):
         b'{"op":"subscribe","mode":"changes","heartbeat_seconds":1}\n',
         b'{"op":"subscribe","mode":"all","sources":["camera"]}\n{"op":"snapshot"}\n',
         b'{"op":"reset","sources":["camera"]}\n{"op":"reset"}\n',
+        b'{"op":"verify","id":"door-7","source":"camera","timeout_ms":5000}\n{"op":"verify","timeout_ms":1e300}\n',
         b'{"op":"subscribe","heartbeat_seconds":1e16}\n',
         b'\x05{"op":"status"}\n{"op":"nope"}\nnot json\n\n',
         b'{"op":"snapshot","id":17}\n' * 3,
@@ -312,6 +313,9 @@ def config_seeds(out):
             b"trusted_sha256: [" + b"a" * 64 + b"]\nsources: [/dev/video0, rtsp://camera/stream]\n",
             # A base-60 integer that overflows: Yams trapped on it (fuzz finding).
             b"decision: {window_frames: 1:0:0:0:0:0:0:0:0:0:0}\n",
+            b"cameras:\n  - {name: door, device: /dev/video0, size: 640x480, fps: 30, format: yuyv}\n"
+            b"  - {name: lobby, url: 'rtsp://camera/stream'}\n"
+            b"verify: {min_seconds: 1, min_frames: 15, stable_frames: 10, timeout_seconds: 5, save_failed: /tmp/x}\n",
     ]):
         write(out, "config", f"config-{index}.yaml", text)
 
