@@ -234,14 +234,7 @@ final class MediaDecoder {
     func waitForStream(_ reason: String, handler: @Sendable (SourceEvent) -> Void) -> Bool {
         handler(.waiting(reason))
         var backoff = 0.1
-        while self.input == nil {
-            MediaSource.sleep(nanoseconds: UInt64(backoff * 1e9), unless: { self.stopping })
-            if self.stopping { return false }
-            backoff = min(backoff * 2, 5)
-            self.input = try? MediaInput(
-                location: self.location, timeoutSeconds: self.options.networkTimeoutSeconds,
-                decoderThreads: self.options.decoderThreads, interrupt: self.source.interruptFlag)
-        }
+        guard self.reopen(backoff: &backoff) else { return false }
         MediaSource.logger.notice("stream appeared", metadata: ["source": "\(self.id)"])
         handler(.reconnected)
         return true
@@ -348,13 +341,9 @@ final class MediaDecoder {
         return self.stopping ? .stopped : .endOfFile
     }
 
-    /// Reports `.disconnected`, reopens the input with backoff until it succeeds (then reports
-    /// `.reconnected`, true) or the source is stopped (false).
-    private func reconnect(
-        after reason: String, handler: @Sendable (SourceEvent) -> Void, backoff: inout Double
-    ) -> Bool {
-        handler(.disconnected(reason))
-        self.input = nil
+    /// Opens the stream again and again, waiting `backoff` (doubling to 5 s) before each try, until it opens
+    /// (true) or the source is stopped (false).
+    private func reopen(backoff: inout Double) -> Bool {
         while self.input == nil {
             MediaSource.sleep(nanoseconds: UInt64(backoff * 1e9), unless: { self.stopping })
             if self.stopping { return false }
@@ -363,6 +352,17 @@ final class MediaDecoder {
                 location: self.location, timeoutSeconds: self.options.networkTimeoutSeconds,
                 decoderThreads: self.options.decoderThreads, interrupt: self.source.interruptFlag)
         }
+        return true
+    }
+
+    /// Reports `.disconnected`, reopens the input with backoff until it succeeds (then reports
+    /// `.reconnected`, true) or the source is stopped (false).
+    private func reconnect(
+        after reason: String, handler: @Sendable (SourceEvent) -> Void, backoff: inout Double
+    ) -> Bool {
+        handler(.disconnected(reason))
+        self.input = nil
+        guard self.reopen(backoff: &backoff) else { return false }
         handler(.reconnected)
         return true
     }

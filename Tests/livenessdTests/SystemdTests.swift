@@ -63,18 +63,28 @@ final class FakeNotifySocket: @unchecked Sendable {
             try text.replacingOccurrences(of: "/usr/local/bin/livenessd", with: binary)
                 .write(to: directory.appendingPathComponent(unit), atomically: true, encoding: .utf8)
         }
+        let (status, output) = try Self.systemdAnalyze(
+            ["verify", "livenessd.service", "livenessd.socket"], in: directory)
+        #expect(status == 0, "\(output)")
+        #expect(!output.contains("Unknown key"), "\(output)")
+    }
+
+    /// Runs `systemd-analyze` (colours off); its exit status and everything it printed.
+    static func systemdAnalyze(_ arguments: [String], in directory: URL? = nil) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
-        process.arguments = ["verify", "livenessd.service", "livenessd.socket"]
-        process.currentDirectoryURL = directory
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = errors
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = directory }
+        var environment = ProcessInfo.processInfo.environment
+        environment["SYSTEMD_COLORS"] = "0"
+        process.environment = environment
+        let output = Pipe()
+        process.standardError = output
+        process.standardOutput = output
         try process.run()
-        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(output)")
-        #expect(!output.contains("Unknown key"), "\(output)")
+        return (process.terminationStatus, text)
     }
 
     /// The shipped service stays hardened: `systemd-analyze security` rates its exposure 2.5 ("OK") or
@@ -82,18 +92,9 @@ final class FakeNotifySocket: @unchecked Sendable {
     /// above 2.5, without saying why; the parsed score says by how much.
     @Test func unitSecurityScore() throws {
         let unit = TestAssets.packageRoot.appendingPathComponent("systemd/livenessd.service").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
-        process.arguments = ["security", "--offline=true", "--no-pager", "--threshold=25", unit]
-        var environment = ProcessInfo.processInfo.environment
-        environment["SYSTEMD_COLORS"] = "0"
-        process.environment = environment
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = errors
-        try process.run()
-        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let (status, output) = try Self.systemdAnalyze([
+            "security", "--offline=true", "--no-pager", "--threshold=25", unit,
+        ])
         // "→ Overall exposure level for livenessd.service: 1.7 OK 🙂". Colours, and the OSC 8 link systemd
         // wraps around the unit name, are removed should SYSTEMD_COLORS be overridden somewhere.
         let plain = output.replacing(/\x1B\[[0-9;?]*[A-Za-z]|\x1B\][^\x07\x1B]*(?:\x07|\x1B\\)/, with: "")
@@ -101,9 +102,7 @@ final class FakeNotifySocket: @unchecked Sendable {
         let match = try #require(line, "no overall exposure line: \(output.suffix(2000))")
         let exposure = try #require(Double(match.1))
         #expect(exposure <= 2.5, "exposure \(exposure), above 2.5: \(plain.suffix(4000))")
-        #expect(
-            process.terminationStatus == 0,
-            "systemd-analyze exited \(process.terminationStatus): \(output.suffix(2000))")
+        #expect(status == 0, "systemd-analyze exited \(status): \(output.suffix(2000))")
     }
 
     /// READY=1 after the first decided frame; WATCHDOG=1 while frames flow and not after they stop
