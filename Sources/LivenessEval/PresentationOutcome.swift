@@ -174,10 +174,8 @@ struct PresentationAccumulator {
             if decision.rawScore != nil, let score = frame.scores[kind] {
                 observation = .scored(spoofProbability: score, timeSeconds: time)
                 self.opinionFrames[kind, default: []].append(score)
-            } else if decision.state == .noFace || decision.reason == "no face in view" {
-                observation = .noFace(timeSeconds: time)
             } else {
-                observation = .unusable(reason: decision.reason ?? "", timeSeconds: time)
+                observation = Self.unscored(decision, time: time, unusableReason: decision.reason ?? "")
             }
             let opinion = self.opinionMachines[kind]!.observe(observation)
             if opinion.rawScore != nil, opinion.windowCount >= self.decisions.minimumScoredFrames,
@@ -192,13 +190,9 @@ struct PresentationAccumulator {
         self.series.smoothed.append(decision.smoothedScore ?? .nan)
         self.series.states.append(decision.state)
         let time = frame.presentationTimeSeconds
-        if let raw = decision.rawScore {
-            self.series.observations.append(.scored(spoofProbability: raw, timeSeconds: time))
-        } else if decision.state == .noFace || decision.reason == "no face in view" {
-            self.series.observations.append(.noFace(timeSeconds: time))
-        } else {
-            self.series.observations.append(.unusable(reason: decision.reason ?? "unusable", timeSeconds: time))
-        }
+        self.series.observations.append(
+            decision.rawScore.map { .scored(spoofProbability: $0, timeSeconds: time) }
+                ?? Self.unscored(decision, time: time, unusableReason: decision.reason ?? "unusable"))
         if decision.state == .live || decision.state == .spoof {
             if let last = self.lastVerdict, last != decision.state { self.daemon.verdictChanges += 1 }
             self.lastVerdict = decision.state
@@ -213,7 +207,7 @@ struct PresentationAccumulator {
                 self.telltaleScore = against
                 self.telltaleCrop = crop
             }
-        } else if decision.state == .noFace || (decision.reason == "no face in view") {
+        } else if Self.isNoFace(decision) {
             self.counts.noFace += 1
         } else {
             self.counts.unusable += 1
@@ -227,6 +221,16 @@ struct PresentationAccumulator {
             if decision.state == .live { self.daemon.reachedLive = true }
         }
         self.daemon.finalState = decision.state.rawValue
+    }
+
+    /// What a frame without a score was, as the decision machine saw it: no face, or an unusable one.
+    static func unscored(_ decision: Decision, time: Double, unusableReason: String) -> Observation {
+        Self.isNoFace(decision)
+            ? .noFace(timeSeconds: time) : .unusable(reason: unusableReason, timeSeconds: time)
+    }
+
+    static func isNoFace(_ decision: Decision) -> Bool {
+        decision.state == .noFace || decision.reason == "no face in view"
     }
 
     mutating func skippedPackets(_ count: Int) { self.skipped = count }
