@@ -95,7 +95,10 @@ enum PairModelLocator {
 /// the default locations (scripts/setup.sh installs it in both).
 enum DetectorModelLocator {
     static let relativeDefault = "models/yunet/face_detection_yunet.onnx"
-    static let installedDefaults = ["/usr/local/share/livenessd/yunet/face_detection_yunet.onnx"]
+    static let installedDefaults = [
+        "/usr/local/share/livenessd/yunet/face_detection_yunet.onnx",
+        "/usr/share/livenessd/yunet/face_detection_yunet.onnx",
+    ]
 
     /// The detector file; nil when none was named and none is in the default locations. A named file
     /// that does not exist is an error.

@@ -34,9 +34,9 @@ struct Livenessd: AsyncParsableCommand {
         abstract: "Face liveness (presentation-attack) detection for kiosks and door terminals.",
         discussion: """
             Two opinions judge each face: the face-liveness ViT (--model, $LIVENESSD_MODEL, `model:` in the \
-            config file, models/face-liveness-vit/model.pt, /usr/local/share/livenessd) and the MiniFASNet \
+            config file, models/face-liveness-vit/model.pt, /usr/local/share/livenessd, /usr/share/livenessd) and the MiniFASNet \
             pair (--minifasnet, $LIVENESSD_MINIFASNET, `minifasnet:`, models/silent-face, \
-            /usr/local/share/livenessd/silent-face); --models vit or minifasnet judges with one. Config file: \
+            /usr/local/share/livenessd/silent-face, /usr/share/livenessd/silent-face); --models vit or minifasnet judges with one. Config file: \
             --config, default /etc/livenessd/livenessd.yaml.
             """,
         version: LivenessdVersion.string,

@@ -13,7 +13,7 @@ struct ModelOptions: ParsableArguments {
     @Option(
         name: .long,
         help:
-            "Folder holding the MiniFASNet pair (2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth). Default: $LIVENESSD_MINIFASNET, the config's minifasnet:, models/silent-face, /usr/local/share/livenessd/silent-face."
+            "Folder holding the MiniFASNet pair (2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth). Default: $LIVENESSD_MINIFASNET, the config's minifasnet:, models/silent-face, /usr/local/share/livenessd/silent-face, /usr/share/livenessd/silent-face."
     )
     var minifasnet: String?
 
@@ -155,7 +155,7 @@ struct CropOptions: ParsableArguments {
 
     @Option(
         help:
-            "Path to the YuNet face detector (ONNX). Default: $LIVENESSD_DETECTOR, the config's detector:, models/yunet/face_detection_yunet.onnx, /usr/local/share/livenessd/yunet/face_detection_yunet.onnx."
+            "Path to the YuNet face detector (ONNX). Default: $LIVENESSD_DETECTOR, the config's detector:, models/yunet/face_detection_yunet.onnx, /usr/local/share/livenessd/yunet/face_detection_yunet.onnx, /usr/share/livenessd/yunet/face_detection_yunet.onnx."
     )
     var detector: String?
 
