@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C interop shims live inside the module that owns them (docs/ARCHITECTURE.md).
@@ -90,7 +92,15 @@ let package = Package(
             name: "CPeerCredentials",
             path: "Sources/LivenessServer/CPeerCredentials"
         ),
-        // The daemon: its config file, the event socket (SwiftNIO), its protocol, systemd, and the services that run it.
+        // Eclipse Mosquitto's MQTT client library: the daemon forwards events to the site's broker.
+        .systemLibrary(
+            name: "CMosquitto",
+            path: "Sources/LivenessServer/CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+        // The daemon: its config file, the event socket (SwiftNIO), its protocol, systemd, the MQTT forwarder and
+        // the Prometheus endpoint, and the services that run them.
         .target(
             name: "LivenessServer",
             dependencies: [
@@ -98,14 +108,18 @@ let package = Package(
                 "FramePipeline",
                 "LivenessEngine",
                 "CPeerCredentials",
+                "CMosquitto",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
             ],
-            exclude: ["CPeerCredentials"]
+            exclude: ["CPeerCredentials", "CMosquitto"]
         ),
         // Evaluation: datasets, the replay runner, ISO/IEC 30107-3 metrics, reports, calibration.
         .target(

@@ -75,6 +75,10 @@ public struct FrameDecision: Sendable {
     public var presentationTimeSeconds: Double
     public var captureTimeNanoseconds: UInt64
     public var decidedTimeNanoseconds: UInt64
+    /// When the prepare stage (detection, gates, crops) began and ended, on the same clock: the stages
+    /// are queued (capture → prepare), prepare, and inference (prepared → decided, batching included).
+    public var prepareStartedNanoseconds: UInt64 = 0
+    public var preparedNanoseconds: UInt64 = 0
     /// The decision on the fused score (`rawScore`, `smoothedScore` are fused).
     public var decision: Decision
     /// Each opinion's spoof probability for this frame (all nil when it was not scored).
@@ -88,8 +92,11 @@ public struct FrameDecision: Sendable {
     public init(
         sourceID: String, sequence: UInt64, presentationTimeSeconds: Double, captureTimeNanoseconds: UInt64 = 0,
         decidedTimeNanoseconds: UInt64 = 0, decision: Decision, scores: OpinionScores = OpinionScores(),
-        box: PixelRect? = nil, faceCount: Int = 0, crop: [UInt8]? = nil
+        box: PixelRect? = nil, faceCount: Int = 0, crop: [UInt8]? = nil, prepareStartedNanoseconds: UInt64 = 0,
+        preparedNanoseconds: UInt64 = 0
     ) {
+        self.prepareStartedNanoseconds = prepareStartedNanoseconds
+        self.preparedNanoseconds = preparedNanoseconds
         self.sourceID = sourceID
         self.sequence = sequence
         self.presentationTimeSeconds = presentationTimeSeconds
@@ -610,7 +617,8 @@ public final class LivenessPipeline: @unchecked Sendable {
                         captureTimeNanoseconds: frame.captureTimeNanoseconds, decidedTimeNanoseconds: decided,
                         decision: decision, scores: opinionScores, box: box, faceCount: faceCount,
                         crop: self.configuration.publishCrops && item.input?.luma.isEmpty == false
-                            ? item.input?.luma : nil)))
+                            ? item.input?.luma : nil, prepareStartedNanoseconds: item.prepareStarted,
+                        preparedNanoseconds: item.prepared)))
             if var open = lane.verification {
                 lane.verification = nil  // `open` is the only holder while it changes (no copy of `crop`)
                 let result = open.state.observe(

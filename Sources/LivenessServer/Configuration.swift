@@ -32,10 +32,14 @@ public struct Configuration: Decodable, Equatable, Sendable {
     /// SHA-256 digests of model files `run` may load although they are not the published ones (a model
     /// of one's own); any other unpublished file is refused as damaged.
     public var trustedSHA256: [String]?
+    /// Events to the site's MQTT broker (off when absent); see `MQTT`.
+    public var mqtt: MQTT?
+    /// Prometheus metrics over HTTP (off when absent); see `Metrics`.
+    public var metrics: Metrics?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case model, threshold, sources, cameras, socket, access, decision, verify, detector, crop, models, minifasnet,
-            fusion
+            fusion, mqtt, metrics
         case trustedSHA256 = "trusted_sha256"
     }
 
@@ -382,6 +386,8 @@ public struct Configuration: Decodable, Equatable, Sendable {
         "cameras": Camera.CodingKeys.allCases.map(\.stringValue),
         "crop": Crop.CodingKeys.allCases.map(\.stringValue),
         "fusion": Fusion.CodingKeys.allCases.map(\.stringValue),
+        "mqtt": MQTT.CodingKeys.allCases.map(\.stringValue),
+        "metrics": Metrics.CodingKeys.allCases.map(\.stringValue),
     ]
 
     /// A misspelt key (`treshold: 0.5`) would otherwise be ignored without a word, leaving the default in
@@ -487,6 +493,8 @@ public struct Configuration: Decodable, Equatable, Sendable {
         }
         if let decision = self.decision { try decision.validate(path: path) }
         if let verify = self.verify { try verify.validate(path: path) }
+        if let mqtt = self.mqtt { try mqtt.validate(path: path) }
+        if let metrics = self.metrics { try metrics.validate(path: path) }
         var names = Set<String>()
         for (index, camera) in (self.cameras ?? []).enumerated() {
             try camera.validate(path: path, index: index)

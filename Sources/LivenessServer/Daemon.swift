@@ -26,6 +26,16 @@ public struct DaemonSettings: Sendable {
     }
 }
 
+/// Where the Prometheus endpoint listens (`metrics.listen`).
+public struct MetricsAddress: Sendable {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+}
+
 /// One source to watch, and how faces are found in its frames.
 public struct DaemonSource: Sendable {
     public var source: FrameSource
@@ -59,6 +69,10 @@ public final class LivenessDaemon: Sendable {
         public var server: EventServer.Configuration
         /// `verify.save_failed`: where the faces of transactions that did not open are kept (nil: nowhere).
         public var failedCrops: FailedCropStore?
+        /// `mqtt:`: the broker events go to (nil: none).
+        public var mqtt: MQTTForwarder.Settings?
+        /// `metrics:`: where Prometheus scrapes (nil: no endpoint).
+        public var metrics: MetricsAddress?
 
         public init(version: String, models: [EventProtocol.ModelFile], server: EventServer.Configuration) {
             self.version = version
@@ -74,6 +88,10 @@ public final class LivenessDaemon: Sendable {
     let monitor = DaemonMonitor()
     let notifier: SystemdNotifier
     let sources: [DaemonSource]
+    let mqtt: MQTTForwarder?
+    let metrics: DaemonMetrics?
+    /// The bound metrics endpoint (its port, for a `listen` on port 0).
+    public let metricsEndpoint: MetricsEndpoint?
     private let reloadSettings: @Sendable (_ runningThreshold: Double) throws -> DaemonSettings
     /// False once a drain timed out: frames may still be inside the models (see `run`).
     let drained = Atomic<Bool>(true)
@@ -150,14 +168,35 @@ public final class LivenessDaemon: Sendable {
         var pipelineConfiguration = LivenessPipeline.Configuration(decisions: settings.decisions)
         pipelineConfiguration.keepTransactionCrops = options.failedCrops != nil
         let failedCrops = options.failedCrops
+        let statusMessage: @Sendable () -> EventProtocol.StatusMessage = {
+            status.message(pipeline: box.pipeline, monitor: monitor, threshold: box.threshold)
+        }
+        let mqtt = try options.mqtt.map { try MQTTForwarder(settings: $0, logger: logger, status: statusMessage) }
+        let metrics = options.metrics.map { _ in DaemonMetrics(version: options.version) }
+        self.mqtt = mqtt
+        self.metrics = metrics
         self.pipeline = LivenessPipeline(opinions: opinions, configuration: pipelineConfiguration) { event in
             monitor.observe(event)
             server.publish(event)
+            mqtt?.observe(event)
+            metrics?.observe(event)
             Self.audit(event, logger: logger, failedCrops: failedCrops)
         }
         box.set(self.pipeline)
         self.statusBox = box
         try server.start()
+        if let metrics, let address = options.metrics {
+            let pipeline = self.pipeline
+            let endpoint = try MetricsEndpoint(
+                host: address.host, port: address.port, group: server.eventLoopGroup, metrics: metrics
+            ) {
+                metrics.refresh(statistics: pipeline.statistics(), clients: server.clientCount, mqtt: mqtt?.counters)
+            }
+            logger.info("metrics on http://\(address.host):\(endpoint.port)/metrics")
+            self.metricsEndpoint = endpoint
+        } else {
+            self.metricsEndpoint = nil
+        }
     }
 
     private let statusBox: PipelineReference
@@ -225,6 +264,8 @@ public final class LivenessDaemon: Sendable {
         var configuration = ServiceGroupConfiguration(
             services: [
                 .init(service: ServerService(daemon: self)),
+                // After the pipeline in shutdown: its last events are forwarded before `offline`.
+                .init(service: ForwardingService(daemon: self)),
                 .init(
                     service: PipelineService(daemon: self), successTerminationBehavior: .gracefullyShutdownGroup,
                     failureTerminationBehavior: .gracefullyShutdownGroup),
@@ -282,6 +323,27 @@ struct ServerService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         self.daemon.server.shutdown(reason: "daemon stopping")
+    }
+}
+
+/// The MQTT forwarder and the metrics endpoint: started before the sources, stopped after the pipeline drained
+/// (the forwarder publishes what is queued, then `offline`, within its own 2 s limit).
+struct ForwardingService: Service {
+    let daemon: LivenessDaemon
+
+    func run() async throws {
+        self.daemon.mqtt?.start()
+        try? await gracefulShutdown()
+        guard self.daemon.mqtt != nil || self.daemon.metricsEndpoint != nil else { return }
+        let daemon = self.daemon
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            // Both block briefly (a broker's acknowledgement, closing a channel): never on the pool's threads.
+            DispatchQueue.global().async {
+                daemon.mqtt?.stop()
+                daemon.metricsEndpoint?.close()
+                continuation.resume()
+            }
+        }
     }
 }
 

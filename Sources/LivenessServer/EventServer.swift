@@ -120,6 +120,9 @@ public final class EventServer: Sendable {
     private let hooks: Hooks
     private let logger: Logger
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    /// The server's event loop, shared with the metrics endpoint.
+    var eventLoopGroup: any EventLoopGroup { self.group }
+
     private let channel = Mutex<Channel?>(nil)
     private let clients = Mutex<[ObjectIdentifier: NIOLoopBound<ClientHandler>]>([:])
     /// Who asked for each open transaction (by the pipeline's token): they get its one `verify` answer.

@@ -224,6 +224,13 @@ struct Run: AsyncParsableCommand {
                 directory: folder, limit: configuration.verify?.saveFailedLimit ?? 100, logger: logger)
         }
         options.drainTimeoutSeconds = self.drainTimeout
+        if let mqtt = configuration.mqtt {
+            options.mqtt = try MQTTForwarder.Settings(
+                mqtt, hostname: ProcessInfo.processInfo.hostName, version: LivenessdVersion.string)
+        }
+        if let metrics = configuration.metrics, metrics.enabled != false, let address = metrics.address {
+            options.metrics = MetricsAddress(host: address.host, port: address.port)
+        }
         let settings = DaemonSettings(
             threshold: threshold, decisions: configuration.decisionConfiguration(threshold: threshold),
             access: configuration.accessPolicy, verification: configuration.verificationRules)
