@@ -47,7 +47,8 @@ extension Configuration {
 
         public func validate(path: String) throws(ConfigurationError) {
             guard let host = self.host, !host.isEmpty else {
-                throw ConfigurationError("\(path): mqtt.host is missing: name the broker (e.g. host: broker.example.lan)")
+                throw ConfigurationError(
+                    "\(path): mqtt.host is missing: name the broker (e.g. host: broker.example.lan)")
             }
             if let port = self.port, !(1...65_535).contains(port) {
                 throw ConfigurationError("\(path): mqtt.port must be from 1 to 65535, got \(port)")
@@ -66,7 +67,9 @@ extension Configuration {
                     "\(path): mqtt.stats_interval_seconds must be 0 (off) or from 0.1 to 86400, got \(seconds)")
             }
             for (key, prefix) in [("topic_prefix", self.topicPrefix), ("discovery_prefix", self.discoveryPrefix)] {
-                if let prefix, prefix.isEmpty || prefix.contains(where: { "+#\0".contains($0) }) || prefix.hasSuffix("/") {
+                if let prefix,
+                    prefix.isEmpty || prefix.contains(where: { "+#\0".contains($0) }) || prefix.hasSuffix("/")
+                {
                     throw ConfigurationError(
                         "\(path): mqtt.\(key) '\(prefix)' is not a topic prefix (no +, # or trailing /)")
                 }

@@ -141,7 +141,9 @@ public final class MQTTForwarder: Sendable {
     }()
 
     /// A client for `settings`; nothing connects before `start`. `status` gives the `stats` messages' figures.
-    public init(settings: Settings, logger: Logger, status: @escaping @Sendable () -> EventProtocol.StatusMessage)
+    public init(
+        settings: Settings, logger: Logger, status: @escaping @Sendable () -> EventProtocol.StatusMessage
+    )
         throws
     {
         _ = Self.libraryInitialised
@@ -271,7 +273,8 @@ public final class MQTTForwarder: Sendable {
         self.logger.info(
             "MQTT: publishing to the broker",
             metadata: [
-                "mqtt.broker": "\(self.settings.caFile == nil ? "mqtt" : "mqtts")://\(self.settings.host):\(self.settings.port)",
+                "mqtt.broker":
+                    "\(self.settings.caFile == nil ? "mqtt" : "mqtts")://\(self.settings.host):\(self.settings.port)",
                 "mqtt.client_id": "\(self.settings.clientID)", "mqtt.prefix": "\(self.settings.topicPrefix)",
             ])
         self.threadsDone.enter()

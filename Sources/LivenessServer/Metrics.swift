@@ -62,7 +62,8 @@ public final class DaemonMetrics: Sendable {
         switch event {
         case .decision(let decided):
             let state = decided.decision.state.rawValue
-            let (counter, stages) = self.sourceMetrics(decided.sourceID) { metrics -> (CoreMetrics.Counter, [CoreMetrics.Timer]) in
+            let (counter, stages) = self.sourceMetrics(decided.sourceID) {
+                metrics -> (CoreMetrics.Counter, [CoreMetrics.Timer]) in
                 if let counter = metrics.decisions[state] { return (counter, metrics.stages) }
                 let counter = CoreMetrics.Counter(
                     label: "livenessd_decisions_total", dimensions: [("source", decided.sourceID), ("state", state)],
@@ -74,8 +75,10 @@ public final class DaemonMetrics: Sendable {
             if decided.preparedNanoseconds > 0 {
                 let capture = decided.captureTimeNanoseconds
                 let durations = [
-                    decided.prepareStartedNanoseconds &- capture, decided.preparedNanoseconds &- decided.prepareStartedNanoseconds,
-                    decided.decidedTimeNanoseconds &- decided.preparedNanoseconds, decided.decidedTimeNanoseconds &- capture,
+                    decided.prepareStartedNanoseconds &- capture,
+                    decided.preparedNanoseconds &- decided.prepareStartedNanoseconds,
+                    decided.decidedTimeNanoseconds &- decided.preparedNanoseconds,
+                    decided.decidedTimeNanoseconds &- capture,
                 ]
                 for (timer, nanoseconds) in zip(stages, durations) where nanoseconds < UInt64(Int64.max) {
                     timer.recordNanoseconds(Int64(nanoseconds))
@@ -129,8 +132,10 @@ public final class DaemonMetrics: Sendable {
         for (source, lane) in statistics {
             self.follow("livenessd_frames_received_total", [("source", source)], total: lane.framesIn)
             self.follow("livenessd_frames_decided_total", [("source", source)], total: lane.processed)
-            self.follow("livenessd_frames_dropped_total", [("source", source), ("reason", "stale")], total: lane.droppedStale)
-            self.follow("livenessd_frames_dropped_total", [("source", source), ("reason", "busy")], total: lane.droppedBusy)
+            self.follow(
+                "livenessd_frames_dropped_total", [("source", source), ("reason", "stale")], total: lane.droppedStale)
+            self.follow(
+                "livenessd_frames_dropped_total", [("source", source), ("reason", "busy")], total: lane.droppedBusy)
         }
         Gauge(label: "livenessd_clients", factory: self.factory).record(clients)
         if let mqtt {
