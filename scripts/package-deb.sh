@@ -9,7 +9,8 @@
 # swift-argument-parser's generate-manual from the binary's own help (built once, in release, and
 # cached in ${LIVENESSD_GENERATE_MANUAL_CACHE:-/var/tmp/livenessd-generate-manual}); help2man is the
 # fallback where no Swift toolchain is found. Templates and maintainer scripts: scripts/deb/.
-# Environment: DEB_REVISION (default 1), SOURCE_DATE_EPOCH (default: the last commit's time).
+# Environment: DEB_REVISION (default 1), SOURCE_DATE_EPOCH (default: the last commit's time),
+# DEB_XZ_LEVEL (default 6).
 # Needs: dpkg-dev (dpkg-shlibdeps), binutils (strip), chrpath, gzip; runs as any user
 # (dpkg-deb --root-owner-group makes every file root's).
 set -euo pipefail
@@ -203,5 +204,7 @@ find "$STAGE" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 mkdir -p dist
 OUTPUT="dist/livenessd_${VERSION}_$ARCH.deb"
 rm -f "$OUTPUT"
-dpkg-deb --root-owner-group -Zxz --build "$STAGE" "$OUTPUT" >/dev/null
+# xz at dpkg's default level 6 (about 40 s on two cores for the 75 MB binary); DEB_XZ_LEVEL=1 takes
+# about 11 s for a package some 3 MB bigger.
+dpkg-deb --root-owner-group -Zxz -z"${DEB_XZ_LEVEL:-6}" --build "$STAGE" "$OUTPUT" >/dev/null
 say "built $OUTPUT ($(du -h "$OUTPUT" | cut -f1)); Depends: $DEPENDS"
