@@ -114,6 +114,10 @@ check "fish completion installed" test -s /usr/share/fish/vendor_completions.d/l
 check "man -w livenessd: $(man -w livenessd 2>/dev/null || echo none)" sh -c '[ "$(man -w livenessd)" = /usr/share/man/man1/livenessd.1.gz ]'
 check "the man page renders without warnings" \
     sh -c 'test -z "$(MANWIDTH=80 man --warnings -l /usr/share/man/man1/livenessd.1.gz 2>&1 >/dev/null)"'
+if command -v systemd-analyze >/dev/null 2>&1; then
+    check "systemd-analyze verify accepts the installed units" \
+        systemd-analyze verify /lib/systemd/system/livenessd.service /lib/systemd/system/livenessd.socket
+fi
 check "socket enabled (sockets.target.wants)" test -L /etc/systemd/system/sockets.target.wants/livenessd.socket
 check "service not enabled (socket-activated)" test ! -e /etc/systemd/system/multi-user.target.wants/livenessd.service
 if [ -d /run/systemd/system ]; then
@@ -131,8 +135,14 @@ chmod 0755 "$WORK"
 check "classify (as livenessd): $(cut -f2-4 "$WORK/classify.txt" | tr '\t' ' ')" \
     grep -Eq $'\tLIVE\tvit [0-9.]+ minifasnet [0-9.]+\tface ' "$WORK/classify.txt"
 
-# remove keeps the operator's config (edited here, as an operator would).
+# An upgrade (here: the same package again, with dpkg -i) and then remove keep the operator's config
+# (edited here, as an operator would).
 echo "# edited by deb-tests" >> /etc/livenessd/livenessd.yaml
+say "dpkg -i $(basename "$DEB") again (the upgrade path of the maintainer scripts)"
+dpkg -i "$DEB" > "$WORK/reinstall.log" 2>&1 < /dev/null || { cat "$WORK/reinstall.log"; fail "dpkg -i over the installed package failed"; }
+check "the upgrade keeps the edited config" grep -q '^# edited by deb-tests' /etc/livenessd/livenessd.yaml
+check "the upgrade leaves no .dpkg-* copy of the config" sh -c '! ls /etc/livenessd/*.dpkg-* 2>/dev/null'
+check "livenessd works after the upgrade" /usr/bin/livenessd --version
 say "apt-get remove livenessd"
 apt-get remove -y -q livenessd > "$WORK/remove.log" 2>&1 || { cat "$WORK/remove.log"; fail "apt-get remove failed"; }
 check "remove keeps the edited config" grep -q '^# edited by deb-tests' /etc/livenessd/livenessd.yaml

@@ -121,7 +121,8 @@ generate_manual() { # prints the path of a generate-manual executable, or fails
     elif [ -x /opt/swift/usr/bin/swift ]; then swift=/opt/swift/usr/bin/swift
     else return 1; fi
     # The argument parser the binary was built with (its build tree's checkout), else the mirror.
-    for candidate in "$(dirname "$BINARY")/../checkouts/swift-argument-parser" .build/checkouts/swift-argument-parser \
+    # (BUILD/release/livenessd → BUILD/checkouts; release is a symbolic link, so no "..").
+    for candidate in "${BINARY%/*/*}/checkouts/swift-argument-parser" .build/checkouts/swift-argument-parser \
         /opt/swift-packages/apple/swift-argument-parser.git; do
         if git -C "$candidate" rev-parse --verify -q 'HEAD^{commit}' >/dev/null 2>&1; then source="$candidate"; break; fi
     done
@@ -147,12 +148,13 @@ generate_manual() { # prints the path of a generate-manual executable, or fails
     fi
     echo "$tool"
 }
-if tool="$(generate_manual)"; then
+# LIVENESSD_MANPAGE=help2man skips generate-manual (the fallback, for trying it).
+if [ "${LIVENESSD_MANPAGE:-}" != help2man ] && tool="$(generate_manual)"; then
     "$tool" "$BINARY" --date "$manual_date" --authors 'livenessd maintainers' --output-directory "$WORK"
     # mdoc wants .Pp, not empty lines, between paragraphs (man --warnings: "Empty input line").
     sed -i 's/^$/.Pp/' "$WORK/livenessd.1"
 elif command -v help2man >/dev/null 2>&1; then
-    say "no Swift toolchain or argument-parser source for generate-manual: man page by help2man"
+    say "man page by help2man (LIVENESSD_MANPAGE=help2man, or no Swift toolchain or argument-parser source for generate-manual)"
     help2man --no-info --section 1 --name 'face liveness (presentation-attack) detection' \
         --output "$WORK/livenessd.1" "$BINARY"
 else
