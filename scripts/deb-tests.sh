@@ -21,8 +21,13 @@ fail() { printf '\ndeb-tests: FAIL: %s\n' "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*"; }
 [ "$(id -u)" -eq 0 ] || fail "run as root (it installs and purges the package)"
 
-DEB="${1:-$(ls -t dist/livenessd_*.deb 2>/dev/null | head -n 1 || true)}"
-[ -n "$DEB" ] && [ -f "$DEB" ] || fail "no package: run scripts/package-deb.sh first (or pass the .deb)"
+DEB="${1:-}"
+if [ -z "$DEB" ]; then
+    for candidate in dist/livenessd_*.deb; do
+        if [ -f "$candidate" ] && { [ -z "$DEB" ] || [ "$candidate" -nt "$DEB" ]; }; then DEB="$candidate"; fi
+    done
+fi
+if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then fail "no package: run scripts/package-deb.sh first (or pass the .deb)"; fi
 DEB="$(cd "$(dirname "$DEB")" && pwd)/$(basename "$DEB")"
 for tool in lintian apt-get dpkg-deb man; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool not found (Debian packages: lintian apt man-db)"
