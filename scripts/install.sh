@@ -13,6 +13,7 @@ PREFIX="${PREFIX%/}"
 install -D -m 0755 .build/release/livenessd "$PREFIX/bin/livenessd"
 [ ! -f .build/release/livenessd.buildinfo ] || install -D -m 0644 .build/release/livenessd.buildinfo "$PREFIX/share/livenessd/livenessd.buildinfo"
 install -D -m 0644 models/face-liveness-vit/model.pt "$PREFIX/share/livenessd/face-liveness-vit/model.pt"
+[ ! -f models/face-liveness-vit/LICENSE ] || install -D -m 0644 models/face-liveness-vit/LICENSE "$PREFIX/share/livenessd/face-liveness-vit/LICENSE"
 for file in 2.7_80x80_MiniFASNetV2.pth 4_0_0_80x80_MiniFASNetV1SE.pth LICENSE; do
     if [ -f "models/silent-face/$file" ]; then
         install -D -m 0644 "models/silent-face/$file" "$PREFIX/share/livenessd/silent-face/$file"

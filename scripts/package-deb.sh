@@ -44,8 +44,8 @@ done
 for file in face-liveness-vit/model.pt face-liveness-vit/LICENSE silent-face/2.7_80x80_MiniFASNetV2.pth \
     silent-face/4_0_0_80x80_MiniFASNetV1SE.pth silent-face/LICENSE yunet/face_detection_yunet.onnx; do
     if [ ! -f "$MODELS/$file" ]; then
-        # setup.sh does not copy the ViT's licence; the shared material has it.
-        [ -f "$ASSETS/models/$file" ] || die "missing $MODELS/$file"
+        # A models/ made before setup.sh copied the ViT's licence: the shared material has it.
+        [ -f "$ASSETS/models/$file" ] || die "missing $MODELS/$file (run scripts/setup.sh)"
     fi
 done
 model_file() { if [ -f "$MODELS/$1" ]; then echo "$MODELS/$1"; else echo "$ASSETS/models/$1"; fi; }
