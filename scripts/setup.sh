@@ -18,6 +18,7 @@ SILENTFACE_URL="https://github.com/minivision-ai/Silent-Face-Anti-Spoofing/raw/b
 SILENTFACE_V2_SHA256="a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0"
 SILENTFACE_V1SE_SHA256="84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990"
 SILENTFACE_LICENSE_URL="https://github.com/minivision-ai/Silent-Face-Anti-Spoofing/raw/b6d5f04/LICENSE"
+MODEL_LICENSE_URL="https://github.com/affineinsai/face-liveness-vit/raw/25db9ea57c6a01e713eebae26479b1d3d9ef1e41/LICENSE"
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -72,15 +73,20 @@ install_model "MiniFASNetV2" "$SILENTFACE_URL/2.7_80x80_MiniFASNetV2.pth" "$SILE
     "silent-face/2.7_80x80_MiniFASNetV2.pth"
 install_model "MiniFASNetV1SE" "$SILENTFACE_URL/4_0_0_80x80_MiniFASNetV1SE.pth" "$SILENTFACE_V1SE_SHA256" \
     "silent-face/4_0_0_80x80_MiniFASNetV1SE.pth"
-# The pair's licence travels with it (Apache-2.0; no digest is pinned for a text file).
-if [ ! -f models/silent-face/LICENSE ]; then
-    if [ -f "$ASSETS/models/silent-face/LICENSE" ]; then
-        cp "$ASSETS/models/silent-face/LICENSE" models/silent-face/LICENSE
+# The licences travel with the models (both Apache-2.0; no digest is pinned for a text file):
+# scripts/package-deb.sh installs them beside the models.
+install_licence() { # name url relative-path
+    local name="$1" url="$2" relative="$3"
+    [ ! -f "models/$relative" ] || return 0
+    if [ -f "$ASSETS/models/$relative" ]; then
+        cp "$ASSETS/models/$relative" "models/$relative"
     else
-        curl --fail --location --silent --show-error --output models/silent-face/LICENSE "$SILENTFACE_LICENSE_URL" \
-            || echo "warning: could not fetch the Silent-Face licence (Apache-2.0) into models/silent-face/LICENSE" >&2
+        curl --fail --location --silent --show-error --output "models/$relative" "$url" \
+            || echo "warning: could not fetch the $name licence (Apache-2.0) into models/$relative" >&2
     fi
-fi
+}
+install_licence "Silent-Face" "$SILENTFACE_LICENSE_URL" silent-face/LICENSE
+install_licence "face-liveness-vit" "$MODEL_LICENSE_URL" face-liveness-vit/LICENSE
 
 # 4. Release build.
 say "building livenessd (release)"
