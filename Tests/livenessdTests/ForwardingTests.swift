@@ -129,7 +129,8 @@ import Testing
                         let parts = line.split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false)
                         guard parts.count == 3 else { continue }
                         store.messages.withLock {
-                            $0.append(Message(topic: String(parts[0]), retained: parts[1] == "1", payload: String(parts[2])))
+                            $0.append(
+                                Message(topic: String(parts[0]), retained: parts[1] == "1", payload: String(parts[2])))
                         }
                     }
                 }
@@ -236,7 +237,8 @@ import Testing
         #expect(available?.retained == true && available?.payload == "online")
         let discovery = late.wait(seconds: 5) { $0.topic.hasPrefix("homeassistant/binary_sensor/door-test/") }
         #expect(discovery?.retained == true)
-        #expect(discovery?.json?["state_topic"] as? String == "door/test/\(camera)/state", "\(discovery?.payload ?? "")")
+        #expect(
+            discovery?.json?["state_topic"] as? String == "door/test/\(camera)/state", "\(discovery?.payload ?? "")")
         #expect(discovery?.json?["availability_topic"] as? String == "door/test/available")
 
         // Killed without a word: the broker publishes the last will.
