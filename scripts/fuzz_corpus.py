@@ -316,6 +316,9 @@ def config_seeds(out):
             b"cameras:\n  - {name: door, device: /dev/video0, size: 640x480, fps: 30, format: yuyv}\n"
             b"  - {name: lobby, url: 'rtsp://camera/stream'}\n"
             b"verify: {min_seconds: 1, min_frames: 15, stable_frames: 10, timeout_seconds: 5, save_failed: /tmp/x}\n",
+            b"mqtt: {host: broker.lan, port: 8883, qos: 2, topic_prefix: site/door-1, queue_limit: 10,\n"
+            b"       stats_interval_seconds: 0.5, homeassistant: true, discovery_prefix: ha, keepalive_seconds: 20}\n"
+            b"metrics: {listen: '[::1]:9464', enabled: true}\n",
     ]):
         write(out, "config", f"config-{index}.yaml", text)
 
