@@ -79,6 +79,8 @@ public struct FrameDecision: Sendable {
     /// are queued (capture → prepare), prepare, and inference (prepared → decided, batching included).
     public var prepareStartedNanoseconds: UInt64 = 0
     public var preparedNanoseconds: UInt64 = 0
+    /// How long the models ran on the batch that scored this frame (0 when it was not scored).
+    public var modelNanoseconds: UInt64 = 0
     /// The decision on the fused score (`rawScore`, `smoothedScore` are fused).
     public var decision: Decision
     /// Each opinion's spoof probability for this frame (all nil when it was not scored).
@@ -93,8 +95,9 @@ public struct FrameDecision: Sendable {
         sourceID: String, sequence: UInt64, presentationTimeSeconds: Double, captureTimeNanoseconds: UInt64 = 0,
         decidedTimeNanoseconds: UInt64 = 0, decision: Decision, scores: OpinionScores = OpinionScores(),
         box: PixelRect? = nil, faceCount: Int = 0, crop: [UInt8]? = nil, prepareStartedNanoseconds: UInt64 = 0,
-        preparedNanoseconds: UInt64 = 0
+        preparedNanoseconds: UInt64 = 0, modelNanoseconds: UInt64 = 0
     ) {
+        self.modelNanoseconds = modelNanoseconds
         self.prepareStartedNanoseconds = prepareStartedNanoseconds
         self.preparedNanoseconds = preparedNanoseconds
         self.sourceID = sourceID
@@ -547,7 +550,9 @@ public final class LivenessPipeline: @unchecked Sendable {
         for item in items where item.event == nil {
             if let input = item.input { self.batchInputs.append(input) }
         }
+        let modelStarted = monotonicNanoseconds()
         self.opinions.score(self.batchInputs, maximumBatch: self.configuration.maximumBatch, into: &self.batchScores)
+        let modelNanoseconds = self.batchInputs.isEmpty ? 0 : monotonicNanoseconds() &- modelStarted
         self.batchInputs.removeAll(keepingCapacity: true)
         var scored = 0  // faces scored so far, in item order: the next item with an input has batchScores[scored]
         for item in items {
@@ -618,7 +623,8 @@ public final class LivenessPipeline: @unchecked Sendable {
                         decision: decision, scores: opinionScores, box: box, faceCount: faceCount,
                         crop: self.configuration.publishCrops && item.input?.luma.isEmpty == false
                             ? item.input?.luma : nil, prepareStartedNanoseconds: item.prepareStarted,
-                        preparedNanoseconds: item.prepared)))
+                        preparedNanoseconds: item.prepared,
+                        modelNanoseconds: item.input == nil ? 0 : modelNanoseconds)))
             if var open = lane.verification {
                 lane.verification = nil  // `open` is the only holder while it changes (no copy of `crop`)
                 let result = open.state.observe(

@@ -22,6 +22,7 @@ public final class DaemonMetrics: Sendable {
     struct SourceMetrics {
         var decisions: [String: CoreMetrics.Counter] = [:]
         var stages: [CoreMetrics.Timer]
+        var model: CoreMetrics.Timer
     }
 
     private let sources = Mutex<[String: SourceMetrics]>([:])
@@ -52,7 +53,10 @@ public final class DaemonMetrics: Sendable {
                         CoreMetrics.Timer(
                             label: "livenessd_stage_duration_seconds", dimensions: [("source", source), ("stage", $0)],
                             factory: self.factory)
-                    })
+                    },
+                    model: CoreMetrics.Timer(
+                        label: "livenessd_model_inference_seconds", dimensions: [("source", source)],
+                        factory: self.factory))
             }
             return body(&sources[source]!)
         }
@@ -62,16 +66,19 @@ public final class DaemonMetrics: Sendable {
         switch event {
         case .decision(let decided):
             let state = decided.decision.state.rawValue
-            let (counter, stages) = self.sourceMetrics(decided.sourceID) {
-                metrics -> (CoreMetrics.Counter, [CoreMetrics.Timer]) in
-                if let counter = metrics.decisions[state] { return (counter, metrics.stages) }
+            let (counter, stages, model) = self.sourceMetrics(decided.sourceID) {
+                metrics -> (CoreMetrics.Counter, [CoreMetrics.Timer], CoreMetrics.Timer) in
+                if let counter = metrics.decisions[state] { return (counter, metrics.stages, metrics.model) }
                 let counter = CoreMetrics.Counter(
                     label: "livenessd_decisions_total", dimensions: [("source", decided.sourceID), ("state", state)],
                     factory: self.factory)
                 metrics.decisions[state] = counter
-                return (counter, metrics.stages)
+                return (counter, metrics.stages, metrics.model)
             }
             counter.increment()
+            if decided.modelNanoseconds > 0, decided.modelNanoseconds < UInt64(Int64.max) {
+                model.recordNanoseconds(Int64(decided.modelNanoseconds))
+            }
             if decided.preparedNanoseconds > 0 {
                 let capture = decided.captureTimeNanoseconds
                 let durations = [
@@ -171,6 +178,8 @@ public final class DaemonMetrics: Sendable {
         "livenessd_source_events_total": "Source events: disconnected, reconnected, waiting, skipped, ended.",
         "livenessd_stage_duration_seconds":
             "Per decided frame: queued (capture to prepare), prepare (detection, gates, crops), inference (the models, batching included) and total (capture to decision).",
+        "livenessd_model_inference_seconds":
+            "Per scored frame: how long the models ran on the batch that scored it (every opinion).",
         "livenessd_clients": "Connections open on the event socket.",
         "livenessd_mqtt_connected": "1 while the MQTT broker is connected.",
         "livenessd_mqtt_queue_length": "MQTT messages waiting for the broker.",
