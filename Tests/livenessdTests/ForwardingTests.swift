@@ -34,10 +34,12 @@ import Testing
         let directory: URL
         var process: Process?
 
-        init(port: Int) throws {
+        /// `listener` lines after the first (TLS, passwords) come in `extra`, made in `directory` by `prepare`.
+        init(port: Int, prepare: ((URL) throws -> String)? = nil) throws {
             self.port = port
             self.directory = try TestAssets.temporaryDirectory("livenessd-mqtt")
-            try "listener \(port) 127.0.0.1\nallow_anonymous true\npersistence false\n".write(
+            let extra = try prepare?(self.directory) ?? "allow_anonymous true\n"
+            try "listener \(port) 127.0.0.1\npersistence false\n\(extra)".write(
                 to: self.directory.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
             try self.start()
         }
@@ -107,10 +109,11 @@ import Testing
         let process = Process()
         let store = Store()
 
-        init(port: Int, topic: String) throws {
+        init(port: Int, topic: String, options: [String] = []) throws {
             self.process.executableURL = URL(fileURLWithPath: "/usr/bin/mosquitto_sub")
             // Topic, retained flag and payload; our payloads are one line of JSON or a word.
-            self.process.arguments = ["-h", "127.0.0.1", "-p", "\(port)", "-t", topic, "-F", "%t|%r|%p", "-q", "1"]
+            self.process.arguments =
+                ["-h", "127.0.0.1", "-p", "\(port)", "-t", topic, "-F", "%t|%r|%p", "-q", "1"] + options
             let output = Pipe()
             self.process.standardOutput = output
             self.process.standardError = FileHandle.nullDevice
@@ -426,6 +429,112 @@ import Testing
 
         #expect(try curl("/").status == 404)
         #expect(try curl("/metrics/extra").status == 404)
+    }
+
+    /// A broker that only speaks TLS (a CA made here with openssl) and wants a user and password: the daemon
+    /// verifies the broker's certificate against `ca_file` and logs in with `username` and `password_file`; a
+    /// wrong password is refused by the broker, logged at `err` once, and the daemon goes on deciding.
+    @Test func tlsAndPasswordLogin() throws {
+        func shell(_ arguments: [String], in directory: URL) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: arguments[0])
+            process.arguments = Array(arguments.dropFirst())
+            process.currentDirectoryURL = directory
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            try #require(process.terminationStatus == 0, "\(arguments.joined(separator: " ")) failed")
+        }
+        var secrets: URL?
+        let broker = try Broker(port: try Self.freePort()) { directory in
+            secrets = directory
+            let openssl = "/usr/bin/openssl"
+            try shell(
+                [
+                    openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+                    "-days", "2", "-subj", "/CN=livenessd test CA",
+                ], in: directory)
+            try shell(
+                [
+                    openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+                    "-subj", "/CN=127.0.0.1",
+                ], in: directory)
+            try "subjectAltName=IP:127.0.0.1\n".write(
+                to: directory.appendingPathComponent("san.ext"), atomically: true, encoding: .utf8)
+            try shell(
+                [
+                    openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                    "-CAcreateserial",
+                    "-out", "server.pem", "-days", "2", "-extfile", "san.ext",
+                ], in: directory)
+            try shell(["/usr/bin/mosquitto_passwd", "-b", "-c", "passwords", "door", "s3cret"], in: directory)
+            try "s3cret\n".write(to: directory.appendingPathComponent("good"), atomically: true, encoding: .utf8)
+            try "wrong\n".write(to: directory.appendingPathComponent("bad"), atomically: true, encoding: .utf8)
+            // mosquitto drops to its own user: the files it reads must be readable by it.
+            for name in ["server.key", "server.pem", "ca.pem", "passwords"] {
+                chmod(directory.appendingPathComponent(name).path, 0o644)
+            }
+            chmod(directory.path, 0o755)
+            let path = directory.path
+            return """
+                allow_anonymous false
+                password_file \(path)/passwords
+                cafile \(path)/ca.pem
+                certfile \(path)/server.pem
+                keyfile \(path)/server.key
+
+                """
+        }
+        let directory = try #require(secrets)
+        let clip = try TestAssets.file(Self.longClip).path
+        func daemon(password: String) throws -> DaemonProcess {
+            let config = try Self.writeConfig(
+                """
+                mqtt:
+                  host: 127.0.0.1
+                  port: \(broker.port)
+                  ca_file: \(directory.path)/ca.pem
+                  username: door
+                  password_file: \(directory.path)/\(password)
+                  topic_prefix: door/tls-\(password)
+                """)
+            return try DaemonProcess([
+                "--config", config.path, "--pacing", "realtime", "--models", "vit", "--source", clip,
+            ])
+        }
+        let subscriber = try Subscriber(
+            port: broker.port, topic: "door/#",
+            options: ["--cafile", "\(directory.path)/ca.pem", "-u", "door", "-P", "s3cret"])
+        let good = try daemon(password: "good")
+        defer { good.signal(SIGKILL) }
+        #expect(
+            subscriber.wait(seconds: 20) { $0.topic == "door/tls-good/available" && $0.payload == "online" } != nil,
+            "\(good.log)")
+        #expect(
+            subscriber.wait(seconds: 10) { $0.topic.hasPrefix("door/tls-good/") && $0.topic.hasSuffix("/state") } != nil
+        )
+
+        let bad = try daemon(password: "bad")
+        defer { bad.signal(SIGKILL) }
+        let client = try EventClient(path: bad.socketPath)
+        try client.send(["op": "subscribe", "mode": "frames", "heartbeat_seconds": 3600, "id": "s"])
+        var decided = 0
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !bad.log.contains("MQTT: the broker refused the connection"),
+            let message = try client.next(seconds: 1) ?? [:] as [String: Any]?
+        {
+            if message["type"] as? String == "decision" { decided += 1 }
+        }
+        #expect(
+            bad.log.contains("MQTT: the broker refused the connection: Connection Refused: not authorised"),
+            "\(bad.log)")
+        // Refused, but still deciding.
+        while decided < 30, Date() < deadline.addingTimeInterval(10), let message = try client.next(seconds: 5) {
+            if message["type"] as? String == "decision" { decided += 1 }
+        }
+        #expect(decided >= 30)
+        #expect(!subscriber.all.contains { $0.topic.hasPrefix("door/tls-bad/") })
     }
 
     /// `mqtt:` and `metrics:` mistakes are refused at start with the key and what to do.
