@@ -1,0 +1,160 @@
+#!/bin/sh
+# Guest side of scripts/systemd-boot-test.sh, run by livenessd-boot-test.service from the host's share
+# (/boot-test, 9p) once the guest's systemd is up. Each check writes "@@PASS what" or "@@FAIL what" to
+# /boot-test/results.log, which the host reads; the service powers the VM off when this script ends.
+set -u
+S=/boot-test
+R=$S/results.log
+SOCK=/run/livenessd/livenessd.sock
+CONF=/etc/livenessd/livenessd.yaml
+: > "$R"
+
+up() { cut -d' ' -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(up)" 'BEGIN { printf "%.1f", b - a }'; }
+note() { echo "@@$*" >> "$R"; echo "boot-test: $*"; }
+pass() { note "PASS $*"; }
+fail() { note "FAIL $*"; }
+info() { note "INFO $*"; }
+# check "what" command…: PASS or FAIL by the command's status
+check() { what=$1; shift; if "$@"; then pass "$what"; return 0; else fail "$what"; return 1; fi; }
+# wait_for SECONDS command…: polls every 0.2 s
+wait_for() { n=$(($1 * 5)); shift; while [ $n -gt 0 ]; do "$@" && return 0; sleep 0.2; n=$((n - 1)); done; return 1; }
+prop() { systemctl show -p "$1" --value livenessd.service; }
+is_state() { [ "$(prop ActiveState)/$(prop SubState)" = "$1" ]; }
+restarted_past() { [ "$(prop NRestarts)" -gt "$1" ] 2>/dev/null; }
+new_main_pid() { p=$(prop MainPID); [ "$p" != 0 ] && [ "$p" != "$1" ]; }
+decisions_after() { tail -n +"$(($2 + 1))" "$1" | grep -q '"type":"decision".*"source":"door"'; }
+finish() {
+    journalctl -b --no-pager -o short-monotonic > $S/journal.txt 2>&1
+    systemctl status --no-pager -l livenessd.socket livenessd.service > $S/units.txt 2>&1
+    cp /tmp/*.log /tmp/*.json $S/ 2>/dev/null
+    note "DONE at uptime $(up)s"
+    # Power off now: the results are on the host already (9p writes are synchronous) and the disk is a
+    # throw-away overlay. (The unit's SuccessAction=poweroff-force is the fallback.)
+    sync
+    echo o > /proc/sysrq-trigger
+    exit 0
+}
+
+# --- boot -------------------------------------------------------------------------------------------
+state=$(timeout 120 systemctl is-system-running --wait 2>&1)
+info "booted: system $state; $(systemd-analyze time 2>/dev/null | head -1)"
+[ "$state" = running ] || systemctl --failed --no-pager | sed 's/^/boot-test:   /'
+check "the vivid camera appeared (/dev/video0, group video, via systemd-modules-load + udev)" \
+    wait_for 30 sh -c '[ -c /dev/video0 ] && [ "$(stat -c %G /dev/video0)" = video ]'
+
+# --- install ----------------------------------------------------------------------------------------
+t=$(up)
+if [ -f $S/livenessd.deb ]; then
+    dpkg -i $S/livenessd.deb > /tmp/dpkg.log 2>&1
+    rc=$?
+    check "the .deb installs (dpkg -i: exit $rc, $(since "$t") s)" [ $rc = 0 ] || { sed 's/^/boot-test:   /' /tmp/dpkg.log; finish; }
+else
+    cp -a $S/standin/. / &&
+        { getent group livenessd >/dev/null || groupadd --system livenessd; } &&
+        { id livenessd >/dev/null 2>&1 || useradd --system --gid livenessd --groups video --no-create-home \
+            --home-dir /nonexistent --shell /usr/sbin/nologin livenessd; } &&
+        systemctl daemon-reload && systemctl enable --now livenessd.socket 2>/dev/null
+    rc=$?
+    check "the stand-in installs (scripts/install.sh's layout with PREFIX=/usr; no .deb given): exit $rc" [ $rc = 0 ] || finish
+fi
+info "$(livenessd --version 2>&1 | head -1); user: $(id livenessd 2>&1)"
+check "livenessd.socket is enabled" [ "$(systemctl is-enabled livenessd.socket 2>&1)" = enabled ]
+check "livenessd.socket is active and $SOCK is a socket ($(stat -c '%A %U:%G' $SOCK 2>&1))" \
+    sh -c "systemctl is-active -q livenessd.socket && [ -S $SOCK ]"
+check "livenessd.service is not running before any client ($(prop ActiveState)/$(prop SubState))" is_state inactive/dead
+
+# The test's configuration: the vivid webcam at 320x180, 5 fps; the MiniFASNet pair behind the YuNet
+# detector. Under TCG a model pass takes seconds; vivid's test pattern has no face, so the decisions
+# are `no_face` ones after detection alone (a few hundred ms a frame here), well inside WatchdogSec=10.
+cat > $CONF <<'YAML'
+models: [minifasnet]
+crop:
+  mode: detect
+cameras:
+  - name: door
+    device: /dev/video0
+    size: 320x180
+    fps: 5
+    format: yuyv
+YAML
+cp $CONF /tmp/good.yaml
+livenessd config check $CONF > /tmp/config-check.log 2>&1 || { fail "livenessd config check rejects the test config"; cat /tmp/config-check.log; }
+
+# --- socket activation and READY=1 -------------------------------------------------------------------
+: > /tmp/states.log
+( while :; do echo "$(up) $(prop ActiveState)/$(prop SubState)" >> /tmp/states.log; sleep 0.5; done ) &
+poller=$!
+t=$(up)
+timeout 240 livenessd watch --status --socket $SOCK > /tmp/status1.json 2> /tmp/status1.err
+rc=$?
+check "the first client connection starts livenessd.service (socket activation): watch --status answered in $(since "$t") s (exit $rc)" \
+    sh -c "[ $rc = 0 ] && grep -q '\"type\":\"status\"' /tmp/status1.json" || cat /tmp/status1.err
+check "livenessd.service was triggered by livenessd.socket (TriggeredBy=$(prop TriggeredBy))" \
+    sh -c "systemctl show -p TriggeredBy --value livenessd.service | grep -qw livenessd.socket"
+wait_for 240 is_state active/running
+kill $poller
+check "livenessd.service active/running after $(since "$t") s" is_state active/running
+check "… and 'activating (start)' until then (Type=notify): states seen $(awk '{print $2}' /tmp/states.log | uniq | tr '\n' ' ')" \
+    sh -c "awk '{print \$2}' /tmp/states.log | uniq | tr '\n' ' ' | grep -q 'activating/start active/running'"
+check "READY=1 sent by the daemon: journal has its 'ready: …first frame decided' line; STATUS=$(prop StatusText)" \
+    sh -c "journalctl -u livenessd.service -b --no-pager | grep -q 'ready: model loaded, socket bound, first frame decided'"
+info "watchdog: WatchdogUSec=$(prop WatchdogUSec) NotifyAccess=$(prop NotifyAccess) MainPID=$(prop MainPID)"
+
+# --- decisions flow -----------------------------------------------------------------------------------
+livenessd watch --socket $SOCK > /tmp/events.log 2> /tmp/watch.err &
+watcher=$!
+t=$(up)
+check "decisions flow from the vivid camera (first after $(since "$t") s)" \
+    wait_for 60 grep -q '"type":"decision".*"source":"door"' /tmp/events.log
+info "first decision: $(grep -m1 '"type":"decision"' /tmp/events.log | cut -c1-300)"
+
+# --- the watchdog -------------------------------------------------------------------------------------
+pid1=$(prop MainPID); nr1=$(prop NRestarts)
+t=$(up)
+kill -STOP "$pid1"
+info "SIGSTOP sent to MainPID $pid1 (NRestarts=$nr1)"
+wait_for 60 restarted_past "$nr1"
+check "the watchdog killed the stopped daemon and systemd restarted it: NRestarts $nr1 -> $(prop NRestarts) after $(since "$t") s" \
+    restarted_past "$nr1"
+check "the journal says why: '$(journalctl -u livenessd.service -b --no-pager | grep -m1 -o 'Watchdog timeout.*')'" \
+    sh -c "journalctl -u livenessd.service -b --no-pager | grep -q 'Watchdog timeout'"
+n=$(wc -l < /tmp/events.log)
+wait_for 240 is_state active/running
+check "the restarted daemon is active/running with a new MainPID ($pid1 -> $(prop MainPID)) $(since "$t") s after SIGSTOP" \
+    sh -c "[ \"\$(systemctl show -p MainPID --value livenessd.service)\" != $pid1 ] && [ \"\$(systemctl show -p ActiveState --value livenessd.service)\" = active ]"
+check "frames come back: the same client (it reconnects) gets decisions again, $(since "$t") s after SIGSTOP" \
+    wait_for 90 decisions_after /tmp/events.log "$n"
+
+# --- systemctl restart keeps the socket --------------------------------------------------------------
+ino=$(stat -c %i $SOCK); pid2=$(prop MainPID)
+t=$(up)
+systemctl restart livenessd.service
+rc=$?
+check "systemctl restart livenessd: exit $rc after $(since "$t") s (returns once READY=1)" [ $rc = 0 ]
+check "the socket file is still there and the same one (inode $ino -> $(stat -c %i $SOCK 2>&1))" \
+    sh -c "[ -S $SOCK ] && [ \"\$(stat -c %i $SOCK)\" = $ino ]"
+check "livenessd.socket still active, service active/running with a new MainPID ($pid2 -> $(prop MainPID))" \
+    sh -c "systemctl is-active -q livenessd.socket && [ \"\$(systemctl show -p MainPID --value livenessd.service)\" != $pid2 ]"
+timeout 60 livenessd watch --status --socket $SOCK > /tmp/status2.json 2> /tmp/status2.err
+rc=$?
+check "a new client connects after the restart (watch --status: exit $rc)" \
+    sh -c "[ $rc = 0 ] && grep -q '\"type\":\"status\"' /tmp/status2.json"
+timeout 90 livenessd watch --socket $SOCK > /tmp/events2.log 2> /tmp/watch2.err &
+t=$(up)
+check "… and gets decisions (after $(since "$t") s)" wait_for 60 grep -q '"type":"decision".*"source":"door"' /tmp/events2.log
+kill $! $watcher 2>/dev/null
+
+# --- a fatal configuration error -----------------------------------------------------------------------
+printf 'treshold: 0.5\n' >> $CONF
+t=$(up)
+systemctl restart livenessd.service > /tmp/restart-bad.log 2>&1
+rc=$?
+check "with an unknown key in the config, systemctl restart livenessd fails (exit $rc, $(since "$t") s)" [ $rc != 0 ]
+sleep 3
+journalctl -p err -u livenessd.service -b --no-pager -o cat > /tmp/journal-err.log 2>&1
+check "journalctl -p err -u livenessd shows the daemon's error: '$(grep -m1 "treshold" /tmp/journal-err.log | cut -c1-240)'" \
+    grep -q "unknown key 'treshold'" /tmp/journal-err.log
+info "service after the bad config: $(prop ActiveState)/$(prop SubState) Result=$(prop Result) NRestarts=$(prop NRestarts)"
+
+finish
