@@ -166,6 +166,10 @@ else
     # The stand-in: scripts/install.sh's layout with PREFIX=/usr, as a tree the guest copies over /.
     S="$SHARE/standin"
     install -D -m 0755 "$STANDIN" "$S/usr/bin/livenessd"
+    # A binary built without --static-swift-stdlib needs the toolchain's Swift runtime (at its path).
+    ldd "$STANDIN" | awk '$3 ~ /^\/opt\/swift\// {print $3}' | while read -r lib; do
+        install -D -m 0644 "$lib" "$S$lib"
+    done
     install -D -m 0644 "$MODELS/face-liveness-vit/model.pt" "$S/usr/share/livenessd/face-liveness-vit/model.pt"
     for f in 2.7_80x80_MiniFASNetV2.pth 4_0_0_80x80_MiniFASNetV1SE.pth; do
         install -D -m 0644 "$MODELS/silent-face/$f" "$S/usr/share/livenessd/silent-face/$f"
