@@ -8,8 +8,8 @@
 #   * `systemctl restart livenessd` keeps the socket file: clients connect and get events after it
 #   * a fatal configuration error fails the service and `journalctl -p err -u livenessd` shows the line
 # usage: scripts/systemd-boot-test.sh [LIVENESSD.deb]
-#   Without an argument: $LIVENESSD_DEB, else the newest dist/livenessd_*.deb, else scripts/package-deb.sh
-#   builds one. LIVENESSD_BOOT_STANDIN=BINARY installs that binary, the units and the models by hand
+#   Without an argument: $LIVENESSD_DEB, else scripts/package-deb.sh makes dist/livenessd_*.deb from
+#   .build/release/livenessd (scripts/setup.sh's build). LIVENESSD_BOOT_STANDIN=BINARY installs that binary, the units and the models by hand
 #   (as scripts/install.sh with PREFIX=/usr) instead of a .deb.
 # The guest image (debootstrap, ~1-3 min) is made once and cached in $LIVENESSD_BOOT_CACHE
 # (/var/tmp/livenessd-boot-cache) under a hash of its inputs (scripts/systemd-boot/{packages.txt,init,
@@ -47,12 +47,11 @@ DEB=""; STANDIN="${LIVENESSD_BOOT_STANDIN:-}"
 if [ -z "$STANDIN" ]; then
     DEB="${1:-${LIVENESSD_DEB:-}}"
     if [ -z "$DEB" ]; then
+        # This checkout's package, made now (an older dist/*.deb may be of another commit).
+        [ -x scripts/package-deb.sh ] || die "no .deb given and no scripts/package-deb.sh to make one"
+        say "making the .deb (scripts/package-deb.sh)"
+        scripts/package-deb.sh >&2 || die "scripts/package-deb.sh failed"
         DEB=$(ls -t dist/livenessd_*.deb 2>/dev/null | head -1)
-        if [ -z "$DEB" ]; then
-            [ -x scripts/package-deb.sh ] || die "no .deb given and no scripts/package-deb.sh to make one"
-            scripts/package-deb.sh >&2 || die "scripts/package-deb.sh failed"
-            DEB=$(ls -t dist/livenessd_*.deb 2>/dev/null | head -1)
-        fi
     fi
     [ -f "$DEB" ] || die "no such .deb: $DEB"
     DEB=$(readlink -f "$DEB")
