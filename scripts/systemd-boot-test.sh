@@ -160,7 +160,7 @@ SHARE="$RUN/share"; mkdir -p "$SHARE"
 cp "$HERE/guest.sh" "$SHARE/guest.sh"
 if [ -n "$DEB" ]; then
     cp "$DEB" "$SHARE/livenessd.deb"
-    say "installing $(dpkg-deb -f "$DEB" Package Version | tr '\n' ' ')from $DEB"
+    say "installing $(dpkg-deb -f "$DEB" Package)_$(dpkg-deb -f "$DEB" Version) from $DEB"
 else
     # The stand-in: scripts/install.sh's layout with PREFIX=/usr, as a tree the guest copies over /.
     S="$SHARE/standin"
