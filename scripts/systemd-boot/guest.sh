@@ -30,6 +30,7 @@ decisions_after() { tail -n +"$(($2 + 1))" "$1" | grep -q '"source":"door".*"typ
 finish() {
     journalctl -b --no-pager -o short-monotonic > $S/journal.txt 2>&1
     systemctl status --no-pager -l livenessd.socket livenessd.service > $S/units.txt 2>&1
+    systemd-analyze blame --no-pager > $S/blame.txt 2>&1
     cp /tmp/*.log /tmp/*.json $S/ 2>/dev/null
     note "DONE at uptime $(up)s"
     # Power off now: the results are on the host already (9p writes are synchronous) and the disk is a
