@@ -122,7 +122,7 @@ CFG
     ln -sf ../livenessd-boot-test.service "$rootfs/etc/systemd/system/multi-user.target.wants/"
     # Room for the .deb and the journal.
     size=$(( $(du -sm "$rootfs" | cut -f1) + 400 ))
-    mkfs.ext4 -q -F -L boottest -d "$rootfs" "$work/rootfs.img" "${size}M" || return 1
+    mkfs.ext4 -q -F -L boottest -d "$rootfs" "$work/rootfs.img" "${size}M" > /dev/null || return 1
     # The initramfs: busybox and the root disk's modules.
     local initrd="$work/initrd" 
     mkdir -p "$initrd/bin"
@@ -183,7 +183,8 @@ else
 fi
 qemu-img create -q -f qcow2 -b "$IMG/rootfs.img" -F raw "$RUN/disk.qcow2" || die "qemu-img failed"
 
-# TCG (no KVM here), two vCPUs (MTTCG: one host thread each). -cpu Nehalem: x86-64-v2 without AVX. QEMU's TCG emulates AVX2 (-cpu max) about
+# TCG (no KVM here), two vCPUs (MTTCG: one host thread each). -cpu Nehalem: x86-64-v2 without AVX.
+# QEMU's TCG emulates AVX2 (-cpu max) about
 # 8x slower than SSE for the models' GEMMs, and OpenBLAS and the daemon pick their AVX2 kernels from
 # CPUID; on Nehalem they take the SSE ones (and the daemon logs that as a warning, not an error).
 say "booting (TCG, timeout ${TMO}s, console: $RUN/console.log)"
