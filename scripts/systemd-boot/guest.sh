@@ -31,7 +31,7 @@ finish() {
     journalctl -b --no-pager -o short-monotonic > $S/journal.txt 2>&1
     systemctl status --no-pager -l livenessd.socket livenessd.service > $S/units.txt 2>&1
     systemd-analyze blame --no-pager > $S/blame.txt 2>&1
-    cp /tmp/*.log /tmp/*.json $S/ 2>/dev/null
+    cp /tmp/*.log /tmp/*.json /tmp/*.err $S/ 2>/dev/null
     note "DONE at uptime $(up)s"
     # Power off now: the results are on the host already (9p writes are synchronous) and the disk is a
     # throw-away overlay. (The unit's SuccessAction=poweroff-force is the fallback.)
@@ -110,12 +110,13 @@ info "watchdog: WatchdogUSec=$(prop WatchdogUSec) NotifyAccess=$(prop NotifyAcce
 livenessd watch --socket $SOCK > /tmp/events.log 2> /tmp/watch.err &
 watcher=$!
 t=$(up)
-check "decisions flow from the vivid camera (first after $(since "$t") s)" \
-    wait_for 60 has_decision /tmp/events.log
+wait_for 60 has_decision /tmp/events.log
+r=$?
+check "decisions flow from the vivid camera (the first $(since "$t") s after subscribing)" [ $r = 0 ]
 info "first decision: $(grep -m1 '"type":"decision"' /tmp/events.log | cut -c1-300)"
 
 # --- the watchdog -------------------------------------------------------------------------------------
-pid1=$(prop MainPID); nr1=$(prop NRestarts)
+pid1=$(prop MainPID); nr1=$(prop NRestarts); ino=$(stat -c %i $SOCK)
 t=$(up)
 kill -STOP "$pid1"
 info "SIGSTOP sent to MainPID $pid1 (NRestarts=$nr1)"
@@ -128,8 +129,15 @@ n=$(wc -l < /tmp/events.log)
 wait_for 240 is_state active/running
 check "the restarted daemon is active/running with a new MainPID ($pid1 -> $(prop MainPID)) $(since "$t") s after SIGSTOP" \
     sh -c "[ \"\$(systemctl show -p MainPID --value livenessd.service)\" != $pid1 ] && [ \"\$(systemctl show -p ActiveState --value livenessd.service)\" = active ]"
-check "frames come back: the same client (it reconnects) gets decisions again, $(since "$t") s after SIGSTOP" \
-    wait_for 90 decisions_after /tmp/events.log "$n"
+wait_for 90 decisions_after /tmp/events.log "$n"
+r=$?
+check "frames come back: the same client (it reconnects) gets decisions again, $(since "$t") s after SIGSTOP" [ $r = 0 ]
+check "the socket file outlived the watchdog restart (inode $ino -> $(stat -c %i $SOCK 2>&1))" \
+    sh -c "[ -S $SOCK ] && [ \"\$(stat -c %i $SOCK)\" = $ino ]"
+timeout 60 livenessd watch --status --socket $SOCK > /tmp/status-wd.json 2> /tmp/status-wd.err
+rc=$?
+check "a new client connects after the watchdog restart (watch --status: exit $rc)" \
+    sh -c "[ $rc = 0 ] && grep -q '\"type\":\"status\"' /tmp/status-wd.json"
 
 # --- systemctl restart keeps the socket --------------------------------------------------------------
 ino=$(stat -c %i $SOCK); pid2=$(prop MainPID)
@@ -147,7 +155,9 @@ check "a new client connects after the restart (watch --status: exit $rc)" \
     sh -c "[ $rc = 0 ] && grep -q '\"type\":\"status\"' /tmp/status2.json"
 timeout 90 livenessd watch --socket $SOCK > /tmp/events2.log 2> /tmp/watch2.err &
 t=$(up)
-check "… and gets decisions (after $(since "$t") s)" wait_for 60 has_decision /tmp/events2.log
+wait_for 60 has_decision /tmp/events2.log
+r=$?
+check "… and gets decisions ($(since "$t") s after subscribing)" [ $r = 0 ]
 kill $! $watcher 2>/dev/null
 
 # --- a fatal configuration error -----------------------------------------------------------------------
