@@ -104,7 +104,7 @@ CFG
     # way (systemd-modules-load) from the image's /lib/modules; udev gives the nodes to group video.
     echo vivid > "$rootfs/etc/modules-load.d/vivid.conf"
     echo "options vivid n_devs=1 node_types=0x101" > "$rootfs/etc/modprobe.d/vivid.conf"
-    for mod in vivid 9pnet_virtio 9p virtio_pci virtio_blk ext4; do
+    for mod in vivid 9pnet_virtio 9p virtio_pci virtio_blk ext4 autofs4; do
         modprobe --show-depends -d "$V4L2VM_CACHE/kernel" -S "$KV" $mod | awk '$1=="insmod"{print $2}'
     done | awk '!seen[$0]++' | while read -r ko; do
         rel=${ko#"$KMODS"/}

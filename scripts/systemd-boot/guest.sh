@@ -160,6 +160,12 @@ r=$?
 check "… and gets decisions ($(since "$t") s after subscribing)" [ $r = 0 ]
 kill $! $watcher 2>/dev/null
 
+# Nothing so far was an error for the daemon: only systemd's own words about the watchdog kill.
+journalctl -p err -b -u livenessd.service -u livenessd.socket --no-pager -o cat > /tmp/errors-before.log 2>&1
+check "no error-priority journal line about livenessd so far except the watchdog's ($(grep -vc 'Watchdog timeout\|Killing process.*SIGABRT\|^-- ' /tmp/errors-before.log) other)" \
+    sh -c "! grep -v 'Watchdog timeout\|Killing process.*SIGABRT\|^-- ' /tmp/errors-before.log | grep -q ."
+grep -v 'Watchdog timeout\|Killing process.*SIGABRT\|^-- ' /tmp/errors-before.log | head -5 | sed 's/^/boot-test:   err: /'
+
 # --- a fatal configuration error -----------------------------------------------------------------------
 printf 'treshold: 0.5\n' >> $CONF
 t=$(up)
