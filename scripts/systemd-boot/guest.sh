@@ -160,6 +160,14 @@ r=$?
 check "… and gets decisions ($(since "$t") s after subscribing)" [ $r = 0 ]
 kill $! $watcher 2>/dev/null
 
+# --- systemctl reload: SIGHUP re-reads the settings in place ------------------------------------------
+pid3=$(prop MainPID)
+systemctl reload livenessd.service
+rc=$?
+sleep 2
+check "systemctl reload livenessd (SIGHUP): exit $rc, same MainPID ($pid3 -> $(prop MainPID)), still active/running" \
+    sh -c "[ $rc = 0 ] && [ \"\$(systemctl show -p MainPID --value livenessd.service)\" = $pid3 ] && [ \"\$(systemctl show -p SubState --value livenessd.service)\" = running ]"
+
 # Nothing so far was an error for the daemon: only systemd's own words about the watchdog kill.
 journalctl -p err -b -u livenessd.service -u livenessd.socket --no-pager -o cat > /tmp/errors-before.log 2>&1
 check "no error-priority journal line about livenessd so far except the watchdog's ($(grep -vc 'Watchdog timeout\|Killing process.*SIGABRT\|^-- ' /tmp/errors-before.log) other)" \
@@ -177,5 +185,17 @@ journalctl -p err -u livenessd.service -b --no-pager -o cat > /tmp/journal-err.l
 check "journalctl -p err -u livenessd shows the daemon's error: '$(grep -m1 "treshold" /tmp/journal-err.log | cut -c1-240)'" \
     grep -q "unknown key 'treshold'" /tmp/journal-err.log
 info "service after the bad config: $(prop ActiveState)/$(prop SubState) Result=$(prop Result) NRestarts=$(prop NRestarts)"
+
+# --- the operator fixes the config: the next client starts the service again ----------------------------
+cp /tmp/good.yaml $CONF
+systemctl stop livenessd.service
+systemctl reset-failed livenessd.service livenessd.socket 2>/dev/null
+systemctl start livenessd.socket
+t=$(up)
+timeout 120 livenessd watch --status --socket $SOCK > /tmp/status3.json 2> /tmp/status3.err
+rc=$?
+wait_for 60 is_state active/running
+check "with the config fixed, the next client starts it again through the socket ($(since "$t") s, watch --status exit $rc)" \
+    sh -c "[ $rc = 0 ] && grep -q '\"type\":\"status\"' /tmp/status3.json && systemctl is-active -q livenessd.service"
 
 finish
