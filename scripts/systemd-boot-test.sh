@@ -6,7 +6,9 @@
 #     after READY=1 (Type=notify), and decisions flow from the vivid camera (/dev/video0, group video)
 #   * a daemon whose frames stop (SIGSTOP) is killed by systemd's watchdog and restarted; frames come back
 #   * `systemctl restart livenessd` keeps the socket file: clients connect and get events after it
-#   * a fatal configuration error fails the service and `journalctl -p err -u livenessd` shows the line
+#   * `systemctl reload` (SIGHUP) reaches the daemon; nothing about livenessd was logged at priority err
+#   * a fatal configuration error fails the service and `journalctl -p err -u livenessd` shows the line;
+#     with the config fixed, the next client starts it again
 # usage: scripts/systemd-boot-test.sh [LIVENESSD.deb]
 #   Without an argument: $LIVENESSD_DEB, else scripts/package-deb.sh makes dist/livenessd_*.deb from
 #   .build/release/livenessd (scripts/setup.sh's build). LIVENESSD_BOOT_STANDIN=BINARY installs that binary, the units and the models by hand

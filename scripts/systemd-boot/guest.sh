@@ -164,9 +164,10 @@ kill $! $watcher 2>/dev/null
 pid3=$(prop MainPID)
 systemctl reload livenessd.service
 rc=$?
-sleep 2
-check "systemctl reload livenessd (SIGHUP): exit $rc, same MainPID ($pid3 -> $(prop MainPID)), still active/running" \
-    sh -c "[ $rc = 0 ] && [ \"\$(systemctl show -p MainPID --value livenessd.service)\" = $pid3 ] && [ \"\$(systemctl show -p SubState --value livenessd.service)\" = running ]"
+wait_for 20 sh -c "journalctl -u livenessd.service -b --no-pager | grep -q 'livenessd\[$pid3\]: .*configuration reloaded'"
+r=$?
+check "systemctl reload livenessd (SIGHUP): exit $rc, the daemon says 'configuration reloaded', same MainPID ($pid3 -> $(prop MainPID)), still active/running" \
+    sh -c "[ $rc = 0 ] && [ $r = 0 ] && [ \"\$(systemctl show -p MainPID --value livenessd.service)\" = $pid3 ] && [ \"\$(systemctl show -p SubState --value livenessd.service)\" = running ]"
 
 # Nothing so far was an error for the daemon: only systemd's own words about the watchdog kill.
 journalctl -p err -b -u livenessd.service -u livenessd.socket --no-pager -o cat > /tmp/errors-before.log 2>&1
