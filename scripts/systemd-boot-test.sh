@@ -200,7 +200,7 @@ timeout --foreground -k 5 "$TMO" qemu-system-x86_64 -accel tcg -cpu Nehalem -M p
     < /dev/null 2>&1 | stdbuf -oL tr -d '\r' > "$RUN/console.log"
 qrc=${PIPESTATUS[0]}
 vm_s=$(echo "$(date +%s.%N) - $t0" | bc)
-mkdir -p "$CACHE/last-run"; cp "$RUN/console.log" "$CACHE/last-run/console.log"
+rm -rf "$CACHE/last-run"; mkdir -p "$CACHE/last-run"; cp "$RUN/console.log" "$CACHE/last-run/console.log"
 cp "$SHARE"/*.log "$SHARE"/*.txt "$CACHE/last-run/" 2>/dev/null
 
 # --- verdict ----------------------------------------------------------------------------------------
