@@ -21,7 +21,9 @@ check() { what=$1; shift; if "$@"; then pass "$what"; return 0; else fail "$what
 now() { read -r u _ < /proc/uptime; echo "${u%.*}"; }
 wait_for() { end=$(($(now) + $1)); shift; while :; do "$@" && return 0; [ "$(now)" -ge $end ] && return 1; sleep 0.3; done; }
 prop() { systemctl show -p "$1" --value livenessd.service; }
-is_state() { [ "$(prop ActiveState)/$(prop SubState)" = "$1" ]; }
+# ActiveState/SubState from one snapshot (two calls could straddle a change: "activating/running")
+state() { systemctl show -p ActiveState -p SubState livenessd.service | sort | sed 's/^[^=]*=//' | paste -sd/; }
+is_state() { [ "$(state)" = "$1" ]; }
 restarted_past() { [ "$(prop NRestarts)" -gt "$1" ] 2>/dev/null; }
 new_main_pid() { p=$(prop MainPID); [ "$p" != 0 ] && [ "$p" != "$1" ]; }
 # a decision from the test's camera (the daemon's JSON has its keys sorted: source before type)
@@ -66,7 +68,7 @@ info "$(livenessd --version 2>/dev/null | head -1); user: $(id livenessd 2>&1)"
 check "livenessd.socket is enabled" [ "$(systemctl is-enabled livenessd.socket 2>&1)" = enabled ]
 check "livenessd.socket is active and $SOCK is a socket ($(stat -c '%A %U:%G' $SOCK 2>&1))" \
     sh -c "systemctl is-active -q livenessd.socket && [ -S $SOCK ]"
-check "livenessd.service is not running before any client ($(prop ActiveState)/$(prop SubState))" is_state inactive/dead
+check "livenessd.service is not running before any client ($(state))" is_state inactive/dead
 
 # The test's configuration: the vivid webcam at 320x180, 5 fps; the MiniFASNet pair behind the YuNet
 # detector. Under TCG a model pass takes seconds; vivid's test pattern has no face, so the decisions
@@ -87,7 +89,7 @@ livenessd config check $CONF > /tmp/config-check.log 2>&1 || { fail "livenessd c
 
 # --- socket activation and READY=1 -------------------------------------------------------------------
 : > /tmp/states.log
-( while :; do echo "$(up) $(prop ActiveState)/$(prop SubState)" >> /tmp/states.log; sleep 0.5; done ) &
+( while :; do echo "$(up) $(state)" >> /tmp/states.log; sleep 0.5; done ) &
 poller=$!
 t=$(up)
 timeout 240 livenessd watch --status --socket $SOCK > /tmp/status1.json 2> /tmp/status1.err
@@ -98,7 +100,7 @@ check "livenessd.service was triggered by livenessd.socket (TriggeredBy=$(prop T
     sh -c "systemctl show -p TriggeredBy --value livenessd.service | grep -qw livenessd.socket"
 wait_for 240 is_state active/running
 kill $poller
-echo "$(up) $(prop ActiveState)/$(prop SubState)" >> /tmp/states.log
+echo "$(up) $(state)" >> /tmp/states.log
 check "livenessd.service active/running after $(since "$t") s" is_state active/running || finish
 check "… and 'activating (start)' until then (Type=notify): states seen $(awk '{print $2}' /tmp/states.log | uniq | tr '\n' ' ')" \
     sh -c "awk '{print \$2}' /tmp/states.log | uniq | tr '\n' ' ' | grep -q 'activating/start active/running'"
@@ -185,7 +187,7 @@ sleep 3
 journalctl -p err -u livenessd.service -b --no-pager -o cat > /tmp/journal-err.log 2>&1
 check "journalctl -p err -u livenessd shows the daemon's error: '$(grep -m1 "treshold" /tmp/journal-err.log | cut -c1-240)'" \
     grep -q "unknown key 'treshold'" /tmp/journal-err.log
-info "service after the bad config: $(prop ActiveState)/$(prop SubState) Result=$(prop Result) NRestarts=$(prop NRestarts)"
+info "service after the bad config: $(state) Result=$(prop Result) NRestarts=$(prop NRestarts)"
 
 # --- the operator fixes the config: the next client starts the service again ----------------------------
 cp /tmp/good.yaml $CONF
