@@ -324,18 +324,27 @@ import Testing
         #expect(after.wait(seconds: 5) { $0.topic == "door/outage/available" && $0.payload == "offline" } != nil)
     }
 
-    /// A broker that is not there at start is not fatal: the daemon runs, and connects once it appears.
-    @Test func brokerDownAtStartIsNotFatal() throws {
-        let port = try Self.freePort()
-        let config = try Self.writeConfig("mqtt:\n  host: 127.0.0.1\n  port: \(port)\n  topic_prefix: door/late\n")
+    /// The daemon with `config` replaying the long clip in real time (ViT, whole frames), subscribed to changes,
+    /// once its first decision came.
+    static func decidingDaemon(config text: String) throws -> (daemon: DaemonProcess, client: EventClient, clip: String)
+    {
+        let config = try Self.writeConfig(text)
         let clip = try TestAssets.file(Self.longClip).path
         let daemon = try DaemonProcess([
             "--config", config.path, "--pacing", "realtime", "--models", "vit", "--source", clip,
         ])
-        defer { daemon.signal(SIGKILL) }
         let client = try EventClient(path: daemon.socketPath)
         try client.send(["op": "subscribe", "mode": "changes", "heartbeat_seconds": 3600, "id": "s"])
         while let message = try client.next(seconds: 30), message["type"] as? String != "decision" {}
+        return (daemon, client, clip)
+    }
+
+    /// A broker that is not there at start is not fatal: the daemon runs, and connects once it appears.
+    @Test func brokerDownAtStartIsNotFatal() throws {
+        let port = try Self.freePort()
+        let (daemon, _, _) = try Self.decidingDaemon(
+            config: "mqtt:\n  host: 127.0.0.1\n  port: \(port)\n  topic_prefix: door/late\n")
+        defer { daemon.signal(SIGKILL) }
         // The network thread's first attempt may come after the first decision: wait for its complaint.
         let deadline = Date().addingTimeInterval(15)
         while !daemon.log.contains("MQTT: cannot reach the broker") && Date() < deadline {
@@ -355,15 +364,9 @@ import Testing
     /// `promtool check metrics` (Prometheus's own parser and linter), and anything else is a 404.
     @Test func metricsScrapeMovesWithFrames() throws {
         let port = try Self.freePort()
-        let config = try Self.writeConfig("metrics:\n  listen: 127.0.0.1:\(port)\n")
-        let clip = try TestAssets.file(Self.longClip).path
-        let daemon = try DaemonProcess([
-            "--config", config.path, "--pacing", "realtime", "--models", "vit", "--source", clip,
-        ])
+        let (daemon, client, clip) = try Self.decidingDaemon(config: "metrics:\n  listen: 127.0.0.1:\(port)\n")
         defer { daemon.signal(SIGKILL) }
-        let client = try EventClient(path: daemon.socketPath)
-        try client.send(["op": "subscribe", "mode": "changes", "heartbeat_seconds": 3600, "id": "s"])
-        while let message = try client.next(seconds: 30), message["type"] as? String != "decision" {}
+        _ = client  // stays connected: `livenessd_clients` counts it
 
         func curl(_ path: String) throws -> (status: Int, body: String) {
             let process = Process()
