@@ -187,7 +187,10 @@ sleep 3
 journalctl -p err -u livenessd.service -b --no-pager -o cat > /tmp/journal-err.log 2>&1
 check "journalctl -p err -u livenessd shows the daemon's error: '$(grep -m1 "treshold" /tmp/journal-err.log | cut -c1-240)'" \
     grep -q "unknown key 'treshold'" /tmp/journal-err.log
-info "service after the bad config: $(state) Result=$(prop Result) NRestarts=$(prop NRestarts)"
+restarts=$(prop NRestarts)
+sleep 5
+check "a fatal start-up error is not restarted in a loop (RestartPreventExitStatus=2): $(state), Result=$(prop Result), NRestarts $restarts -> $(prop NRestarts) after 5 s more" \
+    sh -c "[ \"\$(systemctl show -p ActiveState --value livenessd.service)\" = failed ] && [ \"\$(systemctl show -p NRestarts --value livenessd.service)\" = $restarts ]"
 
 # --- the operator fixes the config: the next client starts the service again ----------------------------
 cp /tmp/good.yaml $CONF
