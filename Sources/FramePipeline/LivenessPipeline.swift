@@ -90,13 +90,17 @@ public struct FrameDecision: Sendable {
     /// The 224² grey crop the ViT judged (row-major, 0–255), when `Configuration.publishCrops` is
     /// set (eval reports show the worst frames); nil otherwise.
     public var crop: [UInt8]?
+    /// The share of the source's frames analysed when this frame was (`DecisionConfiguration.analysedShare`:
+    /// 1 at every frame): what the decision's frame counts were scaled by.
+    public var analysedShare = 1.0
 
     public init(
         sourceID: String, sequence: UInt64, presentationTimeSeconds: Double, captureTimeNanoseconds: UInt64 = 0,
         decidedTimeNanoseconds: UInt64 = 0, decision: Decision, scores: OpinionScores = OpinionScores(),
         box: PixelRect? = nil, faceCount: Int = 0, crop: [UInt8]? = nil, prepareStartedNanoseconds: UInt64 = 0,
-        preparedNanoseconds: UInt64 = 0, modelNanoseconds: UInt64 = 0
+        preparedNanoseconds: UInt64 = 0, modelNanoseconds: UInt64 = 0, analysedShare: Double = 1
     ) {
+        self.analysedShare = analysedShare
         self.modelNanoseconds = modelNanoseconds
         self.prepareStartedNanoseconds = prepareStartedNanoseconds
         self.preparedNanoseconds = preparedNanoseconds
@@ -118,6 +122,8 @@ public struct LaneStatistics: Sendable {
     public var framesIn = 0
     public var droppedStale = 0
     public var droppedBusy = 0
+    /// Frames skipped at admission because they were beyond the source's analysis rate (`analysis_fps`).
+    public var droppedRate = 0
     public var processed = 0
     /// Capture → decision, nanoseconds.
     public var latency = Histogram<UInt64>(
@@ -181,6 +187,9 @@ public final class LivenessPipeline: @unchecked Sendable {
         /// Forget a source once its end is published (its statistics go with it): for runs that
         /// add thousands of short sources one after another (eval), so their scratch memory is freed.
         public var forgetEndedSources = false
+        /// Frames analysed per second of each source's frame time, unless `add` names another rate; the
+        /// others are skipped at admission (counted as `rate`). nil: every frame.
+        public var analysisFramesPerSecond: Double?
 
         public init(decisions: DecisionConfiguration) { self.decisions = decisions }
     }
@@ -197,6 +206,8 @@ public final class LivenessPipeline: @unchecked Sendable {
         /// What the models need of the face (nil: nothing to score).
         var input: Opinions.FaceInput?
         var event: SourceEvent?
+        /// The source's analysed share when the frame was admitted (`DecisionConfiguration.analysedShare`).
+        var analysedShare = 1.0
     }
 
     final class Lane: @unchecked Sendable {
@@ -218,7 +229,8 @@ public final class LivenessPipeline: @unchecked Sendable {
         /// them (M10: `reconnected` used to wait until the camera stopped sending).
         struct Admission {
             var preparing = false
-            var waiting: [SourceEvent]
+            /// With the analysed share at admission (frames).
+            var waiting: [(event: SourceEvent, analysedShare: Double)]
 
             init() {
                 self.waiting = []
@@ -226,6 +238,8 @@ public final class LivenessPipeline: @unchecked Sendable {
             }
         }
         let admission = Mutex(Admission())
+        /// Which frames are analysed (the source's thread only, the one that calls `admit`).
+        let rate: Mutex<AnalysisRateGate>
         /// The open transaction's token (one at a time per source), and whether the source has ended.
         let transactionSlot = Mutex<(open: UInt64?, ended: Bool)>((nil, false))
         /// The open transaction's state (inference queue only).
@@ -237,7 +251,11 @@ public final class LivenessPipeline: @unchecked Sendable {
         /// memory (as many as this lane ever had in flight at once).
         let spareInputs = Mutex([Opinions.FaceInput]())
 
-        init(source: FrameSource, locator: FaceLocator, decisions: DecisionConfiguration, replayInFlight: Int) {
+        init(
+            source: FrameSource, locator: FaceLocator, decisions: DecisionConfiguration, replayInFlight: Int,
+            analysisFramesPerSecond: Double?
+        ) {
+            self.rate = Mutex(AnalysisRateGate(framesPerSecond: analysisFramesPerSecond))
             self.id = source.id
             self.kind = source.kind
             self.source = source
@@ -290,10 +308,14 @@ public final class LivenessPipeline: @unchecked Sendable {
     }
 
     /// Starts `source` and runs its frames through the pipeline. Throws when it cannot start.
-    public func add(_ source: FrameSource, locator: FaceLocator = WholeFrameLocator()) throws {
+    /// `analysisFramesPerSecond`: this source's analysis rate (0: every frame; nil: the configuration's).
+    public func add(
+        _ source: FrameSource, locator: FaceLocator = WholeFrameLocator(), analysisFramesPerSecond: Double? = nil
+    ) throws {
         let lane = Lane(
             source: source, locator: locator, decisions: self.configuration.decisions,
-            replayInFlight: self.configuration.replayInFlight)
+            replayInFlight: self.configuration.replayInFlight,
+            analysisFramesPerSecond: analysisFramesPerSecond ?? self.configuration.analysisFramesPerSecond)
         self.lanes.withLock { $0[lane.id] = lane }
         self.idle.enter()  // left when the source's `ended` event has been published
         do {
@@ -402,12 +424,30 @@ public final class LivenessPipeline: @unchecked Sendable {
     // MARK: - Admit (source thread)
 
     private func admit(_ event: SourceEvent, lane: Lane) {
+        var share = 1.0
+        if case .frame(let frame) = event {
+            // Beyond the analysis rate: skipped before anything is done with it (its buffer goes back to the
+            // pool when `frame` is released), whether live or replay.
+            let analysed = lane.rate.withLock { gate -> Bool in
+                let admitted = gate.admits(timeSeconds: frame.presentationTimeSeconds)
+                share = gate.analysedShare
+                return admitted
+            }
+            if !analysed {
+                lane.statistics.withLock {
+                    $0.framesIn += 1
+                    $0.droppedRate += 1
+                }
+                return
+            }
+        }
         if lane.kind == .replay {
             // Replay never drops: the reader waits for a slot, and news takes the frames' path, in order.
             lane.replaySlots.wait()
             if case .frame(let frame) = event {
                 lane.statistics.withLock { $0.framesIn += 1 }
-                lane.prepareQueue.async { self.prepare(frame, lane: lane) }
+                let admittedShare = share
+                lane.prepareQueue.async { self.prepare(frame, lane: lane, analysedShare: admittedShare) }
             } else {
                 lane.prepareQueue.async { self.enqueue(self.newsItem(event, lane: lane)) }
             }
@@ -417,11 +457,11 @@ public final class LivenessPipeline: @unchecked Sendable {
         if case .frame = event { isFrame = true } else { isFrame = false }
         if isFrame { lane.statistics.withLock { $0.framesIn += 1 } }
         let start = lane.admission.withLock { admission -> Bool in
-            if isFrame, let last = admission.waiting.last, case .frame = last {
+            if isFrame, let last = admission.waiting.last, case .frame = last.event {
                 lane.statistics.withLock { $0.droppedStale += 1 }
-                admission.waiting[admission.waiting.count - 1] = event
+                admission.waiting[admission.waiting.count - 1] = (event, share)
             } else {
-                admission.waiting.append(event)
+                admission.waiting.append((event, share))
             }
             if admission.preparing { return false }
             admission.preparing = true
@@ -440,17 +480,17 @@ public final class LivenessPipeline: @unchecked Sendable {
 
     /// Takes what waits for a live lane, oldest first, until nothing does.
     private func prepareLive(lane: Lane) {
-        while let next = lane.admission.withLock({ admission -> SourceEvent? in
+        while let next = lane.admission.withLock({ admission -> (event: SourceEvent, analysedShare: Double)? in
             if admission.waiting.isEmpty {
                 admission.preparing = false
                 return nil
             }
             return admission.waiting.removeFirst()
         }) {
-            if case .frame(let frame) = next {
-                self.prepare(frame, lane: lane)
+            if case .frame(let frame) = next.event {
+                self.prepare(frame, lane: lane, analysedShare: next.analysedShare)
             } else {
-                self.enqueue(self.newsItem(next, lane: lane))
+                self.enqueue(self.newsItem(next.event, lane: lane))
             }
         }
     }
@@ -460,7 +500,7 @@ public final class LivenessPipeline: @unchecked Sendable {
     /// does (resizing luma instead was measured to move spoof probabilities by up to 0.021,
     /// docs/ARCHITECTURE.md); the pair's BGR 80² crops are read from the same RGB with the channels
     /// swapped while resizing (OpenCV's bilinear treats each channel alone).
-    private func prepare(_ frame: Frame, lane: Lane) {
+    private func prepare(_ frame: Frame, lane: Lane, analysedShare: Double) {
         let started = monotonicNanoseconds()
         var location = FaceLocation.noFace
         var input: Opinions.FaceInput?
@@ -498,7 +538,7 @@ public final class LivenessPipeline: @unchecked Sendable {
             Item(
                 lane: lane, frame: metadata, prepareStarted: started, prepared: monotonicNanoseconds(),
                 location: location,
-                input: input, event: nil))
+                input: input, event: nil, analysedShare: analysedShare))
     }
 
     private func enqueue(_ item: Item) {
@@ -606,6 +646,9 @@ public final class LivenessPipeline: @unchecked Sendable {
                 box = rect
                 faceCount = rect == nil ? 0 : 1
             }
+            if lane.machine.configuration.analysedShare != item.analysedShare {
+                lane.machine.configuration.analysedShare = item.analysedShare
+            }
             let decision = lane.machine.observe(observation)
             let decided = monotonicNanoseconds()
             lane.statistics.withLock {
@@ -624,7 +667,7 @@ public final class LivenessPipeline: @unchecked Sendable {
                         crop: self.configuration.publishCrops && item.input?.luma.isEmpty == false
                             ? item.input?.luma : nil, prepareStartedNanoseconds: item.prepareStarted,
                         preparedNanoseconds: item.prepared,
-                        modelNanoseconds: item.input == nil ? 0 : modelNanoseconds)))
+                        modelNanoseconds: item.input == nil ? 0 : modelNanoseconds, analysedShare: item.analysedShare)))
             if var open = lane.verification {
                 lane.verification = nil  // `open` is the only holder while it changes (no copy of `crop`)
                 let result = open.state.observe(

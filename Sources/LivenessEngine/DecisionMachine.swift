@@ -34,8 +34,26 @@ public struct DecisionConfiguration: Sendable, Equatable {
     public var smoothing = Smoothing.mean
     /// Without a usable face for longer than this (seconds), the window is cleared.
     public var faceLostResetSeconds = 1.0
+    /// The share of the source's frames that is analysed (`analysis_fps`; 1: every frame). The frame
+    /// counts above (and a transaction's) count the source's frames: with a third of them analysed the
+    /// window keeps a third as many, so it covers the same seconds and a verdict needs the same time of
+    /// evidence at any analysis rate. Set by the pipeline from the frames it admits.
+    public var analysedShare = 1.0
 
     public init(threshold: Double) { self.threshold = threshold }
+
+    /// `frames` of the source, as analysed frames at `analysedShare` (at least 1; exact at share 1).
+    public func analysedFrames(_ frames: Int) -> Int {
+        guard self.analysedShare < 1, self.analysedShare > 0 else { return frames }
+        return max(1, Int((Double(frames) * self.analysedShare).rounded()))
+    }
+
+    /// The most analysed frames the window keeps.
+    public var effectiveWindowFrames: Int { self.analysedFrames(self.windowFrames) }
+    /// Analysed frames the window needs before any verdict.
+    public var effectiveMinimumScoredFrames: Int {
+        min(self.effectiveWindowFrames, self.analysedFrames(self.minimumScoredFrames))
+    }
 }
 
 /// One frame's outcome, as the pipeline's stages found it.
@@ -140,14 +158,16 @@ public struct DecisionMachine: Sendable {
     private mutating func trim(now: Double) {
         let oldest = now - self.configuration.windowSeconds
         self.window.removeAll { $0.time < oldest }
-        if self.window.count > self.configuration.windowFrames {
-            self.window.removeFirst(self.window.count - self.configuration.windowFrames)
+        let most = self.configuration.effectiveWindowFrames
+        if self.window.count > most {
+            self.window.removeFirst(self.window.count - most)
         }
     }
 
     private func decidingReason() -> String {
-        if self.window.count < self.configuration.minimumScoredFrames {
-            return "\(self.window.count) of \(self.configuration.minimumScoredFrames) frames scored"
+        let needed = self.configuration.effectiveMinimumScoredFrames
+        if self.window.count < needed {
+            return "\(self.window.count) of \(needed) frames scored"
         }
         return "score inside the hysteresis band"
     }
@@ -155,7 +175,7 @@ public struct DecisionMachine: Sendable {
     /// Live or spoof only outside the band around the threshold; inside it a verdict stands and
     /// anything else stays `deciding`.
     private func verdict(from current: LivenessState) -> LivenessState {
-        guard self.window.count >= self.configuration.minimumScoredFrames, let score = self.smoothed() else {
+        guard self.window.count >= self.configuration.effectiveMinimumScoredFrames, let score = self.smoothed() else {
             return .deciding
         }
         let upper = self.configuration.threshold + self.configuration.hysteresis

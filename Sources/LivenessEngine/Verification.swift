@@ -146,8 +146,8 @@ public struct Verification: Sendable {
             self.runSide = side
             self.run = side == nil ? 0 : 1
         }
-        guard let verdict = self.runSide, self.run >= self.rules.stableFrames,
-            self.scored >= self.rules.minimumScoredFrames, self.evidenceSeconds >= self.rules.minimumSeconds
+        guard let verdict = self.runSide, self.run >= self.stableFrames,
+            self.scored >= self.minimumScoredFrames, self.evidenceSeconds >= self.rules.minimumSeconds
         else { return nil }
         return self.result(verdict, reason: nil)
     }
@@ -165,24 +165,29 @@ public struct Verification: Sendable {
         }
         let rules = self.rules
         var missing: [String] = []
-        if self.scored < rules.minimumScoredFrames {
-            missing.append("\(self.scored) of \(rules.minimumScoredFrames) frames scored")
+        if self.scored < self.minimumScoredFrames {
+            missing.append("\(self.scored) of \(self.minimumScoredFrames) frames scored")
         }
         if self.evidenceSeconds < rules.minimumSeconds {
             missing.append(
                 "\(Self.format(self.evidenceSeconds)) of \(Self.format(rules.minimumSeconds)) s of frames")
         }
-        if self.run < rules.stableFrames {
+        if self.run < self.stableFrames {
             let band = (
                 self.decisions.threshold - self.decisions.hysteresis,
                 self.decisions.threshold + self.decisions.hysteresis
             )
             missing.append(
                 "the smoothed score (\(self.lastSmoothed.map(Self.format) ?? "none")) did not stay outside "
-                    + "\(Self.format(band.0))–\(Self.format(band.1)) for \(rules.stableFrames) frames in a row")
+                    + "\(Self.format(band.0))–\(Self.format(band.1)) for \(self.stableFrames) frames in a row")
         }
         return self.result(.timeout, reason: missing.joined(separator: "; "))
     }
+
+    /// The rules' frame counts as analysed frames (they count the source's frames; see
+    /// `DecisionConfiguration.analysedShare`).
+    private var minimumScoredFrames: Int { self.decisions.analysedFrames(self.rules.minimumScoredFrames) }
+    private var stableFrames: Int { self.decisions.analysedFrames(self.rules.stableFrames) }
 
     private var evidenceSeconds: Double {
         guard let first = self.firstTime, let last = self.lastTime else { return 0 }

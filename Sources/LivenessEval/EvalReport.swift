@@ -42,6 +42,9 @@ public struct EvalReport: Codable {
         public var crop: Crop
         public var decisions: Decisions
         public var every: Int
+        /// Frames analysed per second of each clip (`--analysis-fps`, as the daemon's `analysis_fps`); 0: every
+        /// frame.
+        public var analysisFPS: Double = 0
         public var jobs: Int
         public var machine: Machine
         public var startedUTC: String
@@ -130,6 +133,7 @@ public struct EvalReport: Codable {
 
         enum CodingKeys: String, CodingKey {
             case commit, command, model, detector, threshold, crop, decisions, every, jobs, machine, opinions, models
+            case analysisFPS = "analysis_fps"
             case fusionWeights = "fusion_weights"
             case livenessdVersion = "livenessd_version"
             case modelSHA256 = "model_sha256"

@@ -13,6 +13,8 @@ public final class EvalRunner: Sendable {
         public var jobs = max(1, ProcessInfo.processInfo.activeProcessorCount)
         /// Score every Nth decoded frame of a clip (1: all).
         public var every = 1
+        /// Frames analysed per second of each clip's frame time, as the daemon's `analysis_fps` (0: every frame).
+        public var analysisFramesPerSecond = 0.0
         /// Keep each presentation's telltale crop (for the report's thumbnails).
         public var keepCrops = true
 
@@ -128,14 +130,16 @@ public final class EvalRunner: Sendable {
         var mediaOptions = MediaSource.Options()
         // The decode thread converts to RGB, off the prepare lane; not with --every N, where it would
         // convert frames that are then skipped.
-        mediaOptions.attachRGB24 = self.options.every == 1
+        mediaOptions.attachRGB24 = self.options.every == 1 && self.options.analysisFramesPerSecond == 0
         var source: FrameSource = MediaSource(location: presentation.location, id: id, options: mediaOptions)
         if self.options.every > 1 { source = EveryNthFrame(source, every: self.options.every) }
         do {
             if let detector = self.detector {
-                try self.pipeline.add(source, locator: try detector.makeLocator())
+                try self.pipeline.add(
+                    source, locator: try detector.makeLocator(),
+                    analysisFramesPerSecond: self.options.analysisFramesPerSecond)
             } else {
-                try self.pipeline.add(source)
+                try self.pipeline.add(source, analysisFramesPerSecond: self.options.analysisFramesPerSecond)
             }
         } catch {
             let reason = (error as? CaptureError)?.message ?? "\(error)"

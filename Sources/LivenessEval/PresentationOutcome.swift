@@ -134,7 +134,8 @@ struct FrameSeries: Sendable {
 /// turns them into a `PresentationResult`. Pure: no clocks, no I/O.
 struct PresentationAccumulator {
     let presentation: Presentation
-    let decisions: DecisionConfiguration
+    /// The run's rules, with the analysed share of the latest frame (`analysis_fps`).
+    private(set) var decisions: DecisionConfiguration
     private(set) var series = FrameSeries()
     private var counts = PresentationResult.FrameCounts()
     private var lowestSmoothed: Double?
@@ -168,7 +169,9 @@ struct PresentationAccumulator {
 
     mutating func add(_ frame: FrameDecision) {
         let decision = frame.decision
+        self.decisions.analysedShare = frame.analysedShare
         for kind in Array(self.opinionMachines.keys) {
+            self.opinionMachines[kind]!.configuration.analysedShare = frame.analysedShare
             let time = frame.presentationTimeSeconds
             let observation: Observation
             if decision.rawScore != nil, let score = frame.scores[kind] {
@@ -178,7 +181,7 @@ struct PresentationAccumulator {
                 observation = Self.unscored(decision, time: time, unusableReason: decision.reason ?? "")
             }
             let opinion = self.opinionMachines[kind]!.observe(observation)
-            if opinion.rawScore != nil, opinion.windowCount >= self.decisions.minimumScoredFrames,
+            if opinion.rawScore != nil, opinion.windowCount >= self.decisions.effectiveMinimumScoredFrames,
                 let smoothed = opinion.smoothedScore
             {
                 self.opinionLowest[kind] = min(self.opinionLowest[kind] ?? smoothed, smoothed)
@@ -199,7 +202,9 @@ struct PresentationAccumulator {
         }
         if let raw = decision.rawScore {
             self.counts.scored += 1
-            if decision.windowCount >= self.decisions.minimumScoredFrames, let smoothed = decision.smoothedScore {
+            if decision.windowCount >= self.decisions.effectiveMinimumScoredFrames,
+                let smoothed = decision.smoothedScore
+            {
                 self.lowestSmoothed = min(self.lowestSmoothed ?? smoothed, smoothed)
             }
             let against = self.presentation.label == .attack ? -raw : raw

@@ -36,11 +36,27 @@ public struct Configuration: Decodable, Equatable, Sendable {
     public var mqtt: MQTT?
     /// Prometheus metrics over HTTP (off when absent); see `Metrics`.
     public var metrics: Metrics?
+    /// Frames analysed per second of each source (0: every frame); a camera's own `analysis_fps` wins.
+    /// Default `defaultAnalysisFramesPerSecond`.
+    public var analysisFPS: Double?
+
+    /// The analysis rate when neither the config nor `--analysis-fps` names one (docs/ARCHITECTURE.md,
+    /// "Analysis rate": chosen on the shared clips).
+    public static let defaultAnalysisFramesPerSecond = 5.0
+
+    /// `analysis_fps` must be 0 (every frame) or a rate up to 240 frames/s.
+    static func checkAnalysisFPS(_ value: Double?, path: String, label: String) throws(ConfigurationError) {
+        if let value, !(value.isFinite && value >= 0 && value <= 240) {
+            throw ConfigurationError(
+                "\(path): \(label)analysis_fps must be 0 (every frame) or frames per second up to 240, got \(value)")
+        }
+    }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case model, threshold, sources, cameras, socket, access, decision, verify, detector, crop, models, minifasnet,
             fusion, mqtt, metrics
         case trustedSHA256 = "trusted_sha256"
+        case analysisFPS = "analysis_fps"
     }
 
     /// `models: [vit, minifasnet]`, `models: vit`, or `models: both`.
@@ -227,6 +243,8 @@ public struct Configuration: Decodable, Equatable, Sendable {
         public var fps: Double?
         /// `grey`, `yuyv`, `nv12` or `mjpeg`: the capture format to insist on (default: the best offered).
         public var format: String?
+        /// Frames of this camera analysed per second (0: every frame); default: the top-level `analysis_fps`.
+        public var analysisFPS: Double?
 
         public static let formats = ["grey", "yuyv", "nv12", "mjpeg"]
 
@@ -254,6 +272,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
                 throw ConfigurationError(
                     "\(path): \(label): format must be one of \(Self.formats.joined(separator: ", ")), got \(format)")
             }
+            try Configuration.checkAnalysisFPS(self.analysisFPS, path: path, label: label + ": ")
             if self.url != nil && (self.size != nil || self.fps != nil || self.format != nil) {
                 throw ConfigurationError(
                     "\(path): \(label): size, fps and format apply to a V4L2 device; a stream sends what it sends")
@@ -262,6 +281,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case name, device, url, size, fps, format
+            case analysisFPS = "analysis_fps"
         }
     }
 
@@ -491,6 +511,7 @@ public struct Configuration: Decodable, Equatable, Sendable {
         if let scale = self.crop?.scale, !(scale >= 0.5 && scale <= 5) {
             throw ConfigurationError("\(path): crop.scale must be between 0.5 and 5, got \(scale)")
         }
+        try Self.checkAnalysisFPS(self.analysisFPS, path: path, label: "")
         if let decision = self.decision { try decision.validate(path: path) }
         if let verify = self.verify { try verify.validate(path: path) }
         if let mqtt = self.mqtt { try mqtt.validate(path: path) }

@@ -43,8 +43,14 @@ public struct DaemonSource: Sendable {
     public var location: String?
     /// Makes the source's face locator (one per lane); nil judges whole frames.
     public var makeLocator: (@Sendable () throws -> FaceLocator)?
+    /// Frames analysed per second of the source (`analysis_fps`); nil or 0: every frame.
+    public var analysisFramesPerSecond: Double?
 
-    public init(source: FrameSource, location: String? = nil, makeLocator: (@Sendable () throws -> FaceLocator)?) {
+    public init(
+        source: FrameSource, location: String? = nil, makeLocator: (@Sendable () throws -> FaceLocator)?,
+        analysisFramesPerSecond: Double? = nil
+    ) {
+        self.analysisFramesPerSecond = analysisFramesPerSecond
         self.source = source
         self.location = location
         self.makeLocator = makeLocator
@@ -385,10 +391,12 @@ struct PipelineService: Service {
     private func startSources() throws {
         for entry in self.daemon.sources {
             do {
+                let rate = entry.analysisFramesPerSecond ?? 0
                 if let makeLocator = entry.makeLocator {
-                    try self.daemon.pipeline.add(entry.source, locator: try makeLocator())
+                    try self.daemon.pipeline.add(
+                        entry.source, locator: try makeLocator(), analysisFramesPerSecond: rate)
                 } else {
-                    try self.daemon.pipeline.add(entry.source)
+                    try self.daemon.pipeline.add(entry.source, analysisFramesPerSecond: rate)
                 }
             } catch {
                 _ = self.daemon.pipeline.stop(timeoutSeconds: 1)
@@ -540,7 +548,7 @@ struct StatusReporter: Sendable {
             sources[id] = EventProtocol.SourceStatus(
                 kind: kind, state: states[id] ?? "deciding", fps: monitor.fps(id), framesIn: lane.framesIn,
                 processed: lane.processed, droppedStale: lane.droppedStale, droppedBusy: lane.droppedBusy,
-                latencyP50Ms: lane.latencyMilliseconds(percentile: 50),
+                droppedRate: lane.droppedRate, latencyP50Ms: lane.latencyMilliseconds(percentile: 50),
                 latencyP99Ms: lane.latencyMilliseconds(percentile: 99),
                 stages: Dictionary(uniqueKeysWithValues: stages), location: self.sourceLocations[id])
         }

@@ -206,6 +206,8 @@ public enum EventProtocol {
         public var processed: Int
         public var droppedStale: Int
         public var droppedBusy: Int
+        /// Frames beyond the source's analysis rate (`analysis_fps`), skipped on purpose.
+        public var droppedRate: Int? = nil
         public var latencyP50Ms: Double
         public var latencyP99Ms: Double
         /// Per stage (`queued`, `prepare`, `inference`): p50 and p99 in milliseconds.
@@ -218,6 +220,7 @@ public enum EventProtocol {
             case framesIn = "frames_in"
             case droppedStale = "dropped_stale"
             case droppedBusy = "dropped_busy"
+            case droppedRate = "dropped_rate"
             case latencyP50Ms = "latency_p50_ms"
             case latencyP99Ms = "latency_p99_ms"
         }

@@ -143,6 +143,8 @@ public final class DaemonMetrics: Sendable {
                 "livenessd_frames_dropped_total", [("source", source), ("reason", "stale")], total: lane.droppedStale)
             self.follow(
                 "livenessd_frames_dropped_total", [("source", source), ("reason", "busy")], total: lane.droppedBusy)
+            self.follow(
+                "livenessd_frames_dropped_total", [("source", source), ("reason", "rate")], total: lane.droppedRate)
         }
         Gauge(label: "livenessd_clients", factory: self.factory).record(clients)
         if let mqtt {

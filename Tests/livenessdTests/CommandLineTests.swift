@@ -120,6 +120,8 @@ enum Binary {
         ),
         ("cameras:\n  - name: a\n    device: /dev/video0\n    url: rtsp://x\n", "needs exactly one of device"),
         ("cameras:\n  - name: a\n    device: /dev/video0\n    size: big\n", "size must look like 640x480"),
+        ("analysis_fps: -1\n", "analysis_fps must be 0 (every frame) or frames per second up to 240, got -1"),
+        ("cameras:\n  - name: a\n    device: /dev/video0\n    analysis_fps: 500\n", "(a): analysis_fps must be 0"),
         // Found by the config fuzz target: Yams trapped on a base-60 integer that overflows.
         ("decision:\n  window_frames: 1:0:0:0:0:0:0:0:0:0:0\n", "reads as a YAML base-60 number too large"),
     ])
@@ -168,6 +170,27 @@ enum Binary {
         try text.write(to: file, atomically: true, encoding: .utf8)
         let (settings, run) = try Self.check([file.path])
         #expect(settings != nil, "\(run.standardError)")
+        #expect(settings?["analysis_fps"] as? Double == 5)
+    }
+
+    /// Issue 14: the analysis rate `config check` reports — the default, the file's, a camera's own.
+    @Test func analysisRateIsReported() throws {
+        let directory = try TestAssets.temporaryDirectory()
+        let file = directory.appendingPathComponent("livenessd.yaml")
+        let environment = ["LIVENESSD_MODEL": try TestAssets.modelURL.path]
+        try "models: vit\n".write(to: file, atomically: true, encoding: .utf8)
+        let (defaults, first) = try Self.check([file.path], environment: environment)
+        #expect(defaults?["analysis_fps"] as? Double == 5, "\(first.standardError)")
+        try """
+        models: vit
+        analysis_fps: 12.5
+        cameras:
+          - {name: door, device: /dev/video0, analysis_fps: 0}
+          - {name: hall, device: /dev/video1}
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let (settings, second) = try Self.check([file.path], environment: environment)
+        #expect(settings?["analysis_fps"] as? Double == 12.5, "\(second.standardError)")
+        #expect(settings?["camera_analysis_fps"] as? [String: Double] == ["door": 0, "hall": 12.5])
     }
 
     @Test func modelIsFoundByFlagThenEnvironmentThenConfig() throws {

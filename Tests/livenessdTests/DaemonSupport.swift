@@ -10,15 +10,20 @@ final class DaemonProcess {
     let logURL: URL
 
     /// Starts the built binary with `arguments` after `run`; the socket lives in a fresh temp folder.
+    /// `analysisFPS`: the `--analysis-fps` given (nil: none, so the config's or the default rate applies);
+    /// every frame unless a test says otherwise, since most tests count decisions against frames.
     init(
-        _ arguments: [String], environment: [String: String] = [:], launcher: [String] = [], socketPath: String? = nil
+        _ arguments: [String], environment: [String: String] = [:], launcher: [String] = [], socketPath: String? = nil,
+        analysisFPS: Double? = 0
     ) throws {
         self.directory = try TestAssets.temporaryDirectory("livenessd-daemon")
         self.socketPath = socketPath ?? self.directory.appendingPathComponent("livenessd.sock").path
         self.logURL = self.directory.appendingPathComponent("daemon.log")
         FileManager.default.createFile(atPath: self.logURL.path, contents: nil)
         let binary = try #require(Binary.url, "livenessd binary not found next to the tests").path
-        let daemonArguments = ["run", "--model", try TestAssets.modelURL.path, "--socket", self.socketPath] + arguments
+        let rate = analysisFPS.map { ["--analysis-fps", "\($0)"] } ?? []
+        let daemonArguments =
+            ["run", "--model", try TestAssets.modelURL.path, "--socket", self.socketPath] + rate + arguments
         if launcher.isEmpty {
             self.process.executableURL = URL(fileURLWithPath: binary)
             self.process.arguments = daemonArguments

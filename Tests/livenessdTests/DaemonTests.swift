@@ -261,6 +261,52 @@ import Testing
             answer?["type"] as? String == "verify" && answer?["source"] as? String == "front-door", "\(answer ?? [:])")
     }
 
+    /// Issue 14: `analysis_fps` from the config (top level, and a camera's own 0 for every frame). The
+    /// camera at 5 fps is decided about one frame in 0.2 s of its frame time, the rest are counted as
+    /// `dropped_rate` in status, and its window holds a sixth as many frames as the other's.
+    @Test func analysisRateFromTheConfig() throws {
+        let clip = try TestAssets.file(Self.live).path
+        let config = try TestAssets.temporaryDirectory().appendingPathComponent("livenessd.yaml")
+        try """
+        analysis_fps: 5
+        cameras:
+          - name: door
+            url: \(clip)
+          - name: all
+            url: \(clip)
+            analysis_fps: 0
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(
+            ["--config", config.path, "--models", "vit", "--pacing", "realtime", "--hold-until-subscribed"],
+            analysisFPS: nil)
+        defer { daemon.signal(SIGTERM) }
+        let client = try EventClient(path: daemon.socketPath)
+        try client.send(["op": "subscribe", "mode": "frames", "id": "s"])
+        var decisions: [String: [[String: Any]]] = [:]
+        let until = Date().addingTimeInterval(60)
+        while decisions["door", default: []].count < 12, Date() < until, let message = try client.next(seconds: 30) {
+            guard message["type"] as? String == "decision", let source = message["source"] as? String else { continue }
+            decisions[source, default: []].append(message)
+        }
+        let door = decisions["door", default: []]
+        let all = decisions["all", default: []]
+        #expect(door.count >= 12, "\(door.count) decisions at 5 fps")
+        let times = door.compactMap { $0["pts"] as? Double }
+        let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
+        #expect(gaps.allSatisfy { $0 > 0.15 }, "\(gaps)")
+        #expect(all.count > 3 * door.count, "\(all.count) at every frame, \(door.count) at 5 fps")
+        #expect(door.compactMap { $0["window"] as? Int }.max() == 3, "the window holds 15 × 5/30 frames")
+        #expect((all.compactMap { $0["window"] as? Int }.max() ?? 0) > 5)
+        let asker = try EventClient(path: daemon.socketPath)
+        try asker.send(["op": "status", "id": "q"])
+        let status = try #require(try asker.next())
+        let sources = status["sources"] as? [String: [String: Any]] ?? [:]
+        let rateDropped = sources["door"]?["dropped_rate"] as? Int ?? 0
+        let framesIn = sources["door"]?["frames_in"] as? Int ?? 0
+        #expect(rateDropped > 0 && rateDropped >= framesIn * 2 / 3, "\(sources["door"] ?? [:])")
+        #expect(sources["all"]?["dropped_rate"] as? Int == 0, "\(sources["all"] ?? [:])")
+    }
+
     /// SIGTERM mid-stream: exit 0, and the client received every decision the daemon made.
     @Test func sigtermDrainsAndLosesNothing() throws {
         let daemon = try DaemonProcess(["--pacing", "realtime", "--hold-until-subscribed"] + Self.clipArguments())

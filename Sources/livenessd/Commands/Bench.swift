@@ -421,6 +421,13 @@ struct BenchPipeline: ParsableCommand {
     @Option(help: "fast or realtime.")
     var pacing = "fast"
 
+    @Option(
+        help: """
+            Frames analysed per second of each clip, 0 for every frame (default: what run does, \
+            \(Int(Configuration.defaultAnalysisFramesPerSecond))).
+            """)
+    var analysisFps = Configuration.defaultAnalysisFramesPerSecond
+
     @Argument(help: "Clips (each is one source; several run side by side).")
     var clips: [String]
 
@@ -445,13 +452,16 @@ struct BenchPipeline: ParsableCommand {
         }
         var options = MediaSource.Options()
         options.pacing = self.pacing == "realtime" ? .realTime : .asFastAsPossible
-        options.attachRGB24 = options.pacing == .asFastAsPossible  // as `run --pacing fast` and `eval` do
+        // As `run --pacing fast` and `eval` do (at every frame; otherwise most conversions would be for nothing).
+        options.attachRGB24 = options.pacing == .asFastAsPossible && self.analysisFps == 0
         var usageBefore = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usageBefore)
         let start = DispatchTime.now().uptimeNanoseconds
         for clip in self.clips {
             let locator: FaceLocator = try detector?.makeLocator() ?? WholeFrameLocator()
-            try pipeline.add(MediaSource(location: clip, options: options), locator: locator)
+            try pipeline.add(
+                MediaSource(location: clip, options: options), locator: locator,
+                analysisFramesPerSecond: self.analysisFps)
         }
         guard pipeline.waitUntilFinished(timeoutSeconds: 3600) else { throw CommandError("the clips did not finish") }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
@@ -464,8 +474,9 @@ struct BenchPipeline: ParsableCommand {
         let cpu = cpuSeconds(usage) - cpuSeconds(usageBefore)
         let statistics = pipeline.statistics()
         let frames = decided.withLock { $0 }
+        let framesRead = statistics.values.reduce(0) { $0 + $1.framesIn }
         print(
-            "# livenessd \(LivenessdVersion.string) bench pipeline, pacing \(self.pacing), OpenBLAS core \(BLAS.coreName), \(ProcessInfo.processInfo.activeProcessorCount) CPUs"
+            "# livenessd \(LivenessdVersion.string) bench pipeline, pacing \(self.pacing), analysis \(self.analysisFps == 0 ? "every frame" : "\(self.analysisFps) fps"), OpenBLAS core \(BLAS.coreName), \(ProcessInfo.processInfo.activeProcessorCount) CPUs"
         )
         let models = loaded.kinds.map { $0 == .vit ? "ViT" : "MiniFASNet pair" }.joined(separator: " + ")
         print(
@@ -475,7 +486,7 @@ struct BenchPipeline: ParsableCommand {
         )
         for (id, lane) in statistics.sorted(by: { $0.key < $1.key }) {
             print(
-                "source \((id as NSString).lastPathComponent): in \(lane.framesIn), decided \(lane.processed), dropped stale \(lane.droppedStale) busy \(lane.droppedBusy), "
+                "source \((id as NSString).lastPathComponent): in \(lane.framesIn), decided \(lane.processed), dropped stale \(lane.droppedStale) busy \(lane.droppedBusy) rate \(lane.droppedRate), "
                     + String(
                         format: "latency p50 %.1f ms p99 %.1f ms", lane.latencyMilliseconds(percentile: 50),
                         lane.latencyMilliseconds(percentile: 99)))
@@ -489,8 +500,11 @@ struct BenchPipeline: ParsableCommand {
         }
         print(
             String(
-                format: "total: %d frames decided in %.2f s = %.1f frames/s; CPU %.0f %% of one core; peak RSS %.1f MB",
-                frames, seconds, Double(frames) / seconds, 100 * cpu / seconds, Double(usage.ru_maxrss) / 1024))
+                format:
+                    "total: %d frames decided in %.2f s = %.1f frames/s (%d read = %.1f frames/s); CPU %.0f %% of one core; peak RSS %.1f MB",
+                frames, seconds, Double(frames) / seconds, framesRead, Double(framesRead) / seconds,
+                100 * cpu / seconds,
+                Double(usage.ru_maxrss) / 1024))
     }
 }
 

@@ -92,7 +92,15 @@ struct ConfigCheck: ParsableCommand {
             access: .init(
                 allowUIDs: access.allowedUIDs.sorted(), allowGIDs: access.allowedGIDs.sorted(),
                 controllerUIDs: access.controllerUIDs.sorted(), controllerGIDs: access.controllerGIDs.sorted()),
-            sources: configuration.sources ?? [], trustedSHA256: configuration.trustedSHA256 ?? [])
+            sources: configuration.sources ?? [], trustedSHA256: configuration.trustedSHA256 ?? [],
+            analysisFPS: configuration.analysisFPS ?? Configuration.defaultAnalysisFramesPerSecond,
+            cameraAnalysisFPS: Dictionary(
+                (configuration.cameras ?? []).map {
+                    (
+                        $0.name,
+                        $0.analysisFPS ?? configuration.analysisFPS ?? Configuration.defaultAnalysisFramesPerSecond
+                    )
+                }, uniquingKeysWith: { first, _ in first }))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try encoder.encode(settings), as: UTF8.self)
@@ -114,10 +122,15 @@ struct EffectiveSettings: Encodable {
     var access: Access
     var sources: [String]
     var trustedSHA256: [String]
+    /// Frames analysed per second (0: every frame): the sources' rate, and each named camera's.
+    var analysisFPS: Double
+    var cameraAnalysisFPS: [String: Double]
 
     enum CodingKeys: String, CodingKey {
         case config, models, model, minifasnet, detector, threshold, fusion, decision, crop, socket, access, sources
         case trustedSHA256 = "trusted_sha256"
+        case analysisFPS = "analysis_fps"
+        case cameraAnalysisFPS = "camera_analysis_fps"
     }
 
     struct Decision: Encodable {

@@ -5,6 +5,7 @@ import FramePipeline
 import Foundation
 import LivenessEngine
 import LivenessEval
+import LivenessServer
 import Synchronization
 
 struct Eval: ParsableCommand {
@@ -43,6 +44,13 @@ struct Eval: ParsableCommand {
     @Option(help: "Score every Nth frame of a clip.")
     var every = 1
 
+    @Option(
+        help: """
+            Frames analysed per second of each clip, as the daemon's analysis_fps (default 0: every frame; \
+            \(Int(Configuration.defaultAnalysisFramesPerSecond)) is what run does by default).
+            """)
+    var analysisFps: Double = 0
+
     @Option(help: "Decision threshold (default: the config file's, else the checkpoint's).")
     var threshold: Double?
 
@@ -58,6 +66,9 @@ struct Eval: ParsableCommand {
     func validate() throws {
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         if self.every < 1 { throw ValidationError("--every must be at least 1") }
+        guard self.analysisFps.isFinite, self.analysisFps >= 0, self.analysisFps <= 240 else {
+            throw ValidationError("--analysis-fps must be 0 (every frame) or frames per second up to 240")
+        }
         if let threshold, !(0...1).contains(threshold) { throw ValidationError("--threshold must be between 0 and 1") }
         if !(0..<1).contains(self.targetAPCER) { throw ValidationError("--target-apcer must be in [0, 1)") }
     }
@@ -93,6 +104,7 @@ struct Eval: ParsableCommand {
         var options = EvalRunner.Options()
         if let jobs = self.jobs { options.jobs = jobs }
         options.every = self.every
+        options.analysisFramesPerSecond = self.analysisFps
         let runner = EvalRunner(
             dataset: dataset, opinions: loaded.opinions, detector: detector, decisions: decisions,
             verification: loaded.configuration.verificationRules, options: options, frameLog: frameLog
@@ -172,7 +184,7 @@ struct Eval: ParsableCommand {
     ) throws -> EvalReport.RunInfo {
         let iso = ISO8601DateFormatter()
         let files = try loaded.files()
-        return EvalReport.RunInfo(
+        var info = EvalReport.RunInfo(
             livenessdVersion: LivenessdVersion.string, commit: BuildInfo.commit, command: CommandLine.arguments,
             model: files.first?.path ?? "", modelSHA256: files.first?.sha256 ?? "",
             opinions: loaded.kinds.map(\.rawValue),
@@ -186,6 +198,8 @@ struct Eval: ParsableCommand {
             decisions: .init(decisions),
             every: self.every, jobs: jobs, machine: MachineInfo.current(), startedUTC: iso.string(from: started),
             finishedUTC: iso.string(from: ended))
+        info.analysisFPS = self.analysisFps
+        return info
     }
 
     static func printSummary(_ report: EvalReport, output: String) {

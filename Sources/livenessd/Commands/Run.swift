@@ -51,6 +51,14 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Seconds to wait for in-flight frames when stopping.")
     var drainTimeout: Double = 5
 
+    @Option(
+        help: """
+            Frames analysed per second of each source, 0 for every frame (default: a camera's analysis_fps, \
+            else the config's, else \(Int(Configuration.defaultAnalysisFramesPerSecond))). The others are skipped \
+            (counted as dropped_rate); decision windows keep their length in seconds.
+            """)
+    var analysisFps: Double?
+
     var captureSize: (width: Int, height: Int)? {
         let parts = self.size.split(separator: "x").compactMap { Int($0) }
         return parts.count == 2 && parts.allSatisfy({ $0 > 0 }) ? (parts[0], parts[1]) : nil
@@ -64,6 +72,9 @@ struct Run: AsyncParsableCommand {
         if let threshold, !(0...1).contains(threshold) { throw ValidationError("--threshold must be between 0 and 1") }
         guard self.drainTimeout.isFinite, (0...3600).contains(self.drainTimeout) else {
             throw ValidationError("--drain-timeout must be between 0 and 3600 seconds")
+        }
+        if let rate = self.analysisFps, !(rate.isFinite && rate >= 0 && rate <= 240) {
+            throw ValidationError("--analysis-fps must be 0 (every frame) or frames per second up to 240")
         }
     }
 
@@ -176,6 +187,10 @@ struct Run: AsyncParsableCommand {
         var makeLocator: (@Sendable () throws -> FaceLocator)?
         if let detectorSetup { makeLocator = { try detectorSetup.makeLocator() } }
         let sources = entries.map { entry -> DaemonSource in
+            // The flag wins over everything; then the camera's own rate, the config's, the default.
+            let rate =
+                self.analysisFps ?? entry.camera?.analysisFPS ?? configuration.analysisFPS
+                ?? Configuration.defaultAnalysisFramesPerSecond
             let source: FrameSource
             if entry.location.hasPrefix("/dev/") {
                 var settings = cameraConfiguration
@@ -192,9 +207,13 @@ struct Run: AsyncParsableCommand {
                 }
                 source = V4L2Camera(path: entry.location, id: entry.name, configuration: settings, logger: logger)
             } else {
-                source = MediaSource(location: entry.location, id: entry.name, options: mediaOptions)
+                var options = mediaOptions
+                // Not for frames the analysis rate skips: they would be converted for nothing.
+                options.attachRGB24 = mediaOptions.attachRGB24 && rate == 0
+                source = MediaSource(location: entry.location, id: entry.name, options: options)
             }
-            return DaemonSource(source: source, location: entry.location, makeLocator: makeLocator)
+            return DaemonSource(
+                source: source, location: entry.location, makeLocator: makeLocator, analysisFramesPerSecond: rate)
         }
 
         let socketPath: String
