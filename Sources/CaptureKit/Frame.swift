@@ -174,6 +174,12 @@ public final class Frame: Sendable {
         public var offset: Int
         public var rowStride: Int
         public var rows: Int
+
+        public init(offset: Int, rowStride: Int, rows: Int) {
+            self.offset = offset
+            self.rowStride = rowStride
+            self.rows = rows
+        }
     }
 
     public let buffer: PooledBuffer

@@ -19,6 +19,21 @@ public final class DetectorLocator: FaceLocator {
         public var nmsThreshold: Float = 0.3
         public var crop = CropPolicy()
         public var gates = QualityGates()
+        /// Detect less, track between (issue 14): after a detection that found a face, the next frames up
+        /// to this much frame time later reuse its face box instead of running YuNet again, as long as the
+        /// face stays where it was (`trackingMotionLimit`); the gates and crops still read each frame's own
+        /// pixels. 0: detect on every analysed frame. At the daemon's default analysis rate (5 fps, 0.2 s
+        /// apart) every analysed frame is detected anyway; it saves YuNet on fast streams and in `eval`.
+        /// The box is not moved between detections (the motion check sends a moving face back to YuNet).
+        public var trackingSeconds = 0.0
+        /// What the commands use when neither a flag nor the config says: off. Measured on the shared clips
+        /// (docs/ARCHITECTURE.md, "Detect less, track between"): at 0.1 s a third of the detections are
+        /// saved at every frame, and one bona fide clip 0.003 under the threshold moves above it, so the
+        /// decisions are not the same; at the daemon's default 5 fps analysis rate it would never apply.
+        public static let defaultTrackingSeconds = 0.0
+        /// Largest mean absolute luma difference (0–255) between the face box now and at its detection,
+        /// sampled on a 16×16 grid, for the box to be reused; beyond it the frame is detected again.
+        public var trackingMotionLimit = 6.0
 
         public init(crop: CropPolicy = CropPolicy(), gates: QualityGates = QualityGates()) {
             self.crop = crop
@@ -50,6 +65,13 @@ public final class DetectorLocator: FaceLocator {
     private var luma: [UInt8] = []
     /// The last analysis's faces; its memory is reused by the next one.
     private var faces: [FaceBox] = []
+    /// The last detection that found a judgeable box, its frame time and the box's luma grid (tracking).
+    private var tracked: (analysis: Analysis, time: Double, frameWidth: Int, frameHeight: Int)?
+    private var trackedGrid = [UInt8](repeating: 0, count: DetectorLocator.gridSide * DetectorLocator.gridSide)
+    private var grid = [UInt8](repeating: 0, count: DetectorLocator.gridSide * DetectorLocator.gridSide)
+    /// Frames located from a tracked box, and by running the detector (for benchmarks and tests).
+    public private(set) var trackedFrames = 0
+    public private(set) var detectedFrames = 0
 
     public init(detector: FaceDetector, configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -84,8 +106,77 @@ public final class DetectorLocator: FaceLocator {
     /// Long side over short side beyond which a frame is not searched for faces.
     static let maximumAspect = 8
 
-    /// Detect, pick the largest face, run the gates. `image` is the frame as RGB24.
+    /// Detect (or reuse a tracked box: `Configuration.trackingSeconds`), pick the largest face, run the
+    /// gates. `image` is the frame as RGB24.
     public func analyse(image: PixelSource, frame: Frame) -> Analysis {
+        if let analysis = self.trackedAnalysis(image: image, frame: frame) {
+            self.trackedFrames += 1
+            return analysis
+        }
+        self.detectedFrames += 1
+        let analysis = self.detect(image: image, frame: frame)
+        self.tracked = nil
+        if self.configuration.trackingSeconds > 0, analysis.error == nil, let face = analysis.face,
+            let box = face.pixels(inFrameWidth: image.width, height: image.height)
+        {
+            Self.sampleGrid(image, box: box, into: &self.trackedGrid)
+            self.tracked = (analysis, frame.presentationTimeSeconds, image.width, image.height)
+        }
+        return analysis
+    }
+
+    /// The last detection's face on this frame, when it is recent enough and the face has not moved: its
+    /// box, with the luma gates measured on this frame's pixels. Nil: detect.
+    private func trackedAnalysis(image: PixelSource, frame: Frame) -> Analysis? {
+        guard let tracked = self.tracked, tracked.frameWidth == image.width, tracked.frameHeight == image.height,
+            case let elapsed = frame.presentationTimeSeconds - tracked.time,
+            // (1 ms of slack: a 30 fps frame 0.1 s later has a time 0.0999… later.)
+            elapsed >= 0, elapsed + 0.001 < self.configuration.trackingSeconds,
+            let face = tracked.analysis.face, let box = face.pixels(inFrameWidth: image.width, height: image.height)
+        else { return nil }
+        Self.sampleGrid(image, box: box, into: &self.grid)
+        var difference = 0
+        for index in self.grid.indices {
+            difference += abs(Int(self.grid[index]) - Int(self.trackedGrid[index]))
+        }
+        guard Double(difference) / Double(self.grid.count) <= self.configuration.trackingMotionLimit else {
+            return nil
+        }
+        var analysis = tracked.analysis
+        // The geometry is the detection's; the light is this frame's.
+        if analysis.measurements != nil {
+            let measurements = self.measure(image.cropped(to: box))
+            analysis.measurements = measurements
+            analysis.rejection = self.configuration.gates.checkLuma(measurements)
+        }
+        return analysis
+    }
+
+    /// Side of the luma grid a tracked box is compared on.
+    static let gridSide = 16
+
+    /// Luma (Pillow's L) at the centres of a `gridSide`² grid over `box`.
+    static func sampleGrid(_ image: PixelSource, box: PixelRect, into grid: inout [UInt8]) {
+        let side = Self.gridSide
+        for row in 0..<side {
+            let y = box.y + (2 * row + 1) * box.height / (2 * side)
+            for column in 0..<side {
+                let x = box.x + (2 * column + 1) * box.width / (2 * side)
+                if image.layout == .luma8 {
+                    grid[row * side + column] = image.base[y * image.rowStride + x]
+                } else {
+                    grid.withUnsafeMutableBufferPointer {
+                        PixelConverter.pillowLuma(
+                            rgb: image.base + y * image.rowStride + 3 * x, pixels: 1,
+                            into: $0.baseAddress! + row * side + column)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Detect, pick the largest face, run the gates.
+    private func detect(image: PixelSource, frame: Frame) -> Analysis {
         var analysis = Analysis(faces: [])
         let width = self.configuration.detectionWidth
         // The detection height follows the aspect ratio; beyond 1:8 no face can be found anyway, and a

@@ -95,12 +95,18 @@ public struct Configuration: Decodable, Equatable, Sendable {
         enum CodingKeys: String, CodingKey, CaseIterable { case vit, minifasnet }
     }
 
-    /// `crop: {mode: detect|full, scale: 1.5}`.
+    /// `crop: {mode: detect|full, scale: 1.5, track_seconds: 0.1}`.
     public struct Crop: Decodable, Equatable, Sendable {
         public var mode: String?
         public var scale: Double?
+        /// Frame time a detected face box is reused for while the face stays still (0: detect every analysed
+        /// frame); see `DetectorLocator.Configuration.trackingSeconds`.
+        public var trackSeconds: Double?
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case mode, scale }
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case mode, scale
+            case trackSeconds = "track_seconds"
+        }
     }
 
     public struct Socket: Decodable, Equatable, Sendable {
@@ -510,6 +516,10 @@ public struct Configuration: Decodable, Equatable, Sendable {
         }
         if let scale = self.crop?.scale, !(scale >= 0.5 && scale <= 5) {
             throw ConfigurationError("\(path): crop.scale must be between 0.5 and 5, got \(scale)")
+        }
+        if let seconds = self.crop?.trackSeconds, !(seconds >= 0 && seconds <= 1) {
+            throw ConfigurationError(
+                "\(path): crop.track_seconds must be from 0 (detect every analysed frame) to 1, got \(seconds)")
         }
         try Self.checkAnalysisFPS(self.analysisFPS, path: path, label: "")
         if let decision = self.decision { try decision.validate(path: path) }

@@ -457,10 +457,15 @@ struct BenchPipeline: ParsableCommand {
         var usageBefore = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usageBefore)
         let start = DispatchTime.now().uptimeNanoseconds
-        for clip in self.clips {
-            let locator: FaceLocator = try detector?.makeLocator() ?? WholeFrameLocator()
+        var locators: [DetectorLocator] = []
+        for (index, clip) in self.clips.enumerated() {
+            let detecting = try detector?.makeLocator()
+            if let detecting { locators.append(detecting) }
+            let locator: FaceLocator = detecting ?? WholeFrameLocator()
+            // A clip given twice runs as two sources (each with its own lane and statistics).
+            let id = self.clips.filter { $0 == clip }.count > 1 ? "\(clip)#\(index + 1)" : nil
             try pipeline.add(
-                MediaSource(location: clip, options: options), locator: locator,
+                MediaSource(location: clip, id: id, options: options), locator: locator,
                 analysisFramesPerSecond: self.analysisFps)
         }
         guard pipeline.waitUntilFinished(timeoutSeconds: 3600) else { throw CommandError("the clips did not finish") }
@@ -484,6 +489,14 @@ struct BenchPipeline: ParsableCommand {
                 ? "# whole-frame crop; decode + RGB + crops + \(models) (batched) + fusion + decision"
                 : "# YuNet at width 320 + gates + crop \(detector!.configuration.crop.scale)x; decode + RGB + crops + \(models) (batched) + fusion + decision"
         )
+        if let detector {
+            // Read after every source ended: the lanes are done with their locators.
+            let tracked = locators.reduce(0) { $0 + $1.trackedFrames }
+            let detected = locators.reduce(0) { $0 + $1.detectedFrames }
+            print(
+                "# face boxes: \(detected) detected, \(tracked) tracked (track_seconds \(detector.configuration.trackingSeconds))"
+            )
+        }
         for (id, lane) in statistics.sorted(by: { $0.key < $1.key }) {
             print(
                 "source \((id as NSString).lastPathComponent): in \(lane.framesIn), decided \(lane.processed), dropped stale \(lane.droppedStale) busy \(lane.droppedBusy) rate \(lane.droppedRate), "

@@ -159,8 +159,19 @@ struct CropOptions: ParsableArguments {
     )
     var detector: String?
 
+    @Option(
+        help: """
+            Seconds of frame time a detected face box is reused for while the face stays still, instead of \
+            running the detector again (0: detect every analysed frame). Default: the config's \
+            crop.track_seconds, else \(DetectorLocator.Configuration.defaultTrackingSeconds).
+            """)
+    var trackSeconds: Double?
+
     func validate() throws {
         if let crop, !["detect", "full"].contains(crop) { throw ValidationError("--crop must be detect or full") }
+        if let trackSeconds, !(trackSeconds >= 0 && trackSeconds <= 1) {
+            throw ValidationError("--track-seconds must be from 0 to 1, got \(trackSeconds)")
+        }
         if let cropScale, !(cropScale >= 0.5 && cropScale <= 5) {
             throw ValidationError("--crop-scale must be between 0.5 and 5, got \(cropScale)")
         }
@@ -191,7 +202,11 @@ struct CropOptions: ParsableArguments {
             throw CommandError("cannot load the face detector \(url.path): \(error)")
         }
         let scale = self.cropScale ?? configuration.crop?.scale ?? CropPolicy.defaultScale
-        return FaceLocatorFactory(url: url, model: model, configuration: .init(crop: CropPolicy(scale: scale)))
+        var locator = DetectorLocator.Configuration(crop: CropPolicy(scale: scale))
+        locator.trackingSeconds =
+            self.trackSeconds ?? configuration.crop?.trackSeconds
+            ?? DetectorLocator.Configuration.defaultTrackingSeconds
+        return FaceLocatorFactory(url: url, model: model, configuration: locator)
     }
 }
 
@@ -242,9 +257,12 @@ struct Classify: ParsableCommand {
         let threshold = self.threshold ?? loaded.configuration.threshold ?? loaded.defaultThreshold
         let locator: DetectorLocator?
         do {
-            locator = try self.cropOptions.resolve(configuration: loaded.configuration) {
+            var factory = try self.cropOptions.resolve(configuration: loaded.configuration) {
                 FileHandle.standardError.write(Data("livenessd: warning: \($0)\n".utf8))
-            }?.makeLocator()
+            }
+            // Separate pictures: one's face box says nothing about the next's.
+            factory?.configuration.trackingSeconds = 0
+            locator = try factory?.makeLocator()
         } catch let error as CommandError {
             FileHandle.standardError.write(Data("livenessd: \(error)\n".utf8))
             throw ExitCode(2)
