@@ -76,6 +76,7 @@ let package = Package(
                 "CTurboJPEG",
                 "CV4L2",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             exclude: ["CFFmpeg", "CTurboJPEG", "CV4L2"]
         ),
@@ -85,6 +86,7 @@ let package = Package(
                 "CaptureKit",
                 "LivenessEngine",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // `struct ucred` with its layout checked by the C compiler (it needs _GNU_SOURCE; see the header).
@@ -113,6 +115,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -124,7 +127,10 @@ let package = Package(
         // Evaluation: datasets, the replay runner, ISO/IEC 30107-3 metrics, reports, calibration.
         .target(
             name: "LivenessEval",
-            dependencies: ["CaptureKit", "FramePipeline", "LivenessEngine"]
+            dependencies: [
+                "CaptureKit", "FramePipeline", "LivenessEngine",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .executableTarget(
             name: "livenessd",

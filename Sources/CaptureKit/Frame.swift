@@ -1,5 +1,6 @@
 import CFFmpeg
 import Foundation
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// A pixel layout, named by its FFmpeg `AVPixelFormat` (the V4L2 formats map onto these too).
@@ -82,7 +83,7 @@ public final class FramePool: Sendable {
         var closed = false
     }
 
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
     private let returned = NSCondition()
     /// Every buffer's address, to free them.
     private let storage: [UInt]
@@ -95,7 +96,7 @@ public final class FramePool: Sendable {
             UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 64)
         }
         self.storage = buffers.map { UInt(bitPattern: $0) }
-        self.state = Mutex(State(free: self.storage))
+        self.state = NIOLockedValueBox(State(free: self.storage))
     }
 
     deinit {
@@ -103,15 +104,15 @@ public final class FramePool: Sendable {
     }
 
     /// Buffers currently held by frames.
-    public var outstanding: Int { self.state.withLock { $0.outstanding } }
+    public var outstanding: Int { self.state.withLockedValue { $0.outstanding } }
 
     /// Whether `close` was called (tests: a stopped source leaves no pool open).
-    var isClosed: Bool { self.state.withLock { $0.closed } }
+    var isClosed: Bool { self.state.withLockedValue { $0.closed } }
 
     /// A free buffer, or nil when none is free and `waiting` is false (or the pool was closed).
     public func acquire(waiting: Bool) -> PooledBuffer? {
         while true {
-            let buffer: UInt?? = self.state.withLock { state in
+            let buffer: UInt?? = self.state.withLockedValue { state in
                 if state.closed { return .some(nil) }
                 guard let buffer = state.free.popLast() else { return nil }
                 state.outstanding += 1
@@ -133,13 +134,13 @@ public final class FramePool: Sendable {
 
     /// Wakes waiters and refuses further acquisitions (a stopping source).
     public func close() {
-        self.state.withLock { $0.closed = true }
+        self.state.withLockedValue { $0.closed = true }
         self.returned.broadcast()
     }
 
     fileprivate func release(_ pointer: UnsafeMutableRawPointer) {
         let address = UInt(bitPattern: pointer)
-        self.state.withLock {
+        self.state.withLockedValue {
             $0.free.append(address)
             $0.outstanding -= 1
         }

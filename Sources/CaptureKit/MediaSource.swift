@@ -1,6 +1,7 @@
 import CFFmpeg
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// Frames from anything FFmpeg opens: files of any container/codec it reads, still images,
@@ -63,7 +64,7 @@ public final class MediaSource: FrameSource, Sendable {
         var rgbPool: FramePool?
     }
 
-    private let control = Mutex(Control())
+    private let control = NIOLockedValueBox(Control())
     fileprivate let interruptFlag = InterruptFlag()
     /// Entered by `start`, left by the decode thread after `ended`: every `stop` waits on it.
     private let finished = DispatchGroup()
@@ -77,7 +78,7 @@ public final class MediaSource: FrameSource, Sendable {
     /// Opens the input (throwing a clear error when it cannot be read at all), then decodes on a
     /// thread of its own, delivering events to `handler`.
     public func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
-        let alreadyRunning = self.control.withLock { state -> Bool in
+        let alreadyRunning = self.control.withLockedValue { state -> Bool in
             if state.running { return true }
             state.running = true
             // Entered with `running` set, so a `stop` that sees it running waits for the thread.
@@ -107,12 +108,13 @@ public final class MediaSource: FrameSource, Sendable {
                 }
             }
         } catch {
-            self.control.withLock { $0.running = false }
+            self.control.withLockedValue { $0.running = false }
             self.finished.leave()
             throw error
         }
         // The decoder is not Sendable: the box moves it (a disconnected value) into the thread, which
-        // takes it out once; from then on it is that thread's alone.
+        // takes it out once; from then on it is that thread's alone. (A Synchronization Mutex, for its
+        // `sending` value; never contended, and the thread's start orders it for TSan.)
         let handoff = Mutex<MediaDecoder?>(decoder)
         let thread = Thread { [self] in
             guard let decoder = handoff.withLock({ $0.take() }) else { preconditionFailure("decoder taken twice") }
@@ -133,7 +135,7 @@ public final class MediaSource: FrameSource, Sendable {
     }
 
     public func stop() {
-        let wasRunning = self.control.withLock { state -> Bool in
+        let wasRunning = self.control.withLockedValue { state -> Bool in
             state.stopping = true
             // Closed under the lock that `install` takes: a pool is either here now (closed) or
             // installed later (and then closed by `install`), so whichever pool the decode thread
@@ -145,18 +147,18 @@ public final class MediaSource: FrameSource, Sendable {
         guard wasRunning else { return }
         self.interruptFlag.set()
         self.finished.wait()
-        self.control.withLock { $0.running = false }
+        self.control.withLockedValue { $0.running = false }
     }
 
-    var stopping: Bool { self.control.withLock { $0.stopping } }
+    var stopping: Bool { self.control.withLockedValue { $0.stopping } }
 
     /// The pools the decode thread acquires from at present (tests: all closed once `stop` returns).
-    var currentPools: [FramePool] { self.control.withLock { [$0.pool, $0.rgbPool].compactMap { $0 } } }
+    var currentPools: [FramePool] { self.control.withLockedValue { [$0.pool, $0.rgbPool].compactMap { $0 } } }
 
     /// Called by the decode thread with each pool it is about to acquire from (`slot`: which one):
     /// closes the pool it replaces, and closes this one at once when `stop` has begun.
     fileprivate func install(_ pool: FramePool, as slot: WritableKeyPath<Control, FramePool?>) {
-        self.control.withLock { state in
+        self.control.withLockedValue { state in
             state[keyPath: slot]?.close()
             state[keyPath: slot] = pool
             if state.stopping { pool.close() }
@@ -512,7 +514,7 @@ final class MediaDecoder {
 
 /// A flag FFmpeg's interrupt callback polls, so a blocked network read returns when stopping.
 final class InterruptFlag: Sendable {
-    private let value = Atomic<Bool>(false)
+    private let value = Synchronization.Atomic<Bool>(false)
     func set() { self.value.store(true, ordering: .relaxed) }
     var isSet: Bool { self.value.load(ordering: .relaxed) }
 }

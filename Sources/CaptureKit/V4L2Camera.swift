@@ -2,6 +2,7 @@ import CFFmpeg
 import CV4L2
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// A V4L2 webcam (UVC, or any single-planar capture node) as a live `FrameSource`.
@@ -76,7 +77,7 @@ public final class V4L2Camera: FrameSource {
         var statistics = Statistics()
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let finished = DispatchGroup()
 
     /// `path` is kept as the source id and reopened after an unplug, so a /dev/v4l/by-id/… link
@@ -93,9 +94,9 @@ public final class V4L2Camera: FrameSource {
     }
 
     /// The negotiated format, once `start` returned.
-    public var streamFormat: V4L2StreamFormat? { self.state.withLock { $0.format } }
+    public var streamFormat: V4L2StreamFormat? { self.state.withLockedValue { $0.format } }
 
-    public var statistics: Statistics { self.state.withLock { $0.statistics } }
+    public var statistics: Statistics { self.state.withLockedValue { $0.statistics } }
 
     /// Opens `path` briefly and lists its capabilities and formats.
     public static func describe(path: String) throws(V4L2Error) -> DeviceInfo {
@@ -106,7 +107,7 @@ public final class V4L2Camera: FrameSource {
 
     public func start(handler: @escaping @Sendable (SourceEvent) -> Void) throws {
         let wake = try WakePipe(device: self.path)
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             precondition(!state.started, "V4L2Camera.start() called twice")
             state.started = true
             state.wake = wake
@@ -115,7 +116,7 @@ public final class V4L2Camera: FrameSource {
         self.finished.enter()
         let thread = Thread { [self] in
             defer { self.finished.leave() }
-            self.state.withLock { $0.captureThread = pthread_self() }
+            self.state.withLockedValue { $0.captureThread = pthread_self() }
             self.run(wake: wake, handler: handler, opened: opening.report)
         }
         thread.name = "livenessd.v4l2"
@@ -125,13 +126,13 @@ public final class V4L2Camera: FrameSource {
         } catch {
             // The thread ends without delivering anything; a later start() may try again (a busy camera).
             self.finished.wait()
-            self.state.withLock { $0 = State() }
+            self.state.withLockedValue { $0 = State() }
             throw error
         }
     }
 
     public func stop() {
-        let (wake, onCaptureThread) = self.state.withLock { state in
+        let (wake, onCaptureThread) = self.state.withLockedValue { state in
             state.stopRequested = true
             return (state.wake, state.captureThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false)
         }
@@ -193,7 +194,7 @@ public final class V4L2Camera: FrameSource {
                 "camera appeared", metadata: ["capture.device": "\(self.path)", "capture.attempts": "\(attempt + 1)"])
         }
         let format = session.format
-        self.state.withLock { $0.format = format }
+        self.state.withLockedValue { $0.format = format }
         self.logger.info(
             "capturing", metadata: ["capture.format": "\(format)", "capture.node": "\(session.device.node)"])
         if appeared {
@@ -233,7 +234,7 @@ public final class V4L2Camera: FrameSource {
                 }
             }
             assembler.restart()
-            self.state.withLock { $0.statistics.reconnects += 1 }
+            self.state.withLockedValue { $0.statistics.reconnects += 1 }
             self.logger.info("camera reconnected", metadata: ["capture.attempts": "\(attempt + 1)"])
             handler(.reconnected)
         }
@@ -241,7 +242,7 @@ public final class V4L2Camera: FrameSource {
         handler(.ended(end))
     }
 
-    private var stopRequested: Bool { self.state.withLock { $0.stopRequested } }
+    private var stopRequested: Bool { self.state.withLockedValue { $0.stopRequested } }
 
     /// Dequeues, copies, requeues and delivers frames until stopped or the stream fails.
     private func stream(
@@ -285,15 +286,15 @@ public final class V4L2Camera: FrameSource {
     ) {
         switch outcome {
         case .frame(let frame):
-            self.state.withLock {
+            self.state.withLockedValue {
                 $0.statistics.delivered += 1
                 $0.statistics.lostByDriver = lostByDriver
             }
             handler(.frame(frame))
         case .poolExhausted:
-            self.state.withLock { $0.statistics.droppedPoolExhausted += 1 }
+            self.state.withLockedValue { $0.statistics.droppedPoolExhausted += 1 }
         case .damaged(let reason):
-            let count = self.state.withLock {
+            let count = self.state.withLockedValue {
                 $0.statistics.skippedDamaged += 1
                 return $0.statistics.skippedDamaged
             }
@@ -556,16 +557,16 @@ private final class WakePipe: Sendable {
 
 /// The first open's result, handed from the capture thread to `start()`.
 private final class OpeningOutcome: Sendable {
-    private let result = Mutex<V4L2Error??>(nil)
+    private let result = NIOLockedValueBox<V4L2Error??>(nil)
     private let done = DispatchSemaphore(value: 0)
 
     func report(_ error: V4L2Error?) {
-        self.result.withLock { $0 = .some(error) }
+        self.result.withLockedValue { $0 = .some(error) }
         self.done.signal()
     }
 
     func wait() throws(V4L2Error) {
         self.done.wait()
-        if let error = self.result.withLock({ $0 }) ?? nil { throw error }
+        if let error = self.result.withLockedValue({ $0 }) ?? nil { throw error }
     }
 }

@@ -2,6 +2,7 @@ import CaptureKit
 import Dispatch
 import Histogram
 import LivenessEngine
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// Where the face is in a frame, as the detect stage found it.
@@ -237,25 +238,25 @@ public final class LivenessPipeline: @unchecked Sendable {
                 self.waiting.reserveCapacity(4)
             }
         }
-        let admission = Mutex(Admission())
+        let admission = NIOLockedValueBox(Admission())
         /// Which frames are analysed (the source's thread only, the one that calls `admit`).
-        let rate: Mutex<AnalysisRateGate>
+        let rate: NIOLockedValueBox<AnalysisRateGate>
         /// The open transaction's token (one at a time per source), and whether the source has ended.
-        let transactionSlot = Mutex<(open: UInt64?, ended: Bool)>((nil, false))
+        let transactionSlot = NIOLockedValueBox<(open: UInt64?, ended: Bool)>((nil, false))
         /// The open transaction's state (inference queue only).
         var verification: OpenVerification?
-        let statistics = Mutex(LaneStatistics())
+        let statistics = NIOLockedValueBox(LaneStatistics())
         let rgb = PaddedPicture()  // prepare queue only
         let preprocessing = Preprocessor.Scratch()  // prepare queue only
         /// Inputs the inference queue has scored, handed back so the next frames are prepared into their
         /// memory (as many as this lane ever had in flight at once).
-        let spareInputs = Mutex([Opinions.FaceInput]())
+        let spareInputs = NIOLockedValueBox([Opinions.FaceInput]())
 
         init(
             source: FrameSource, locator: FaceLocator, decisions: DecisionConfiguration, replayInFlight: Int,
             analysisFramesPerSecond: Double?
         ) {
-            self.rate = Mutex(AnalysisRateGate(framesPerSecond: analysisFramesPerSecond))
+            self.rate = NIOLockedValueBox(AnalysisRateGate(framesPerSecond: analysisFramesPerSecond))
             self.id = source.id
             self.kind = source.kind
             self.source = source
@@ -286,8 +287,8 @@ public final class LivenessPipeline: @unchecked Sendable {
         var draining = false
     }
 
-    private let inbox = Mutex(Inbox())
-    private let lanes = Mutex([String: Lane]())
+    private let inbox = NIOLockedValueBox(Inbox())
+    private let lanes = NIOLockedValueBox([String: Lane]())
     private let idle = DispatchGroup()
     /// The inference queue's working arrays, kept between batches so that deciding allocates nothing.
     private var processing: [Item] = []  // inference queue only
@@ -316,12 +317,12 @@ public final class LivenessPipeline: @unchecked Sendable {
             source: source, locator: locator, decisions: self.configuration.decisions,
             replayInFlight: self.configuration.replayInFlight,
             analysisFramesPerSecond: analysisFramesPerSecond ?? self.configuration.analysisFramesPerSecond)
-        self.lanes.withLock { $0[lane.id] = lane }
+        self.lanes.withLockedValue { $0[lane.id] = lane }
         self.idle.enter()  // left when the source's `ended` event has been published
         do {
             try source.start { [weak self] event in self?.admit(event, lane: lane) }
         } catch {
-            self.lanes.withLock { $0[lane.id] = nil }
+            self.lanes.withLockedValue { $0[lane.id] = nil }
             self.idle.leave()
             throw error
         }
@@ -329,19 +330,19 @@ public final class LivenessPipeline: @unchecked Sendable {
 
     /// Statistics of every source, by id.
     public func statistics() -> [String: LaneStatistics] {
-        self.lanes.withLock { lanes in lanes.mapValues { lane in lane.statistics.withLock { $0 } } }
+        self.lanes.withLockedValue { lanes in lanes.mapValues { lane in lane.statistics.withLockedValue { $0 } } }
     }
 
     /// Starts a fresh decision window for one source (or all when nil).
     public func reset(sourceID: String? = nil) {
         self.inferenceQueue.async {
-            for lane in self.lanes.withLock({ Array($0.values) }) where sourceID == nil || lane.id == sourceID {
+            for lane in self.lanes.withLockedValue({ Array($0.values) }) where sourceID == nil || lane.id == sourceID {
                 lane.machine.reset()
             }
         }
     }
 
-    private let transactionCounter = Atomic<UInt64>(0)
+    private let transactionCounter = Synchronization.Atomic<UInt64>(0)
 
     /// Starts a verification transaction on `sourceID`: its decision window is cleared, a `started` event
     /// is published, and exactly one `ended` event follows — when the evidence suffices for a verdict
@@ -352,12 +353,12 @@ public final class LivenessPipeline: @unchecked Sendable {
     public func beginTransaction(
         id: String, sourceID: String, timeoutSeconds: Double, rules: VerificationRules
     ) throws -> UInt64 {
-        guard let lane = self.lanes.withLock({ $0[sourceID] }) else {
-            let known = self.lanes.withLock { $0.keys.sorted() }.joined(separator: ", ")
+        guard let lane = self.lanes.withLockedValue({ $0[sourceID] }) else {
+            let known = self.lanes.withLockedValue { $0.keys.sorted() }.joined(separator: ", ")
             throw TransactionRefusal(description: "no source '\(sourceID)' (sources: \(known))")
         }
         let token = self.transactionCounter.add(1, ordering: .relaxed).newValue
-        let refusal = lane.transactionSlot.withLock { slot -> String? in
+        let refusal = lane.transactionSlot.withLockedValue { slot -> String? in
             if slot.ended { return "source '\(sourceID)' has ended" }
             if slot.open != nil { return "a transaction is already open on '\(sourceID)'; wait for its answer" }
             slot.open = token
@@ -387,7 +388,7 @@ public final class LivenessPipeline: @unchecked Sendable {
     private func endTransaction(on lane: Lane, _ result: VerificationResult) {
         guard let open = lane.verification else { return }
         lane.verification = nil
-        lane.transactionSlot.withLock { $0.open = nil }
+        lane.transactionSlot.withLockedValue { $0.open = nil }
         let elapsed = Double(monotonicNanoseconds() &- open.started) / 1e9
         self.sink(
             .transaction(
@@ -400,14 +401,14 @@ public final class LivenessPipeline: @unchecked Sendable {
     /// Changes the decision rules of every source (SIGHUP reload); windows are kept.
     public func updateDecisions(_ decisions: DecisionConfiguration) {
         self.inferenceQueue.async {
-            for lane in self.lanes.withLock({ Array($0.values) }) { lane.machine.configuration = decisions }
+            for lane in self.lanes.withLockedValue({ Array($0.values) }) { lane.machine.configuration = decisions }
         }
     }
 
     /// Stops every source, lets what is in flight finish, and returns when every source's end has
     /// been published (or `timeoutSeconds` passed: false).
     public func stop(timeoutSeconds: Double) -> Bool {
-        for lane in self.lanes.withLock({ Array($0.values) }) { lane.source.stop() }
+        for lane in self.lanes.withLockedValue({ Array($0.values) }) { lane.source.stop() }
         return self.idle.wait(timeout: .now() + timeoutSeconds) == .success
     }
 
@@ -428,13 +429,13 @@ public final class LivenessPipeline: @unchecked Sendable {
         if case .frame(let frame) = event {
             // Beyond the analysis rate: skipped before anything is done with it (its buffer goes back to the
             // pool when `frame` is released), whether live or replay.
-            let analysed = lane.rate.withLock { gate -> Bool in
+            let analysed = lane.rate.withLockedValue { gate -> Bool in
                 let admitted = gate.admits(timeSeconds: frame.presentationTimeSeconds)
                 share = gate.analysedShare
                 return admitted
             }
             if !analysed {
-                lane.statistics.withLock {
+                lane.statistics.withLockedValue {
                     $0.framesIn += 1
                     $0.droppedRate += 1
                 }
@@ -445,7 +446,7 @@ public final class LivenessPipeline: @unchecked Sendable {
             // Replay never drops: the reader waits for a slot, and news takes the frames' path, in order.
             lane.replaySlots.wait()
             if case .frame(let frame) = event {
-                lane.statistics.withLock { $0.framesIn += 1 }
+                lane.statistics.withLockedValue { $0.framesIn += 1 }
                 let admittedShare = share
                 lane.prepareQueue.async { self.prepare(frame, lane: lane, analysedShare: admittedShare) }
             } else {
@@ -455,10 +456,10 @@ public final class LivenessPipeline: @unchecked Sendable {
         }
         let isFrame: Bool
         if case .frame = event { isFrame = true } else { isFrame = false }
-        if isFrame { lane.statistics.withLock { $0.framesIn += 1 } }
-        let start = lane.admission.withLock { admission -> Bool in
+        if isFrame { lane.statistics.withLockedValue { $0.framesIn += 1 } }
+        let start = lane.admission.withLockedValue { admission -> Bool in
             if isFrame, let last = admission.waiting.last, case .frame = last.event {
-                lane.statistics.withLock { $0.droppedStale += 1 }
+                lane.statistics.withLockedValue { $0.droppedStale += 1 }
                 admission.waiting[admission.waiting.count - 1] = (event, share)
             } else {
                 admission.waiting.append((event, share))
@@ -480,7 +481,7 @@ public final class LivenessPipeline: @unchecked Sendable {
 
     /// Takes what waits for a live lane, oldest first, until nothing does.
     private func prepareLive(lane: Lane) {
-        while let next = lane.admission.withLock({ admission -> (event: SourceEvent, analysedShare: Double)? in
+        while let next = lane.admission.withLockedValue({ admission -> (event: SourceEvent, analysedShare: Double)? in
             if admission.waiting.isEmpty {
                 admission.preparing = false
                 return nil
@@ -511,7 +512,7 @@ public final class LivenessPipeline: @unchecked Sendable {
             if case .face(let rect, _, let box) = location {
                 // Into the memory of an input this lane had scored before (a new one only while the lane has
                 // more frames in flight than ever before).
-                var prepared = lane.spareInputs.withLock { $0.popLast() } ?? Opinions.FaceInput()
+                var prepared = lane.spareInputs.withLockedValue { $0.popLast() } ?? Opinions.FaceInput()
                 do {
                     try self.opinions.prepare(
                         image: image, region: rect, box: box, into: &prepared, scratch: lane.preprocessing)
@@ -542,7 +543,7 @@ public final class LivenessPipeline: @unchecked Sendable {
     }
 
     private func enqueue(_ item: Item) {
-        let accepted = self.inbox.withLock { inbox -> (accepted: Bool, startDrain: Bool) in
+        let accepted = self.inbox.withLockedValue { inbox -> (accepted: Bool, startDrain: Bool) in
             let isLiveFrame = item.lane.kind == .live && item.event == nil
             if isLiveFrame && inbox.items.count >= self.configuration.inferenceCapacity { return (false, false) }
             inbox.items.append(item)
@@ -551,7 +552,7 @@ public final class LivenessPipeline: @unchecked Sendable {
             return (true, start)
         }
         if !accepted.accepted {
-            item.lane.statistics.withLock { $0.droppedBusy += 1 }
+            item.lane.statistics.withLockedValue { $0.droppedBusy += 1 }
             return
         }
         if accepted.startDrain { self.inferenceQueue.async { self.drain() } }
@@ -565,20 +566,22 @@ public final class LivenessPipeline: @unchecked Sendable {
         swap(&batch, &self.processing)
         defer { swap(&batch, &self.processing) }
         while true {
-            let empty = self.inbox.withLock { inbox -> Bool in
+            let empty = self.inbox.withLockedValue { inbox -> Bool in
                 batch.append(contentsOf: inbox.items.prefix(self.configuration.maximumBatch * 2))
                 if batch.isEmpty { inbox.draining = false }
                 return batch.isEmpty
             }
             if empty { return }
             self.process(batch)
-            self.inbox.withLock { $0.items.removeFirst(batch.count) }
+            self.inbox.withLockedValue { $0.items.removeFirst(batch.count) }
             // Scored inputs go back to their lanes once nothing else holds them, so the next prepare writes
             // into their memory instead of copying it (a published crop is the event's: not reused).
             for index in batch.indices {
                 guard let input = batch[index].input else { continue }
                 batch[index].input = nil
-                if !self.configuration.publishCrops { batch[index].lane.spareInputs.withLock { $0.append(input) } }
+                if !self.configuration.publishCrops {
+                    batch[index].lane.spareInputs.withLockedValue { $0.append(input) }
+                }
             }
             batch.removeAll(keepingCapacity: true)
         }
@@ -604,7 +607,7 @@ public final class LivenessPipeline: @unchecked Sendable {
             }
             if let event = item.event {
                 if case .ended(let end) = event {
-                    lane.transactionSlot.withLock { $0.ended = true }
+                    lane.transactionSlot.withLockedValue { $0.ended = true }
                     if let open = lane.verification {
                         // No more frames will come: the answer is what was seen, never a verdict.
                         var result = open.state.expire()
@@ -616,7 +619,7 @@ public final class LivenessPipeline: @unchecked Sendable {
                 if lane.kind == .replay { lane.replaySlots.signal() }
                 if case .ended = event {
                     if self.configuration.forgetEndedSources {
-                        self.lanes.withLock { lanes in
+                        self.lanes.withLockedValue { lanes in
                             if lanes[lane.id] === lane { lanes[lane.id] = nil }
                         }
                     }
@@ -651,7 +654,7 @@ public final class LivenessPipeline: @unchecked Sendable {
             }
             let decision = lane.machine.observe(observation)
             let decided = monotonicNanoseconds()
-            lane.statistics.withLock {
+            lane.statistics.withLockedValue {
                 $0.processed += 1
                 _ = $0.latency.record(decided &- frame.captureTimeNanoseconds)
                 _ = $0.queued.record(item.prepareStarted &- frame.captureTimeNanoseconds)

@@ -3,6 +3,7 @@ import Dispatch
 import FramePipeline
 import Foundation
 import LivenessEngine
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// Plays every presentation of a dataset through the daemon's own `LivenessPipeline` in replay
@@ -48,7 +49,7 @@ public final class EvalRunner: Sendable {
     let options: Options
     private let pipeline: LivenessPipeline
     private let detector: FaceLocatorFactory?
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let control = DispatchQueue(label: "livenessd.eval.control")
     private let done = DispatchSemaphore(value: 0)
     private let frameLog: FrameLog?
@@ -85,13 +86,13 @@ public final class EvalRunner: Sendable {
         }
         self.done.wait()
         self.frameLog?.flush()
-        return self.state.withLock { $0.finished }.sorted { $0.index < $1.index }
+        return self.state.withLockedValue { $0.finished }.sorted { $0.index < $1.index }
     }
 
     /// Stops starting new files and stops the ones playing; `run()` then returns what finished
     /// (the stopped ones marked interrupted).
     public func interrupt() {
-        let alreadyInterrupted = self.state.withLock { state -> Bool in
+        let alreadyInterrupted = self.state.withLockedValue { state -> Bool in
             defer { state.interrupted = true }
             return state.interrupted
         }
@@ -108,7 +109,7 @@ public final class EvalRunner: Sendable {
 
     /// Control queue: opens the next file; one that cannot be opened is a failure to acquire.
     private func startNext() {
-        let claimed = self.state.withLock { state -> Int? in
+        let claimed = self.state.withLockedValue { state -> Int? in
             guard !state.interrupted, state.next < self.dataset.presentations.count else { return nil }
             defer { state.next += 1 }
             let index = state.next
@@ -149,7 +150,7 @@ public final class EvalRunner: Sendable {
     }
 
     private func finishIfIdle() {
-        let finished = self.state.withLock { state in
+        let finished = self.state.withLockedValue { state in
             state.active.isEmpty && (state.interrupted || state.next >= self.dataset.presentations.count)
         }
         if finished { self.done.signal() }
@@ -159,7 +160,7 @@ public final class EvalRunner: Sendable {
     private func handle(_ event: PipelineEvent) {
         switch event {
         case .decision(let frame):
-            let (presentation, completed, frames) = self.state.withLock { state -> (Presentation?, Int, Int) in
+            let (presentation, completed, frames) = self.state.withLockedValue { state -> (Presentation?, Int, Int) in
                 guard state.active[frame.sourceID] != nil else { return (nil, state.completed, state.frames) }
                 state.active[frame.sourceID]!.accumulator.add(frame)
                 state.frames += 1
@@ -168,7 +169,7 @@ public final class EvalRunner: Sendable {
             if let presentation { self.frameLog?.append(frame, presentation: presentation) }
             self.progress(completed, self.dataset.presentations.count, frames)  // redrawn at most 5 times a second
         case .source(let id, .skipped(let count, _)):
-            self.state.withLock { $0.active[id]?.accumulator.skippedPackets(count) }
+            self.state.withLockedValue { $0.active[id]?.accumulator.skippedPackets(count) }
         case .source(let id, .ended(let end)):
             self.complete(id: id, end: end, openError: nil)
             self.control.async { self.startNext() }
@@ -178,7 +179,7 @@ public final class EvalRunner: Sendable {
     }
 
     private func complete(id: String, end: SourceEnd?, openError: String?) {
-        let (completed, frames) = self.state.withLock { state -> (Int, Int) in
+        let (completed, frames) = self.state.withLockedValue { state -> (Int, Int) in
             guard let entry = state.active.removeValue(forKey: id) else { return (state.completed, state.frames) }
             let interrupted = end == .stopped
             let result = entry.accumulator.finish(end: end, openError: openError, interrupted: interrupted)
@@ -201,10 +202,10 @@ public final class EvalRunner: Sendable {
 /// Lets the pipeline's sink reach the runner that owns the pipeline (set once, before any source).
 private final class RunnerBox: Sendable {
     private struct Reference { weak var runner: EvalRunner? }
-    private let reference = Mutex(Reference())
+    private let reference = NIOLockedValueBox(Reference())
     var runner: EvalRunner? {
-        get { self.reference.withLock { $0.runner } }
-        set { self.reference.withLock { $0.runner = newValue } }
+        get { self.reference.withLockedValue { $0.runner } }
+        set { self.reference.withLockedValue { $0.runner = newValue } }
     }
 }
 
@@ -212,12 +213,12 @@ private final class RunnerBox: Sendable {
 /// interrupted run keeps every line it produced).
 public final class FrameLog: Sendable {
     private let handle: FileHandle
-    private let buffer = Mutex(Data())
+    private let buffer = NIOLockedValueBox(Data())
     /// One encoder for every line (behind its own lock, which only the inference queue takes).
-    private let encoder: Mutex<JSONEncoder> = {
+    private let encoder: NIOLockedValueBox<JSONEncoder> = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Mutex(encoder)
+        return NIOLockedValueBox(encoder)
     }()
 
     public init(path: String) throws {
@@ -253,9 +254,9 @@ public final class FrameLog: Sendable {
             scores: frame.decision.rawScore == nil ? nil : frame.scores.finite, window: frame.decision.windowCount,
             reason: frame.decision.reason,
             box: frame.box.map(FrameBox.init), faces: frame.faceCount)
-        guard var data = self.encoder.withLock({ try? $0.encode(line) }) else { return }
+        guard var data = self.encoder.withLockedValue({ try? $0.encode(line) }) else { return }
         data.append(0x0A)
-        let full = self.buffer.withLock { buffer -> Data? in
+        let full = self.buffer.withLockedValue { buffer -> Data? in
             buffer.append(data)
             guard buffer.count >= 1 << 16 else { return nil }
             defer { buffer.removeAll(keepingCapacity: true) }
@@ -265,7 +266,7 @@ public final class FrameLog: Sendable {
     }
 
     func flush() {
-        let rest = self.buffer.withLock { buffer -> Data in
+        let rest = self.buffer.withLockedValue { buffer -> Data in
             defer { buffer.removeAll() }
             return buffer
         }

@@ -4,6 +4,7 @@ import Foundation
 import LivenessEngine
 import Logging
 import ServiceLifecycle
+import NIOConcurrencyHelpers
 import Synchronization
 import UnixSignals
 
@@ -100,7 +101,7 @@ public final class LivenessDaemon: Sendable {
     public let metricsEndpoint: MetricsEndpoint?
     private let reloadSettings: @Sendable (_ runningThreshold: Double) throws -> DaemonSettings
     /// False once a drain timed out: frames may still be inside the models (see `run`).
-    let drained = Atomic<Bool>(true)
+    let drained = Synchronization.Atomic<Bool>(true)
     /// One element per `subscribe` request (only the newest is kept): ends `holdUntilSubscribed`.
     private let subscriptions: AsyncStream<Void>
     private let subscribed: AsyncStream<Void>.Continuation
@@ -286,7 +287,8 @@ public final class LivenessDaemon: Sendable {
             Int64((self.options.drainTimeoutSeconds + 5) * 1000))
         configuration.maximumCancellationDuration = .seconds(5)
         try await ServiceGroup(configuration: configuration).run()
-        self.logger.info("stopped", metadata: ["frames.processed": "\(self.monitor.state.withLock { $0.processed })"])
+        self.logger.info(
+            "stopped", metadata: ["frames.processed": "\(self.monitor.state.withLockedValue { $0.processed })"])
         return self.drained.load(ordering: .relaxed)
     }
 
@@ -427,7 +429,7 @@ struct SystemdService: Service {
             while true {
                 try await Task.sleep(for: period)
                 tick += 1
-                let snapshot = daemon.monitor.state.withLock { $0 }
+                let snapshot = daemon.monitor.state.withLockedValue { $0 }
                 let waitingOnly = snapshot.delivered.isEmpty && !snapshot.waiting.isEmpty
                 if !ready && (snapshot.firstDecision || waitingOnly) {
                     ready = true
@@ -479,10 +481,10 @@ final class OneShot: Sendable {
         case fired
         case done
     }
-    private let state = Mutex(State.idle)
+    private let state = NIOLockedValueBox(State.idle)
 
     func wait(_ continuation: CheckedContinuation<Void, Never>) {
-        let resumeNow = self.state.withLock { state -> Bool in
+        let resumeNow = self.state.withLockedValue { state -> Bool in
             if case .fired = state {
                 state = .done
                 return true
@@ -494,7 +496,7 @@ final class OneShot: Sendable {
     }
 
     func fire() {
-        let waiting = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let waiting = self.state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             switch state {
             case .idle:
                 state = .fired
@@ -512,14 +514,17 @@ final class OneShot: Sendable {
 
 /// The pipeline and threshold as the server's hooks see them (the hooks are made before the pipeline).
 final class PipelineReference: Sendable {
-    private let state: Mutex<(pipeline: LivenessPipeline?, threshold: Double, verification: VerificationRules)>
-    init(threshold: Double, verification: VerificationRules) { self.state = Mutex((nil, threshold, verification)) }
-    var pipeline: LivenessPipeline? { self.state.withLock { $0.pipeline } }
-    var threshold: Double { self.state.withLock { $0.threshold } }
-    var verification: VerificationRules { self.state.withLock { $0.verification } }
-    func set(_ pipeline: LivenessPipeline) { self.state.withLock { $0.pipeline = pipeline } }
-    func setThreshold(_ value: Double) { self.state.withLock { $0.threshold = value } }
-    func setVerification(_ rules: VerificationRules) { self.state.withLock { $0.verification = rules } }
+    private let state:
+        NIOLockedValueBox<(pipeline: LivenessPipeline?, threshold: Double, verification: VerificationRules)>
+    init(threshold: Double, verification: VerificationRules) {
+        self.state = NIOLockedValueBox((nil, threshold, verification))
+    }
+    var pipeline: LivenessPipeline? { self.state.withLockedValue { $0.pipeline } }
+    var threshold: Double { self.state.withLockedValue { $0.threshold } }
+    var verification: VerificationRules { self.state.withLockedValue { $0.verification } }
+    func set(_ pipeline: LivenessPipeline) { self.state.withLockedValue { $0.pipeline = pipeline } }
+    func setThreshold(_ value: Double) { self.state.withLockedValue { $0.threshold = value } }
+    func setVerification(_ rules: VerificationRules) { self.state.withLockedValue { $0.verification = rules } }
 }
 
 /// Builds `status` replies from the pipeline's statistics and the monitor's view.
@@ -534,7 +539,7 @@ struct StatusReporter: Sendable {
     func message(pipeline: LivenessPipeline?, monitor: DaemonMonitor, threshold: Double) -> EventProtocol.StatusMessage
     {
         let statistics = pipeline?.statistics() ?? [:]
-        let states = monitor.state.withLock { $0.states }
+        let states = monitor.state.withLockedValue { $0.states }
         var sources: [String: EventProtocol.SourceStatus] = [:]
         for (id, kind) in self.sourceKinds {
             let lane = statistics[id] ?? LaneStatistics()

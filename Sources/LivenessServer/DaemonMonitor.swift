@@ -1,5 +1,6 @@
 import CaptureKit
 import FramePipeline
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// Frame flow as the daemon sees it: for READY, the watchdog, STATUS and fps.
@@ -16,11 +17,11 @@ final class DaemonMonitor: Sendable {
         var delivered: Set<String> = []
     }
 
-    let state = Mutex(State())
+    let state = NIOLockedValueBox(State())
 
     func observe(_ event: PipelineEvent) {
         let now = monotonicNanoseconds()
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             switch event {
             case .decision(let decided):
                 state.firstDecision = true
@@ -48,7 +49,7 @@ final class DaemonMonitor: Sendable {
 
     func fps(_ source: String) -> Double {
         let now = monotonicNanoseconds()
-        return self.state.withLock { state in
+        return self.state.withLockedValue { state in
             let times = (state.recent[source] ?? []).filter { now &- $0 <= 2_000_000_000 }
             return Double(times.count) / 2
         }

@@ -4,6 +4,7 @@ import LivenessEngine
 import Logging
 import NIOCore
 import NIOPosix
+import NIOConcurrencyHelpers
 import Synchronization
 import CPeerCredentials
 
@@ -123,20 +124,20 @@ public final class EventServer: Sendable {
     /// The server's event loop, shared with the metrics endpoint.
     var eventLoopGroup: any EventLoopGroup { self.group }
 
-    private let channel = Mutex<Channel?>(nil)
-    private let clients = Mutex<[ObjectIdentifier: NIOLoopBound<ClientHandler>]>([:])
+    private let channel = NIOLockedValueBox<Channel?>(nil)
+    private let clients = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<ClientHandler>]>([:])
     /// Who asked for each open transaction (by the pipeline's token): they get its one `verify` answer.
-    private let requesters = Mutex<[UInt64: NIOLoopBound<ClientHandler>]>([:])
+    private let requesters = NIOLockedValueBox<[UInt64: NIOLoopBound<ClientHandler>]>([:])
     /// Transaction ids the daemon made for requests without an `id`.
-    private let transactionNames = Atomic<UInt64>(0)
-    private let latest = Mutex<[String: EventProtocol.SourceSnapshot]>([:])
-    private let eventCounter = Atomic<UInt64>(0)
+    private let transactionNames = Synchronization.Atomic<UInt64>(0)
+    private let latest = NIOLockedValueBox<[String: EventProtocol.SourceSnapshot]>([:])
+    private let eventCounter = Synchronization.Atomic<UInt64>(0)
     /// Open connections, counted from accept to close, refused ones included.
-    private let connections = Atomic<Int>(0)
+    private let connections = Synchronization.Atomic<Int>(0)
     /// `maxClients`, lowered at start when the descriptor limit is lower.
-    private let clientLimit: Atomic<Int>
-    private let access: Mutex<AccessPolicy>
-    private let threshold: Mutex<Double>
+    private let clientLimit: Synchronization.Atomic<Int>
+    private let access: NIOLockedValueBox<AccessPolicy>
+    private let threshold: NIOLockedValueBox<Double>
     /// Encodes and fans out published events, in order (see `publish`).
     private let publishing = DispatchQueue(label: "livenessd.events")
     /// The publishing queue's encoder (a lock nobody contends: only that queue takes it).
@@ -146,9 +147,9 @@ public final class EventServer: Sendable {
         self.configuration = configuration
         self.hooks = hooks
         self.logger = logger
-        self.access = Mutex(configuration.access)
-        self.clientLimit = Atomic(configuration.maxClients)
-        self.threshold = Mutex(threshold)
+        self.access = NIOLockedValueBox(configuration.access)
+        self.clientLimit = Synchronization.Atomic(configuration.maxClients)
+        self.threshold = NIOLockedValueBox(threshold)
     }
 
     /// Binds (or adopts the inherited socket). A socket file left by a dead daemon is replaced;
@@ -171,7 +172,7 @@ public final class EventServer: Sendable {
             }
         if let descriptor = self.configuration.inheritedDescriptor {
             let bound = try bootstrap.withBoundSocket(descriptor).wait()
-            self.channel.withLock { $0 = bound }
+            self.channel.withLockedValue { $0 = bound }
             self.logger.info("listening on the socket systemd passed", metadata: ["socket.fd": "\(descriptor)"])
             return
         }
@@ -195,11 +196,11 @@ public final class EventServer: Sendable {
         }
         do {
             let bound = try bootstrap.bind(unixDomainSocketPath: path).wait()
-            self.channel.withLock { $0 = bound }
+            self.channel.withLockedValue { $0 = bound }
         } catch {
             throw ServerError("cannot listen on \(path): \(error) (does its directory exist and is it writable?)")
         }
-        let policy = self.access.withLock { $0 }
+        let policy = self.access.withLockedValue { $0 }
         chmod(path, mode_t(policy.socketMode))
         if let name = policy.socketGroup {
             guard let entry = getgrnam(name) else { throw ServerError("socket group '\(name)' does not exist") }
@@ -258,27 +259,27 @@ public final class EventServer: Sendable {
     public func shutdown(reason: String) {
         // Events published before this call reach the clients' loops before their bye does.
         self.flushPublished()
-        let handlers = self.clients.withLock { Array($0.values) }
+        let handlers = self.clients.withLockedValue { Array($0.values) }
         let closed = handlers.map { bound in
             bound.eventLoop.flatSubmit { bound.value.close(reason: reason) }
         }
         _ = try? EventLoopFuture.andAllComplete(closed, on: self.group.next()).wait()
-        try? self.channel.withLock({ $0 })?.close().wait()
+        try? self.channel.withLockedValue({ $0 })?.close().wait()
         if self.configuration.inheritedDescriptor == nil { unlink(self.configuration.path) }
         try? self.group.syncShutdownGracefully()
     }
 
-    public var clientCount: Int { self.clients.withLock { $0.count } }
+    public var clientCount: Int { self.clients.withLockedValue { $0.count } }
 
     /// A new policy applies to open connections too: a client it no longer allows is told so and closed.
     public func updateAccess(_ policy: AccessPolicy) {
-        self.access.withLock { $0 = policy }
-        for bound in self.clients.withLock({ Array($0.values) }) {
+        self.access.withLockedValue { $0 = policy }
+        for bound in self.clients.withLockedValue({ Array($0.values) }) {
             bound.eventLoop.execute { bound.value.recheck(policy) }
         }
     }
-    public func updateThreshold(_ value: Double) { self.threshold.withLock { $0 = value } }
-    public var accessPolicy: AccessPolicy { self.access.withLock { $0 } }
+    public func updateThreshold(_ value: Double) { self.threshold.withLockedValue { $0 = value } }
+    public var accessPolicy: AccessPolicy { self.access.withLockedValue { $0 } }
 
     // MARK: - Publishing
 
@@ -304,13 +305,13 @@ public final class EventServer: Sendable {
             source = decided.sourceID
             isChange = decided.decision.changed
             let snapshot = EventProtocol.snapshot(of: decided)
-            self.latest.withLock { $0[source] = snapshot }
+            self.latest.withLockedValue { $0[source] = snapshot }
             let message = EventProtocol.DecisionMessage(
                 event: number, source: source, seq: decided.sequence, pts: decided.presentationTimeSeconds,
                 state: decided.decision.state.rawValue, changed: decided.decision.changed,
                 smoothed: decided.decision.smoothedScore, raw: decided.decision.rawScore,
                 scores: decided.decision.rawScore == nil ? nil : decided.scores.finite,
-                window: decided.decision.windowCount, threshold: self.threshold.withLock { $0 },
+                window: decided.decision.windowCount, threshold: self.threshold.withLockedValue { $0 },
                 box: decided.box.map(EventProtocol.Box.init), faces: decided.faceCount,
                 reason: decided.decision.reason,
                 latencyMs: Double(decided.decidedTimeNanoseconds &- decided.captureTimeNanoseconds) / 1e6,
@@ -336,7 +337,7 @@ public final class EventServer: Sendable {
             let message = EventProtocol.TransactionMessage(transaction, number: number, asReply: false, time: now)
             line = self.publishingEncoder.withLock { EventProtocol.line(message, encoder: &$0) }
             if case .ended = transaction.phase,
-                let requester = self.requesters.withLock({ $0.removeValue(forKey: transaction.token) })
+                let requester = self.requesters.withLockedValue({ $0.removeValue(forKey: transaction.token) })
             {
                 let answer = EventProtocol.TransactionMessage(transaction, number: nil, asReply: true, time: now)
                 let reply = ByteBuffer(
@@ -346,17 +347,17 @@ public final class EventServer: Sendable {
         }
         let buffer = ByteBuffer(string: line)
         let change = isChange
-        for bound in self.clients.withLock({ Array($0.values) }) {
+        for bound in self.clients.withLockedValue({ Array($0.values) }) {
             bound.eventLoop.execute { bound.value.deliver(buffer, source: source, isChange: change) }
         }
     }
 
-    public func snapshot() -> [String: EventProtocol.SourceSnapshot] { self.latest.withLock { $0 } }
+    public func snapshot() -> [String: EventProtocol.SourceSnapshot] { self.latest.withLockedValue { $0 } }
 
     // MARK: - Client bookkeeping (client event loops)
 
     fileprivate func register(_ handler: ClientHandler, on loop: EventLoop) {
-        self.clients.withLock { $0[ObjectIdentifier(handler)] = NIOLoopBound(handler, eventLoop: loop) }
+        self.clients.withLockedValue { $0[ObjectIdentifier(handler)] = NIOLoopBound(handler, eventLoop: loop) }
     }
 
     /// Counts a new connection; false (and not counted) when `maxClients` are already open.
@@ -377,7 +378,7 @@ public final class EventServer: Sendable {
     public var connectionCount: Int { self.connections.load(ordering: .relaxed) }
 
     fileprivate func unregister(_ handler: ClientHandler) {
-        _ = self.clients.withLock { $0.removeValue(forKey: ObjectIdentifier(handler)) }
+        _ = self.clients.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(handler)) }
     }
 
     /// A controller's `verify`: starts the transaction and remembers who asked; nil when it started (the
@@ -401,7 +402,7 @@ public final class EventServer: Sendable {
         let bound = NIOLoopBound(handler, eventLoop: loop)
         do {
             // Under the lock: the transaction's end (publishing queue) waits until its requester is known.
-            try self.requesters.withLock { requesters in
+            try self.requesters.withLockedValue { requesters in
                 let token = try self.hooks.verify(id, request.source, timeout)
                 requesters[token] = bound
             }

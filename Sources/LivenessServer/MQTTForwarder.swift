@@ -3,6 +3,7 @@ import FramePipeline
 import Foundation
 import LivenessEngine
 import Logging
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// Forwards the daemon's events to the site's MQTT broker with Eclipse Mosquitto's client library
@@ -124,7 +125,7 @@ public final class MQTTForwarder: Sendable {
     let settings: Settings
     let logger: Logger
     let handle: MosquittoHandle
-    let state = Mutex(State())
+    let state = NIOLockedValueBox(State())
     /// Wakes the publisher thread (an event was recorded, or stopping).
     let wake = DispatchSemaphore(value: 0)
     /// Interrupts the network thread's backoff sleep when stopping.
@@ -186,7 +187,7 @@ public final class MQTTForwarder: Sendable {
     }
 
     deinit {
-        if !self.state.withLock({ $0.abandoned }) { mosquitto_destroy(self.handle.client) }
+        if !self.state.withLockedValue({ $0.abandoned }) { mosquitto_destroy(self.handle.client) }
     }
 
     static func failure(_ what: String, _ code: Int32) -> ServerError {
@@ -237,7 +238,7 @@ public final class MQTTForwarder: Sendable {
     }
 
     private func record(_ entry: CameraState) {
-        self.state.withLock {
+        self.state.withLockedValue {
             $0.states[entry.source] = entry
             $0.dirty.insert(entry.source)
         }
@@ -246,7 +247,7 @@ public final class MQTTForwarder: Sendable {
 
     /// Queues `item`; when the queue is full the oldest message goes (counted).
     func enqueue(_ item: Pending) {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             state.pending.append(item)
             let excess = state.pending.count - self.settings.queueLimit
             if excess > 0 {
@@ -258,7 +259,7 @@ public final class MQTTForwarder: Sendable {
     }
 
     public var counters: Counters {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             var counters = state.counters
             counters.queued = state.pending.count
             return counters
@@ -296,7 +297,7 @@ public final class MQTTForwarder: Sendable {
     /// Publishes what is queued and `offline` (waiting up to `timeoutSeconds` for the broker), disconnects,
     /// and joins both threads.
     public func stop(timeoutSeconds: Double = 2) {
-        let first = self.state.withLock { state -> Bool in
+        let first = self.state.withLockedValue { state -> Bool in
             defer { state.stopping = true }
             return !state.stopping
         }
@@ -310,7 +311,7 @@ public final class MQTTForwarder: Sendable {
         // daemon's exit. The client is then left to the process's end (deinit does not destroy it).
         if self.threadsDone.wait(timeout: .now() + timeoutSeconds + 1) == .timedOut {
             self.logger.warning("MQTT: the connection attempt did not end in time; leaving it")
-            self.state.withLock { $0.abandoned = true }
+            self.state.withLockedValue { $0.abandoned = true }
         }
     }
 
@@ -319,7 +320,7 @@ public final class MQTTForwarder: Sendable {
         let client = self.handle.client
         var delay = 1.0
         var lastComplaint = ""
-        while !self.state.withLock({ $0.stopping }) {
+        while !self.state.withLockedValue({ $0.stopping }) {
             // mosquitto_connect (not _reconnect) every time: it also resolves the host name again.
             let code = mosquitto_connect(
                 client, self.settings.host, Int32(self.settings.port), self.settings.keepaliveSeconds)
@@ -327,13 +328,13 @@ public final class MQTTForwarder: Sendable {
                 var loop = MOSQ_ERR_SUCCESS.rawValue
                 while loop == MOSQ_ERR_SUCCESS.rawValue {
                     loop = mosquitto_loop(client, 1000, 1)
-                    if self.state.withLock({ $0.counters.connected }) {
+                    if self.state.withLockedValue({ $0.counters.connected }) {
                         delay = 1
                         lastComplaint = ""
                     }
                 }
-                self.state.withLock { $0.counters.connected = false }
-                if self.state.withLock({ $0.stopping }) { break }
+                self.state.withLockedValue { $0.counters.connected = false }
+                if self.state.withLockedValue({ $0.stopping }) { break }
                 let why = Self.reason(loop)
                 if why != lastComplaint {
                     self.logger.warning("MQTT: connection to the broker lost (\(why)); reconnecting")
@@ -374,7 +375,7 @@ public final class MQTTForwarder: Sendable {
                 nextStats = nextStats.addingTimeInterval(interval)
                 if nextStats < Date() { nextStats = Date().addingTimeInterval(interval) }
             }
-            let (connected, announce, states, pending, stopping) = self.state.withLock {
+            let (connected, announce, states, pending, stopping) = self.state.withLockedValue {
                 state -> (Bool, Bool, [CameraState], [Pending], Bool) in
                 guard state.counters.connected else { return (false, false, [], [], state.stopping) }
                 let announce = state.announce
@@ -401,7 +402,7 @@ public final class MQTTForwarder: Sendable {
                 }
                 if !unsent.isEmpty {
                     // The connection went while publishing: back to the front of the queue, still bounded.
-                    self.state.withLock { state in
+                    self.state.withLockedValue { state in
                         state.pending = unsent + state.pending
                         let excess = state.pending.count - self.settings.queueLimit
                         if excess > 0 {
@@ -419,7 +420,7 @@ public final class MQTTForwarder: Sendable {
                         self.handle.client, &mid, self.availabilityTopic, Int32(offline.count), offline,
                         max(1, self.settings.qos), true)
                     if code == MOSQ_ERR_SUCCESS.rawValue {
-                        let done = self.state.withLock { state -> Bool in
+                        let done = self.state.withLockedValue { state -> Bool in
                             state.offlineMid = mid
                             return state.acknowledgedWhileStopping.contains(mid)
                         }
@@ -440,7 +441,7 @@ public final class MQTTForwarder: Sendable {
         self.publish(topic: self.availabilityTopic, payload: Array("online".utf8), retain: true)
         guard self.settings.homeAssistant else { return }
         let node = Self.objectID(self.settings.clientID)
-        let sources = self.state.withLock { Array($0.states.keys) } + self.status().sources.keys
+        let sources = self.state.withLockedValue { Array($0.states.keys) } + self.status().sources.keys
         for source in Set(sources).sorted() {
             let level = Self.topicLevel(source)
             let config = DiscoveryConfig(
@@ -483,7 +484,7 @@ public final class MQTTForwarder: Sendable {
         }
         if code != MOSQ_ERR_SUCCESS.rawValue {
             if code == MOSQ_ERR_NO_CONN.rawValue {
-                self.state.withLock { $0.counters.connected = false }
+                self.state.withLockedValue { $0.counters.connected = false }
             } else {
                 self.logger.warning("MQTT: cannot publish to \(topic): \(String(cString: mosquitto_strerror(code)))")
             }
@@ -500,7 +501,7 @@ public final class MQTTForwarder: Sendable {
 
     private func connected(code: Int32) {
         guard code == 0 else {
-            let repeated = self.state.withLock { state -> Bool in
+            let repeated = self.state.withLockedValue { state -> Bool in
                 defer { state.lastRefusal = code }
                 return state.lastRefusal == code
             }
@@ -512,7 +513,7 @@ public final class MQTTForwarder: Sendable {
                 """)
             return
         }
-        let count = self.state.withLock { state -> Int in
+        let count = self.state.withLockedValue { state -> Int in
             state.lastRefusal = 0
             state.counters.connected = true
             state.counters.connections += 1
@@ -526,11 +527,11 @@ public final class MQTTForwarder: Sendable {
     }
 
     private func disconnected(code: Int32) {
-        self.state.withLock { $0.counters.connected = false }
+        self.state.withLockedValue { $0.counters.connected = false }
     }
 
     private func acknowledged(mid: Int32) {
-        let final = self.state.withLock { state -> Bool in
+        let final = self.state.withLockedValue { state -> Bool in
             state.counters.published += 1
             if state.stopping { state.acknowledgedWhileStopping.insert(mid) }
             return state.offlineMid == mid

@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Prometheus
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// The daemon's figures as Prometheus metrics (swift-metrics' API, swift-prometheus's registry and text
@@ -25,9 +26,9 @@ public final class DaemonMetrics: Sendable {
         var model: CoreMetrics.Timer
     }
 
-    private let sources = Mutex<[String: SourceMetrics]>([:])
+    private let sources = NIOLockedValueBox<[String: SourceMetrics]>([:])
     /// Cumulative figures seen at the previous scrape, for counters fed from totals.
-    private let lastTotals = Mutex<[String: Int]>([:])
+    private let lastTotals = NIOLockedValueBox<[String: Int]>([:])
 
     static let stageNames = ["queued", "prepare", "inference", "total"]
 
@@ -46,7 +47,7 @@ public final class DaemonMetrics: Sendable {
     }
 
     private func sourceMetrics<Result>(_ source: String, _ body: (inout SourceMetrics) -> Result) -> Result {
-        self.sources.withLock { sources in
+        self.sources.withLockedValue { sources in
             if sources[source] == nil {
                 sources[source] = SourceMetrics(
                     stages: Self.stageNames.map {
@@ -125,7 +126,7 @@ public final class DaemonMetrics: Sendable {
     /// A counter that follows a running total (a decrease means the total started again).
     private func follow(_ label: String, _ dimensions: [(String, String)], total: Int) {
         let key = label + dimensions.map { "|\($0.0)=\($0.1)" }.joined()
-        let delta = self.lastTotals.withLock { last -> Int in
+        let delta = self.lastTotals.withLockedValue { last -> Int in
             let previous = last[key] ?? 0
             last[key] = total
             return total >= previous ? total - previous : total
