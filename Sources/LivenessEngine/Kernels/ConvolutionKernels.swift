@@ -1,9 +1,9 @@
 import CLivenessKernels
 import Foundation
 
-// Kernels the CNN interpreter needs around its GEMMs, on NCHW planes (batch 1). SIMD for the
-// loops that dominate (depthwise 3×3, bias + ReLU), and the depthwise 3×3 in AVX2 + FMA C where the
-// CPU has it; plain loops for the small ones.
+// Kernels the CNN interpreter needs, on NCHW planes (batch 1). SIMD for the loops that dominate
+// (depthwise 3×3, bias + ReLU), the depthwise 3×3 and the pointwise 1×1 in C (AVX2 + FMA, AVX-512
+// for 1×1) where the CPU has it; plain loops for the small ones.
 
 /// Geometry of one 2-D convolution or pooling window (dilation 1).
 struct WindowGeometry: Equatable {

@@ -1,9 +1,10 @@
-// CLivenessKernels: the one compute kernel LivenessEngine writes in C, because Swift cannot
-// compile a single function for AVX2 + FMA (its SIMD types stay on the x86-64 SSE2 baseline and
-// there is no per-function target attribute). The package is built without -march flags; the
-// kernel carries __attribute__((target("avx2,fma"))) and Swift calls it only after
-// clk_avx2_fma_available() said yes, else it runs its own portable kernel.
-// See docs/ARCHITECTURE.md ("Depthwise 3×3 in AVX2 + FMA C").
+// CLivenessKernels: the compute kernels LivenessEngine writes in C (depthwise 3×3 stride 1 and
+// stride 2, the pointwise 1×1 convolution), because Swift cannot compile a single function for
+// AVX2 + FMA or AVX-512 (its SIMD types stay on the x86-64 SSE2 baseline and there is no
+// per-function target attribute). The package is built without -march flags; each kernel carries
+// __attribute__((target(...))) and Swift calls it only after clk_avx2_fma_available() /
+// clk_avx512_available() said yes, else it runs its portable path (Swift, or OpenBLAS for 1×1).
+// See docs/ARCHITECTURE.md ("Depthwise 3×3 in AVX2 + FMA C") and PointwiseAVX.c.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
