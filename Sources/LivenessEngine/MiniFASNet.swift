@@ -385,13 +385,11 @@ public final class MiniFASNet {
         var first = 0
         while first < expand.outputs {
             let count = min(group, expand.outputs - first)
-            ConvolutionKernels.fillBias(expanded, channels: count, area: area, bias: expand.bias.pointer + first)
-            BLAS.gemm(
-                m: count, n: area, k: expand.inputs, a: expand.weight.pointer + first * expand.inputs,
-                lda: expand.inputs, b: input, ldb: area, beta: 1, c: expanded, ldc: area)
-            if let slopes = expand.slopes {
-                MobileKernels.prelu(expanded, channels: count, area: area, slopes: slopes.pointer + first)
-            }
+            ConvolutionKernels.pointwise(
+                weights: expand.weight.pointer + first * expand.inputs, outputs: count, inputs: expand.inputs,
+                input: input, area: area, bias: expand.bias.pointer + first,
+                slopes: expand.slopes?.pointer.advanced(by: first),
+                into: expanded)
             let weights = conv.weight.pointer + first * 9
             let bias = conv.bias.pointer + first
             let into = filtered + first * outputArea
@@ -416,34 +414,25 @@ public final class MiniFASNet {
                 pooled: scratch.pooled.pointer, hidden: scratch.squeezed.pointer)
             if block.residual { MobileKernels.add(output, input, count: project.outputs * outputArea) }
         } else if block.residual {
-            // The GEMM accumulates onto input + bias: the residual add costs no extra pass.
-            MobileKernels.addBias(
-                input, channels: project.outputs, area: outputArea, bias: project.bias.pointer, into: output)
-            self.gemm(project, input: filtered, area: outputArea, into: output)
+            // The sums land on input + bias: the residual add costs no extra pass.
+            self.pointwise(project, input: filtered, area: outputArea, residual: input, into: output)
         } else {
             self.pointwise(project, input: filtered, area: outputArea, into: output)
         }
         return outputHeight
     }
 
-    /// 1 × 1 convolution (or an im2col'd one): output = W·input + bias, then PReLU if the block has it.
+    /// 1 × 1 convolution (or an im2col'd one): output = W·input + bias (+ residual), then PReLU if the
+    /// block has it.
     @inline(__always)
     private func pointwise(
-        _ conv: Convolution, input: UnsafePointer<Float>, area: Int, into output: UnsafeMutablePointer<Float>
+        _ conv: Convolution, input: UnsafePointer<Float>, area: Int, residual: UnsafePointer<Float>? = nil,
+        into output: UnsafeMutablePointer<Float>
     ) {
-        ConvolutionKernels.fillBias(output, channels: conv.outputs, area: area, bias: conv.bias.pointer)
-        self.gemm(conv, input: input, area: area, into: output)
-        self.prelu(conv, output, area: area)
-    }
-
-    @inline(__always)
-    private func gemm(
-        _ conv: Convolution, input: UnsafePointer<Float>, area: Int, into output: UnsafeMutablePointer<Float>
-    ) {
-        let depth = conv.inputs * conv.kernel * conv.kernel
-        BLAS.gemm(
-            m: conv.outputs, n: area, k: depth, a: conv.weight.pointer, lda: depth, b: input, ldb: area, beta: 1,
-            c: output, ldc: area)
+        ConvolutionKernels.pointwise(
+            weights: conv.weight.pointer, outputs: conv.outputs, inputs: conv.inputs * conv.kernel * conv.kernel,
+            input: input, area: area, bias: conv.bias.pointer, residual: residual, slopes: conv.slopes?.pointer,
+            into: output)
     }
 
     @inline(__always)

@@ -136,6 +136,56 @@ CLK_AVX2_FMA void clk_depthwise3x3_avx2_fma(
     }
 }
 
+/// Input columns c0 … c0 + 15 of one row (zero past `width`, the right padding) split into the
+/// windows of output columns c0/2 … c0/2 + 7: left = c0 + 2j − 1, centre = c0 + 2j, right = c0 + 2j + 1.
+CLK_AVX2_FMA CLK_INLINE void clk_stride2_row(
+    const float *row, ptrdiff_t c0, ptrdiff_t width, __m256 *left, __m256 *centre, __m256 *right) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 lo = _mm256_maskload_ps(row + c0, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(width - c0)), lanes));
+    const __m256 hi =
+        _mm256_maskload_ps(row + c0 + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(width - c0 - 8)), lanes));
+    // Per 128-bit half: [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then the 64-bit pairs put in order.
+    const __m256 evens = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 odds = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+    *centre = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(evens), _MM_SHUFFLE(3, 1, 2, 0)));
+    *right = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odds), _MM_SHUFFLE(3, 1, 2, 0)));
+    const __m256 shifted = _mm256_permutevar8x32_ps(*right, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6));
+    *left = _mm256_blend_ps(shifted, _mm256_set1_ps(c0 > 0 ? row[c0 - 1] : 0.0f), 0x01);
+}
+
+CLK_AVX2_FMA void clk_depthwise3x3s2_avx2_fma(
+    const float *input, ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, const float *weights,
+    const float *bias, const float *zero_row, float *output) {
+    const ptrdiff_t out_height = (height - 1) / 2 + 1;
+    const ptrdiff_t out_width = (width - 1) / 2 + 1;
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (ptrdiff_t channel = 0; channel < channels; channel++) {
+        const float *plane = input + channel * height * width;
+        const float *w = weights + channel * 9;
+        __m256 f[9];
+        for (int k = 0; k < 9; k++) f[k] = _mm256_set1_ps(w[k]);
+        const __m256 shift = _mm256_set1_ps(bias[channel]);
+        float *target = output + channel * out_height * out_width;
+        for (ptrdiff_t oy = 0; oy < out_height; oy++) {
+            const ptrdiff_t iy = 2 * oy - 1;
+            const float *r0 = iy >= 0 ? plane + iy * width : zero_row;
+            const float *r1 = plane + (iy + 1) * width;
+            const float *r2 = iy + 2 < height ? plane + (iy + 2) * width : zero_row;
+            for (ptrdiff_t ox = 0; ox < out_width; ox += 8) {
+                __m256 a, b, c;
+                clk_stride2_row(r0, 2 * ox, width, &a, &b, &c);
+                const __m256 s0 = _mm256_fmadd_ps(f[2], c, _mm256_fmadd_ps(f[1], b, _mm256_fmadd_ps(f[0], a, shift)));
+                clk_stride2_row(r1, 2 * ox, width, &a, &b, &c);
+                const __m256 s1 = _mm256_fmadd_ps(f[5], c, _mm256_fmadd_ps(f[4], b, _mm256_mul_ps(f[3], a)));
+                clk_stride2_row(r2, 2 * ox, width, &a, &b, &c);
+                const __m256 s2 = _mm256_fmadd_ps(f[8], c, _mm256_fmadd_ps(f[7], b, _mm256_mul_ps(f[6], a)));
+                const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(out_width - ox)), lanes);
+                _mm256_maskstore_ps(target + oy * out_width + ox, mask, _mm256_add_ps(_mm256_add_ps(s0, s1), s2));
+            }
+        }
+    }
+}
+
 #else
 
 bool clk_avx2_fma_available(void) { return false; }
@@ -146,6 +196,13 @@ void clk_depthwise3x3_avx2_fma(
     // Not compiled for this architecture, and never called: clk_avx2_fma_available() is false.
     (void)input, (void)channels, (void)height, (void)width, (void)weights, (void)bias, (void)relu;
     (void)zero_row, (void)spare_row, (void)output;
+    __builtin_trap();
+}
+
+void clk_depthwise3x3s2_avx2_fma(
+    const float *input, ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, const float *weights,
+    const float *bias, const float *zero_row, float *output) {
+    (void)input, (void)channels, (void)height, (void)width, (void)weights, (void)bias, (void)zero_row, (void)output;
     __builtin_trap();
 }
 

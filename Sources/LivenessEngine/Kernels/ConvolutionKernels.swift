@@ -1,9 +1,9 @@
 import CLivenessKernels
 import Foundation
 
-// Kernels the CNN interpreter needs around its GEMMs, on NCHW planes (batch 1). SIMD for the
-// loops that dominate (depthwise 3×3, bias + ReLU), and the depthwise 3×3 in AVX2 + FMA C where the
-// CPU has it; plain loops for the small ones.
+// Kernels the CNN interpreter needs, on NCHW planes (batch 1). SIMD for the loops that dominate
+// (depthwise 3×3, bias + ReLU), the depthwise 3×3 and the pointwise 1×1 in C (AVX2 + FMA, AVX-512
+// for 1×1) where the CPU has it; plain loops for the small ones.
 
 /// Geometry of one 2-D convolution or pooling window (dilation 1).
 struct WindowGeometry: Equatable {
@@ -245,6 +245,67 @@ enum ConvolutionKernels {
                 of: lower.replacing(with: lowest, where: lower .< lowest), toByteOffset: offset, as: SIMD4<Float>.self)
             if x == width - 5 { break }
             x = min(x + 4, width - 5)
+        }
+    }
+
+    /// Which pointwise (1×1) kernel runs. `automatic` is what the models use; tests name the others to
+    /// compare them on the same inputs.
+    enum PointwiseKernel {
+        /// `avx512` when `pointwiseChoice` says so, else `avx2FMA`, else `portable`.
+        case automatic
+        /// OpenBLAS sgemm onto the bias (or residual + bias), then the activation as a separate pass.
+        case portable
+        /// `clk_pointwise_avx2_fma`; only where `avx2FMAAvailable`.
+        case avx2FMA
+        /// `clk_pointwise_avx512`; only where `avx512Available`.
+        case avx512
+    }
+
+    /// Whether this CPU and OS run AVX-512F code (always false off x86-64): asked once.
+    static let avx512Available = clk_avx512_available()
+
+    /// What `automatic` means for `pointwise`, decided once: the widest C kernel the CPU runs, unless
+    /// `LIVENESSD_PORTABLE_KERNELS` is `1` (then OpenBLAS, as for the depthwise kernel).
+    static let pointwiseChoice: PointwiseKernel = {
+        guard ProcessInfo.processInfo.environment["LIVENESSD_PORTABLE_KERNELS"] != "1" else { return .portable }
+        if Self.avx512Available { return .avx512 }
+        return Self.avx2FMAAvailable ? .avx2FMA : .portable
+    }()
+
+    /// Pointwise (1×1) convolution, or any GEMM whose right operand is NCHW planes (im2col columns):
+    /// output[c][i] = act(Σₚ weights[c][p]·input[p][i] + bias[c] (+ residual[c][i])), c < `outputs`,
+    /// p < `inputs`, i < `area`; `weights` row-major outputs × inputs. act: PReLU with `slopes[c]` when
+    /// given, else ReLU when `relu`. On x86-64 a C kernel (AVX-512 or AVX2 + FMA) that reads the planes
+    /// as they are, where OpenBLAS would first pack them, and applies bias, residual and activation
+    /// while the sums are still in registers: 2–4× faster than sgemm plus the passes around it on the
+    /// networks' shapes. Elsewhere (and with `LIVENESSD_PORTABLE_KERNELS=1`) OpenBLAS. Both sum over p
+    /// from zero and add (residual + bias) last. `output` must not overlap `input`; it may be `residual`.
+    static func pointwise(
+        weights: UnsafePointer<Float>, outputs: Int, inputs: Int, input: UnsafePointer<Float>, area: Int,
+        bias: UnsafePointer<Float>, residual: UnsafePointer<Float>? = nil, slopes: UnsafePointer<Float>? = nil,
+        relu: Bool = false, into output: UnsafeMutablePointer<Float>, kernel: PointwiseKernel = .automatic
+    ) {
+        switch kernel == .automatic ? self.pointwiseChoice : kernel {
+        case .avx512:
+            precondition(self.avx512Available, "the AVX-512 pointwise kernel needs a CPU with AVX-512F")
+            clk_pointwise_avx512(weights, outputs, inputs, input, area, bias, residual, slopes, relu, output)
+        case .avx2FMA:
+            precondition(self.avx2FMAAvailable, "the AVX2 + FMA pointwise kernel needs a CPU with AVX2 and FMA")
+            clk_pointwise_avx2_fma(weights, outputs, inputs, input, area, bias, residual, slopes, relu, output)
+        case .portable, .automatic:
+            if let residual {
+                MobileKernels.addBias(residual, channels: outputs, area: area, bias: bias, into: output)
+            } else {
+                self.fillBias(output, channels: outputs, area: area, bias: bias)
+            }
+            BLAS.gemm(
+                m: outputs, n: area, k: inputs, a: weights, lda: inputs, b: input, ldb: area, beta: 1, c: output,
+                ldc: area)
+            if let slopes {
+                MobileKernels.prelu(output, channels: outputs, area: area, slopes: slopes)
+            } else if relu {
+                self.relu(output, count: outputs * area)
+            }
         }
     }
 

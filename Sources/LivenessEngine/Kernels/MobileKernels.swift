@@ -1,3 +1,4 @@
+import CLivenessKernels
 import Foundation
 
 // Kernels for the MobileFaceNet-style CNNs (MiniFASNet) beyond what ConvolutionKernels has: a
@@ -11,11 +12,14 @@ enum MobileKernels {
     /// splits each input row into its s column phases (all rows of the plane at once) so the
     /// inner loop reads contiguously and vectorises (`phases`: height · (width + stride) floats). A
     /// window that covers the whole plane (conv_6_dw: 5 × 5 → 1 × 1) is one dot product per channel.
-    /// `output` must not overlap `input`.
+    /// 3 × 3 stride 2 padding 1 (the downsampling blocks) runs `clk_depthwise3x3s2_avx2_fma` where
+    /// `ConvolutionKernels.depthwiseUsesAVX2FMA` (8 output columns per step from two loads per input
+    /// row, split into even and odd columns in registers, no phase-split pass); `kernel` chooses as for
+    /// `ConvolutionKernels.depthwise3x3`. `output` must not overlap `input`.
     static func depthwise(
         _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, kernel k: Int, stride s: Int,
         padding p: Int, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>, phases: UnsafeMutablePointer<Float>,
-        into output: UnsafeMutablePointer<Float>
+        into output: UnsafeMutablePointer<Float>, kernel choice: ConvolutionKernels.DepthwiseKernel = .automatic
     ) {
         let outputHeight = (height + 2 * p - k) / s + 1
         let outputWidth = (width + 2 * p - k) / s + 1
@@ -31,6 +35,24 @@ enum MobileKernels {
                 output[channel] = bias[channel] + sum
             }
             return
+        }
+        if s == 2 && k == 3 && p == 1 {
+            let useC: Bool
+            switch choice {
+            case .automatic: useC = ConvolutionKernels.depthwiseUsesAVX2FMA
+            case .portable: useC = false
+            case .avx2FMA:
+                precondition(
+                    ConvolutionKernels.avx2FMAAvailable, "the AVX2 + FMA depthwise kernel needs a CPU with AVX2 and FMA"
+                )
+                useC = true
+            }
+            if useC {
+                // The rows above and below the image: `phases` is free scratch on this path.
+                phases.update(repeating: 0, count: width)
+                clk_depthwise3x3s2_avx2_fma(input, channels, height, width, weights, bias, phases, output)
+                return
+            }
         }
         if s == 2 && k == 3 && p == 1 && width % 2 == 0 && height % 2 == 0 {
             self.depthwise3x3Stride2(

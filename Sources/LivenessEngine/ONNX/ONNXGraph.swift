@@ -511,11 +511,9 @@ public final class ONNXGraph {
         let outputArea = outShape[2] * outShape[3]
         switch c.kind {
         case .pointwise:
-            ConvolutionKernels.fillBias(out, channels: c.outputChannels, area: outputArea, bias: c.bias.pointer)
-            BLAS.gemm(
-                m: c.outputChannels, n: outputArea, k: c.inputChannelsPerGroup, a: c.weights.pointer,
-                lda: c.inputChannelsPerGroup, b: x, ldb: outputArea, beta: 1, c: out, ldc: outputArea)
-            if relu { ConvolutionKernels.relu(out, count: c.outputChannels * outputArea) }
+            ConvolutionKernels.pointwise(
+                weights: c.weights.pointer, outputs: c.outputChannels, inputs: c.inputChannelsPerGroup, input: x,
+                area: outputArea, bias: c.bias.pointer, relu: relu, into: out)
         case .depthwise3x3:
             ConvolutionKernels.depthwise3x3(
                 x, channels: c.outputChannels, height: height, width: width, weights: c.weights.pointer,
@@ -525,18 +523,17 @@ public final class ONNXGraph {
             let g = c.geometry
             let depth = c.inputChannelsPerGroup * g.kernelHeight * g.kernelWidth
             let outputsPerGroup = c.outputChannels / c.groups
-            ConvolutionKernels.fillBias(out, channels: c.outputChannels, area: outputArea, bias: c.bias.pointer)
             for group in 0..<c.groups {
                 ConvolutionKernels.im2col(
                     x + group * c.inputChannelsPerGroup * height * width, channels: c.inputChannelsPerGroup,
                     height: height, width: width, geometry: g, outputHeight: outShape[2], outputWidth: outShape[3],
                     phases: self.phases.pointer, into: self.columns.pointer)
-                BLAS.gemm(
-                    m: outputsPerGroup, n: outputArea, k: depth, a: c.weights.pointer + group * outputsPerGroup * depth,
-                    lda: depth, b: self.columns.pointer, ldb: outputArea, beta: 1,
-                    c: out + group * outputsPerGroup * outputArea, ldc: outputArea)
+                ConvolutionKernels.pointwise(
+                    weights: c.weights.pointer + group * outputsPerGroup * depth, outputs: outputsPerGroup,
+                    inputs: depth, input: self.columns.pointer, area: outputArea,
+                    bias: c.bias.pointer + group * outputsPerGroup, relu: relu,
+                    into: out + group * outputsPerGroup * outputArea)
             }
-            if relu { ConvolutionKernels.relu(out, count: c.outputChannels * outputArea) }
         }
     }
 }

@@ -1,9 +1,10 @@
-// CLivenessKernels: the one compute kernel LivenessEngine writes in C, because Swift cannot
-// compile a single function for AVX2 + FMA (its SIMD types stay on the x86-64 SSE2 baseline and
-// there is no per-function target attribute). The package is built without -march flags; the
-// kernel carries __attribute__((target("avx2,fma"))) and Swift calls it only after
-// clk_avx2_fma_available() said yes, else it runs its own portable kernel.
-// See docs/ARCHITECTURE.md ("Depthwise 3×3 in AVX2 + FMA C").
+// CLivenessKernels: the compute kernels LivenessEngine writes in C (depthwise 3×3 stride 1 and
+// stride 2, the pointwise 1×1 convolution), because Swift cannot compile a single function for
+// AVX2 + FMA or AVX-512 (its SIMD types stay on the x86-64 SSE2 baseline and there is no
+// per-function target attribute). The package is built without -march flags; each kernel carries
+// __attribute__((target(...))) and Swift calls it only after clk_avx2_fma_available() /
+// clk_avx512_available() said yes, else it runs its portable path (Swift, or OpenBLAS for 1×1).
+// See docs/ARCHITECTURE.md ("Depthwise 3×3 in AVX2 + FMA C") and PointwiseAVX.c.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,3 +23,32 @@ void clk_depthwise3x3_avx2_fma(
     const float *_Nonnull input, ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,
     const float *_Nonnull weights, const float *_Nonnull bias, bool relu, const float *_Nonnull zero_row,
     float *_Nonnull spare_row, float *_Nonnull output);
+
+/// True on an x86-64 CPU (and OS) with AVX-512F; always false on other architectures.
+bool clk_avx512_available(void);
+
+/// Pointwise (1×1) convolution over `n` pixels: output[c][i] = act(Σₚ weights[c][p]·input[p][i]
+/// + bias[c] (+ residual[c][i])) for c < m, p < k; `weights` is m × k row-major, `input` k rows and
+/// `output` / `residual` m rows of n floats. act: PReLU with slopes[c] when `slopes` is given, else
+/// max(·, 0) when `relu`, else none. The sum over p runs in order from zero, then (residual + bias)
+/// is added: the order of a GEMM accumulating onto a bias-filled output. `output` must not overlap
+/// `input`; it may be `residual`. Same contract as LivenessEngine's `ConvolutionKernels.pointwise`.
+/// Call the AVX2 one only when clk_avx2_fma_available(), the AVX-512 one only when
+/// clk_avx512_available().
+void clk_pointwise_avx2_fma(
+    const float *_Nonnull weights, ptrdiff_t m, ptrdiff_t k, const float *_Nonnull input, ptrdiff_t n,
+    const float *_Nonnull bias, const float *_Nullable residual, const float *_Nullable slopes, bool relu,
+    float *_Nonnull output);
+void clk_pointwise_avx512(
+    const float *_Nonnull weights, ptrdiff_t m, ptrdiff_t k, const float *_Nonnull input, ptrdiff_t n,
+    const float *_Nonnull bias, const float *_Nullable residual, const float *_Nullable slopes, bool relu,
+    float *_Nonnull output);
+
+/// Depthwise 3×3, stride 2, padding 1, plus `bias[c]`, on `channels` NCHW planes of height × width
+/// (any sizes): output planes of ⌊(height − 1) / 2⌋ + 1 × ⌊(width − 1) / 2⌋ + 1. `zero_row` holds
+/// `width` zeros. Same contract as LivenessEngine's `MobileKernels.depthwise` with kernel 3, stride 2,
+/// padding 1. Call only when clk_avx2_fma_available() returned true.
+void clk_depthwise3x3s2_avx2_fma(
+    const float *_Nonnull input, ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,
+    const float *_Nonnull weights, const float *_Nonnull bias, const float *_Nonnull zero_row,
+    float *_Nonnull output);
