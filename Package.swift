@@ -51,8 +51,9 @@ let package = Package(
             name: "CV4L2",
             path: "Sources/CaptureKit/CV4L2"
         ),
-        // The one C compute kernel (AVX2 + FMA depthwise 3×3, chosen at run time); why it is C and not
-        // Swift: docs/ARCHITECTURE.md. No -march flags: only the kernel carries a target attribute.
+        // The C compute kernels (depthwise 3×3 stride 1 and 2 in AVX2 + FMA, pointwise 1×1 in AVX-512 and
+        // AVX2 + FMA, each chosen at run time); why they are C and not Swift: docs/ARCHITECTURE.md. No
+        // -march flags: only the kernels carry target attributes.
         .target(
             name: "CLivenessKernels",
             path: "Sources/LivenessEngine/CKernels"
