@@ -4,7 +4,7 @@
 # does (the pipeline tests replay clips through the models: far too slow in debug, slower still under
 # TSan), in its own scratch path, since every module is rebuilt instrumented.
 #
-#   scripts/tsan.sh                          CaptureKitTests and FramePipelineTests
+#   scripts/tsan.sh                          CaptureKitTests, FramePipelineTests and LivenessServerTests
 #   scripts/tsan.sh 'LivenessServerTests'    these `swift test --filter` regexes instead
 #   TSAN_FILTERS='A B' scripts/tsan.sh       the same, from the environment (blank-separated)
 #
@@ -14,11 +14,12 @@
 # Any data race report fails the run (TSan exits 66 when it reported one). Suppressions, each with
 # its justification, live in scripts/tsan.supp: for third-party and system code only.
 #
-# Known (Swift 6.3.1, Linux): TSan does not see Synchronization.Mutex hand the lock over when it is
-# contended (the futex slow paths `_lockSlow`/`_unlockSlow` live in the uninstrumented stdlib), so
-# it reports accesses made inside `withLock` of one Mutex as racing. Four threads appending to one
-# `Mutex<[Int]>` in a small program reproduce it. Such reports are not races in this package;
-# no suppression can single them out (the frames are our closures), so they still fail the run.
+# Why the shared state sits behind swift-nio's NIOLockedValueBox (a pthread mutex) and not
+# Synchronization.Mutex (Swift 6.3.1, Linux): TSan does not see a Mutex hand the lock over when it
+# is contended (the futex slow paths `_lockSlow`/`_unlockSlow` live in the uninstrumented stdlib),
+# so it reported accesses inside `withLock` of one Mutex as racing (four threads appending to one
+# `Mutex<[Int]>` reproduce it). pthread_mutex is intercepted, so TSan sees every hand-over. The two
+# Mutexes left are never contended (a decoder handed to its thread once; one queue's encoder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
@@ -26,7 +27,7 @@ export LIVENESSD_TEST_ASSETS="${LIVENESSD_TEST_ASSETS:-../shared}"
 
 filters=("$@")
 if [ ${#filters[@]} -eq 0 ]; then
-    read -r -a filters <<< "${TSAN_FILTERS:-CaptureKitTests FramePipelineTests}"
+    read -r -a filters <<< "${TSAN_FILTERS:-CaptureKitTests FramePipelineTests LivenessServerTests}"
 fi
 filterArguments=()
 for filter in "${filters[@]}"; do filterArguments+=(--filter "$filter"); done
