@@ -265,10 +265,12 @@ enum ConvolutionKernels {
     static let avx512Available = clk_avx512_available()
 
     /// What `automatic` means for `pointwise`, decided once: the widest C kernel the CPU runs, unless
-    /// `LIVENESSD_PORTABLE_KERNELS` is `1` (then OpenBLAS, as for the depthwise kernel).
+    /// `LIVENESSD_PORTABLE_KERNELS` is `1` (then OpenBLAS, as for the depthwise kernel) or `avx2` (at most
+    /// the AVX2 kernel: what a CPU without AVX-512 runs, to measure it on one that has it).
     static let pointwiseChoice: PointwiseKernel = {
-        guard ProcessInfo.processInfo.environment["LIVENESSD_PORTABLE_KERNELS"] != "1" else { return .portable }
-        if Self.avx512Available { return .avx512 }
+        let setting = ProcessInfo.processInfo.environment["LIVENESSD_PORTABLE_KERNELS"]
+        guard setting != "1" else { return .portable }
+        if Self.avx512Available && setting != "avx2" { return .avx512 }
         return Self.avx2FMAAvailable ? .avx2FMA : .portable
     }()
 
