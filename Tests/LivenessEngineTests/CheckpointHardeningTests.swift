@@ -111,6 +111,35 @@ extension PickleWriter {
         }
     }
 
+    /// Found by the `checkpoint` fuzz target in CI: a storage entry marked as a symbolic link (external
+    /// attributes) whose local header claims 4 GiB made ZIPFoundation allocate 4 GiB in one piece. Any
+    /// entry that is not a plain file is refused before it is read.
+    @Test func storageThatIsASymlinkIsRefused() throws {
+        let archive = try Archive(accessMode: .create)
+        let pickle = PickleWriter.oneTensor(numel: 1, shape: [1], stride: [1])
+        for (name, bytes, type) in [
+            ("archive/data.pkl", pickle, Entry.EntryType.file), ("archive/byteorder", Array("little".utf8), .file),
+            ("archive/data/0", [UInt8](repeating: 0, count: 4), .symlink),
+        ] {
+            try archive.addEntry(with: name, type: type, uncompressedSize: Int64(bytes.count)) { position, size in
+                Data(bytes[Int(position)..<(Int(position) + size)])
+            }
+        }
+        var bytes = [UInt8](archive.data!)
+        // The local header's compressed size (byte 18) of the symlink, as in the fuzzer's input.
+        let name = Array("archive/data/0".utf8)
+        let signature: [UInt8] = [0x50, 0x4B, 0x03, 0x04]
+        func isHeader(_ index: Int) -> Bool {
+            Array(bytes[index..<(index + 4)]) == signature
+                && Array(bytes[(index + 30)..<(index + 30 + name.count)]) == name
+        }
+        let local = try #require((0...(bytes.count - 30 - name.count)).first(where: isHeader))
+        withUnsafeBytes(of: UInt32.max.littleEndian) { bytes.replaceSubrange((local + 18)..<(local + 22), with: $0) }
+        expectCheckpointRefusal(.badStorage, ["archive/data/0", "symbolic link", "not a file"]) {
+            _ = try TorchCheckpoint(data: Data(bytes), path: "symlink.pt")
+        }
+    }
+
     /// A deflated data.pkl that inflates past the size it claims stops at that size.
     @Test func pickleInflatingPastItsClaimIsRefused() throws {
         var writer = PickleWriter()

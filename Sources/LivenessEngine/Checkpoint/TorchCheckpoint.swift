@@ -235,6 +235,15 @@ public struct TorchCheckpoint: Sendable {
     /// comes from the file, and a deflated entry may inflate past what it claims) and checking its CRC-32,
     /// so a damaged file (bit rot on an SD card) is refused instead of silently changing decisions.
     static func read(_ entry: Entry, from archive: Archive, path: String, limit: UInt64) throws -> [UInt8] {
+        // torch.save writes plain files only. ZIPFoundation reads a symlink entry's data in one piece of the
+        // size the local header claims (found by the `checkpoint` fuzz target: a storage entry turned into
+        // a symlink claiming 4 GiB made a 4 GiB allocation), and a directory has none.
+        guard entry.type == .file else {
+            throw CheckpointError(
+                code: .badStorage, path: path,
+                message: "zip entry \(entry.path) is a \(entry.type == .symlink ? "symbolic link" : "directory"), "
+                    + "not a file; the file is damaged or not a model. Re-download it and compare its SHA-256.")
+        }
         guard entry.uncompressedSize <= limit else {
             throw CheckpointError(
                 code: .badStorage, path: path,
