@@ -76,6 +76,11 @@ public final class FramePool: Sendable {
     // at a time and frees them in deinit, when no PooledBuffer is left).
     public let bufferSize: Int
     public let capacity: Int
+    /// Zeroed bytes after each buffer's `bufferSize`: swscale's SIMD readers load whole vectors and may
+    /// read past the last pixel of the last row (FFmpeg's AV_INPUT_BUFFER_PADDING_SIZE is 64 for the
+    /// same reason). Without it a frame whose buffer ended just before an unmapped page crashed in
+    /// libswscale (seen under ThreadSanitizer, whose allocator puts buffers there).
+    public static let overreadPadding = 64
     private struct State {
         /// Free buffers as address bit patterns (raw pointers are not Sendable).
         var free: [UInt]
@@ -93,7 +98,10 @@ public final class FramePool: Sendable {
         self.bufferSize = bufferSize
         self.capacity = capacity
         let buffers = (0..<capacity).map { _ in
-            UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 64)
+            let buffer = UnsafeMutableRawPointer.allocate(
+                byteCount: bufferSize + Self.overreadPadding, alignment: 64)
+            (buffer + bufferSize).initializeMemory(as: UInt8.self, repeating: 0, count: Self.overreadPadding)
+            return buffer
         }
         self.storage = buffers.map { UInt(bitPattern: $0) }
         self.state = NIOLockedValueBox(State(free: self.storage))
