@@ -51,9 +51,10 @@ let package = Package(
             name: "CV4L2",
             path: "Sources/CaptureKit/CV4L2"
         ),
-        // The C compute kernels (depthwise 3×3 stride 1 and 2 in AVX2 + FMA, pointwise 1×1 in AVX-512 and
-        // AVX2 + FMA, each chosen at run time); why they are C and not Swift: docs/ARCHITECTURE.md. No
-        // -march flags: only the kernels carry target attributes.
+        // The C compute kernels (depthwise 3×3 stride 1 and 2 in AVX2 + FMA; pointwise 1×1, convolutions
+        // read in place through it, and the softmax's exponentials in AVX-512 and AVX2 + FMA; each chosen
+        // at run time); why they are C and not Swift: docs/ARCHITECTURE.md. No -march flags: only the
+        // kernels carry target attributes.
         .target(
             name: "CLivenessKernels",
             path: "Sources/LivenessEngine/CKernels"

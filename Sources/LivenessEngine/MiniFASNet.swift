@@ -60,6 +60,9 @@ public final class MiniFASNet {
     }
 
     public static let inputSide = 80
+    /// conv1: 3 × 3, stride 2, padding 1.
+    static let conv1Geometry = WindowGeometry(
+        kernelHeight: 3, kernelWidth: 3, strideY: 2, strideX: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1)
     public static let classCount = 3
     /// Floats one input image occupies (3 × 80 × 80).
     public static let inputLength = 3 * inputSide * inputSide
@@ -209,7 +212,11 @@ public final class MiniFASNet {
         // widest map), so `expanded` needs no more than the block width or conv1's columns.
         needs.expanded = max(needs.activation, 27 * (side / 2) * (side / 2), (side / 2) * (side / 2))
         needs.filtered = max(needs.filtered, Self.inputLength)
-        needs.phases = side * (side + 2)  // im2col's and the depthwise kernel's
+        // im2col's and the depthwise kernel's, or conv1's phase planes when it is read in place.
+        let conv1Layout = ConvolutionKernels.PhaseLayout(
+            width: side, geometry: Self.conv1Geometry, outputWidth: (side + 2 - 3) / 2 + 1)
+        needs.phases = max(side * (side + 2), conv1Layout.floats(channels: 3, height: side))
+        needs.row = max(needs.row, conv1Layout.rowLength)
         needs.squeeze = max(blocks.map(\.project.outputs).max() ?? 1, 1)
         self.scratchNeeds = needs
         self.scratch = scratch
@@ -332,15 +339,22 @@ public final class MiniFASNet {
         let side = Self.inputSide
         var height = (side + 2 - 3) / 2 + 1
         var area = height * height
-        // conv1: 3 × 3 stride 2 over 3 channels as im2col + one GEMM.
-        let geometry = WindowGeometry(
-            kernelHeight: 3, kernelWidth: 3, strideY: 2, strideX: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1)
-        ConvolutionKernels.im2col(
-            image, channels: 3, height: side, width: side, geometry: geometry, outputHeight: height,
-            outputWidth: height, phases: scratch.phases.pointer, into: scratch.expanded.pointer)
+        // conv1: 3 × 3 stride 2 over 3 channels, read in place (or as im2col + one GEMM).
+        let geometry = Self.conv1Geometry
         var x = scratch.next.pointer
         var y = scratch.current.pointer
-        self.pointwise(self.conv1, input: scratch.expanded.pointer, area: area, into: x)
+        if ConvolutionKernels.convolvesInPlace {
+            ConvolutionKernels.convolveInPlace(
+                image, channels: 3, height: side, width: side, geometry: geometry, outputHeight: height,
+                outputWidth: height, weights: self.conv1.weight.pointer, outputs: self.conv1.outputs,
+                bias: self.conv1.bias.pointer, slopes: self.conv1.slopes?.pointer, planes: scratch.phases.pointer,
+                zeroRow: scratch.zeroRow.pointer, into: x)
+        } else {
+            ConvolutionKernels.im2col(
+                image, channels: 3, height: side, width: side, geometry: geometry, outputHeight: height,
+                outputWidth: height, phases: scratch.phases.pointer, into: scratch.expanded.pointer)
+            self.pointwise(self.conv1, input: scratch.expanded.pointer, area: area, into: x)
+        }
         record?("conv1", x, self.conv1.outputs * area)
         ConvolutionKernels.depthwise3x3(
             x, channels: self.conv2.outputs, height: height, width: height, weights: self.conv2.weight.pointer,

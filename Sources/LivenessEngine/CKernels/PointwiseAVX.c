@@ -42,7 +42,9 @@ bool clk_avx512_available(void) {
 #define CLK_PW_NEGATIVE_BLEND(x, y) _mm256_blendv_ps((x), (y), _mm256_cmp_ps((x), _mm256_setzero_ps(), _CMP_LT_OQ))
 #define CLK_PW_BLOCK clk_pointwise_block_avx2
 #define CLK_PW_ROW_TAIL clk_pointwise_rows_avx2
+#define CLK_PW_PIXELS clk_pointwise_pixels_avx2
 #define CLK_PW_FUNCTION clk_pointwise_avx2_fma
+#define CLK_PW_GATHER_FUNCTION clk_convolution_rows_avx2_fma
 #include "PointwiseTemplate.h"
 #undef CLK_PW_TARGET
 #undef CLK_PW_VEC
@@ -64,7 +66,9 @@ bool clk_avx512_available(void) {
 #undef CLK_PW_NEGATIVE_BLEND
 #undef CLK_PW_BLOCK
 #undef CLK_PW_ROW_TAIL
+#undef CLK_PW_PIXELS
 #undef CLK_PW_FUNCTION
+#undef CLK_PW_GATHER_FUNCTION
 
 // AVX-512: 8 channels × 2 vectors (32 pixels) = 16 accumulators of the 32 ZMM registers.
 #define CLK_PW_TARGET __attribute__((target("avx512f")))
@@ -88,7 +92,9 @@ bool clk_avx512_available(void) {
     _mm512_mask_blend_ps(_mm512_cmp_ps_mask((x), _mm512_setzero_ps(), _CMP_LT_OQ), (x), (y))
 #define CLK_PW_BLOCK clk_pointwise_block_avx512
 #define CLK_PW_ROW_TAIL clk_pointwise_rows_avx512
+#define CLK_PW_PIXELS clk_pointwise_pixels_avx512
 #define CLK_PW_FUNCTION clk_pointwise_avx512
+#define CLK_PW_GATHER_FUNCTION clk_convolution_rows_avx512
 #include "PointwiseTemplate.h"
 
 #else
@@ -108,6 +114,22 @@ void clk_pointwise_avx512(
     const float *weights, ptrdiff_t m, ptrdiff_t k, const float *input, ptrdiff_t n, const float *bias,
     const float *residual, const float *slopes, bool relu, float *output) {
     (void)weights, (void)m, (void)k, (void)input, (void)n, (void)bias, (void)residual, (void)slopes, (void)relu;
+    (void)output;
+    __builtin_trap();
+}
+
+void clk_convolution_rows_avx2_fma(
+    const float *weights, ptrdiff_t m, ptrdiff_t k, const float *const *taps, ptrdiff_t n, const float *bias,
+    const float *slopes, bool relu, ptrdiff_t output_stride, float *output) {
+    (void)weights, (void)m, (void)k, (void)taps, (void)n, (void)bias, (void)slopes, (void)relu, (void)output_stride;
+    (void)output;
+    __builtin_trap();
+}
+
+void clk_convolution_rows_avx512(
+    const float *weights, ptrdiff_t m, ptrdiff_t k, const float *const *taps, ptrdiff_t n, const float *bias,
+    const float *slopes, bool relu, ptrdiff_t output_stride, float *output) {
+    (void)weights, (void)m, (void)k, (void)taps, (void)n, (void)bias, (void)slopes, (void)relu, (void)output_stride;
     (void)output;
     __builtin_trap();
 }

@@ -311,6 +311,116 @@ enum ConvolutionKernels {
         }
     }
 
+    /// Where `convolveInPlace` keeps a convolution's input: each input row split into its `stride`
+    /// column phases (columns r, r + s, r + 2s … for phase r), each phase row `rowLength` floats with
+    /// `lead` zeros before the first value and zeros after the last, so that every tap of every output
+    /// pixel reads a float of the row (padding included) one float after its left neighbour's.
+    struct PhaseLayout: Equatable {
+        let stride, lead, rowLength: Int
+
+        init(width: Int, geometry g: WindowGeometry, outputWidth: Int) {
+            let s = g.strideX
+            // Tap kx of output column ox reads input column ox·s + shift = (ox + q)·s + r: phase r, index ox + q.
+            let offsets = (0..<g.kernelWidth).map { kx -> Int in
+                let shift = kx - g.padLeft
+                return (shift - (shift % s + s) % s) / s
+            }
+            self.stride = s
+            self.lead = max(0, -(offsets.min() ?? 0))
+            self.rowLength = self.lead + max((width + s - 1) / s, outputWidth + max(0, offsets.max() ?? 0))
+        }
+
+        /// Floats for `channels` planes of `height` rows.
+        func floats(channels: Int, height: Int) -> Int { channels * height * self.stride * self.rowLength }
+    }
+
+    /// Whether `convolveInPlace` runs on this CPU (it needs one of the C pointwise kernels); else im2col
+    /// and `pointwise` do the same work.
+    static var convolvesInPlace: Bool { self.pointwiseChoice != .portable }
+
+    /// A convolution with one group (any kernel, stride and padding `im2col` takes), output row by output
+    /// row through the C pointwise kernel with one row pointer per tap, instead of im2col's columns: the
+    /// input is split into its stride phases once (`planes`, `PhaseLayout.floats`), and padding reads
+    /// `zeroRow` (`PhaseLayout.rowLength` zeros). The taps are summed in im2col's order (input channel,
+    /// kernel row, kernel column) by the same kernel, so the output is bit for bit `im2col` + `pointwise`
+    /// on this CPU; what goes is the k × area column matrix (2.2 MB for YuNet's first layer at 320 × 256,
+    /// written and read back; that layer went from 0.61 to ≈ 0.47 ms per frame, see ARCHITECTURE.md).
+    static func convolveInPlace(
+        _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
+        outputHeight: Int, outputWidth: Int, weights: UnsafePointer<Float>, outputs: Int, bias: UnsafePointer<Float>,
+        slopes: UnsafePointer<Float>? = nil, relu: Bool = false, planes: UnsafeMutablePointer<Float>,
+        zeroRow: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, kernel: PointwiseKernel = .automatic
+    ) {
+        let choice = kernel == .automatic ? self.pointwiseChoice : kernel
+        precondition(choice == .avx512 || choice == .avx2FMA, "convolveInPlace needs a C pointwise kernel")
+        precondition(choice != .avx512 || self.avx512Available, "the AVX-512 kernel needs AVX-512F")
+        precondition(choice != .avx2FMA || self.avx2FMAAvailable, "the AVX2 + FMA kernel needs AVX2 and FMA")
+        let layout = PhaseLayout(width: width, geometry: g, outputWidth: outputWidth)
+        let (s, lead, rowLength) = (layout.stride, layout.lead, layout.rowLength)
+        for channel in 0..<channels {
+            for iy in 0..<height {
+                let source = input + (channel * height + iy) * width
+                let rows = planes + (channel * height + iy) * s * rowLength
+                for phase in 0..<s {
+                    let row = rows + phase * rowLength
+                    row.update(repeating: 0, count: lead)
+                    let count = phase < width ? (width - phase + s - 1) / s : 0
+                    (row + lead + count).update(repeating: 0, count: rowLength - lead - count)
+                }
+                if s == 1 {
+                    (rows + lead).update(from: source, count: width)
+                } else if s == 2 {
+                    // Eight of each phase from sixteen values at a time (a shuffle), then the rest one by one.
+                    let even = rows + lead
+                    let odd = rows + rowLength + lead
+                    let raw = UnsafeRawPointer(source)
+                    var j = 0
+                    while 2 * j + 16 <= width {
+                        let values = raw.loadUnaligned(fromByteOffset: 8 * j, as: SIMD16<Float>.self)
+                        UnsafeMutableRawPointer(even + j).storeBytes(of: values.evenHalf, as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(odd + j).storeBytes(of: values.oddHalf, as: SIMD8<Float>.self)
+                        j += 8
+                    }
+                    for x in (2 * j)..<width { (x % 2 == 0 ? even : odd)[x / 2] = source[x] }
+                } else {
+                    for x in 0..<width { rows[(x % s) * rowLength + lead + x / s] = source[x] }
+                }
+            }
+        }
+        let taps = channels * g.kernelHeight * g.kernelWidth
+        let area = outputHeight * outputWidth
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: taps) { pointers in
+            let pointers = pointers.baseAddress!
+            for oy in 0..<outputHeight {
+                var p = 0
+                for channel in 0..<channels {
+                    for ky in 0..<g.kernelHeight {
+                        let iy = oy * g.strideY - g.padTop + ky
+                        let rows =
+                            iy >= 0 && iy < height
+                            ? UnsafePointer(planes + (channel * height + iy) * s * rowLength) : nil
+                        for kx in 0..<g.kernelWidth {
+                            let shift = kx - g.padLeft
+                            let phase = (shift % s + s) % s
+                            let offset = lead + (shift - phase) / s
+                            pointers[p] = rows.map { $0 + phase * rowLength + offset } ?? zeroRow + offset
+                            p += 1
+                        }
+                    }
+                }
+                if choice == .avx512 {
+                    clk_convolution_rows_avx512(
+                        weights, outputs, taps, pointers, outputWidth, bias, slopes, relu, area,
+                        output + oy * outputWidth)
+                } else {
+                    clk_convolution_rows_avx2_fma(
+                        weights, outputs, taps, pointers, outputWidth, bias, slopes, relu, area,
+                        output + oy * outputWidth)
+                }
+            }
+        }
+    }
+
     /// Max over each window; positions outside the image are ignored (ONNX MaxPool padding).
     static func maxPool(
         _ input: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,

@@ -1,3 +1,5 @@
+import CLivenessKernels
+
 // Element-wise kernels the transformer needs between GEMMs. Written with SIMD8 so the compiler
 // emits vector code on any x86-64/arm64 baseline; BLAS has no softmax, layer norm or exp.
 
@@ -55,8 +57,12 @@ enum VectorKernels {
         for index in 0..<count { row[index] *= scale }
     }
 
-    /// row[i] = exp(row[i] − max(row)); returns the sum.
-    static func exponentiate(_ row: UnsafeMutablePointer<Float>, count: Int) -> Float {
+    /// row[i] = exp(row[i] − max(row)); returns the sum. The exponentials of whole groups of eight run in
+    /// the C kernel of the pointwise convolution's instruction set (AVX-512 or AVX2, same results bit for bit:
+    /// ExponentialAVX.c), else in Swift; `kernel` names one for tests.
+    static func exponentiate(
+        _ row: UnsafeMutablePointer<Float>, count: Int, kernel: ConvolutionKernels.PointwiseKernel = .automatic
+    ) -> Float {
         let vectors = count / 8
         let tailStart = vectors * 8
         let raw = UnsafeMutableRawPointer(row)
@@ -68,12 +74,26 @@ enum VectorKernels {
         }
         var maximum = maxima.max()
         for index in tailStart..<count { maximum = max(maximum, row[index]) }
-        let shift = SIMD8<Float>(repeating: maximum)
         var sums = SIMD8<Float>(repeating: 0)
-        for vector in 0..<vectors {
-            let value = expNonPositive8(raw.loadUnaligned(fromByteOffset: vector * step, as: SIMD8<Float>.self) - shift)
-            raw.storeBytes(of: value, toByteOffset: vector * step, as: SIMD8<Float>.self)
-            sums += value
+        switch kernel == .automatic ? ConvolutionKernels.pointwiseChoice : kernel {
+        case .avx512:
+            withUnsafeMutablePointer(to: &sums) {
+                $0.withMemoryRebound(to: Float.self, capacity: 8) { clk_exp_shifted_avx512(row, vectors, maximum, $0) }
+            }
+        case .avx2FMA:
+            withUnsafeMutablePointer(to: &sums) {
+                $0.withMemoryRebound(to: Float.self, capacity: 8) {
+                    clk_exp_shifted_avx2_fma(row, vectors, maximum, $0)
+                }
+            }
+        case .portable, .automatic:
+            let shift = SIMD8<Float>(repeating: maximum)
+            for vector in 0..<vectors {
+                let value = expNonPositive8(
+                    raw.loadUnaligned(fromByteOffset: vector * step, as: SIMD8<Float>.self) - shift)
+                raw.storeBytes(of: value, toByteOffset: vector * step, as: SIMD8<Float>.self)
+                sums += value
+            }
         }
         var sum = sums.sum()
         if tailStart < count {

@@ -78,8 +78,8 @@ public final class ONNXGraph {
     private var slotOfValue: [Int] = []
     private var slots: [FloatBuffer] = []
     private let columns = FloatBuffer(capacity: 1)  // im2col scratch
-    private let phases = FloatBuffer(capacity: 1)  // im2col's phase-split input plane (strided convolutions)
-    private let zeroRow = FloatBuffer(capacity: 1)  // depthwise padding row, never written
+    private let phases = FloatBuffer(capacity: 1)  // phase-split input planes (im2col's, or convolveInPlace's)
+    private let zeroRow = FloatBuffer(capacity: 1)  // depthwise and convolveInPlace padding row, never written
     private let spareRow = FloatBuffer(capacity: 1)  // depthwise output row past an odd height
     private var resizeTables: [Int: (rows: [Int], columns: [Int])] = [:]
 
@@ -335,7 +335,15 @@ public final class ONNXGraph {
                 let size = c.geometry.outputSize(height: x[2], width: x[3])
                 guard size.height > 0, size.width > 0 else { throw fail("input \(x) is smaller than the kernel") }
                 output = [1, c.outputChannels, size.height, size.width]
-                if c.kind == .general {
+                if c.kind == .general && c.groups == 1 && ConvolutionKernels.convolvesInPlace {
+                    let layout = ConvolutionKernels.PhaseLayout(
+                        width: x[3], geometry: c.geometry, outputWidth: size.width)
+                    guard let planes = ONNXLimits.elementCount([x[1], x[2], layout.stride, layout.rowLength]) else {
+                        throw fail("the phase planes for input \(x) would exceed \(ONNXLimits.maxElements) elements")
+                    }
+                    phasesNeeded = max(phasesNeeded, planes)
+                    widestRow = max(widestRow, layout.rowLength)
+                } else if c.kind == .general {
                     let rows = [c.inputChannelsPerGroup, c.geometry.kernelHeight, c.geometry.kernelWidth]
                     guard let columns = ONNXLimits.elementCount(rows + [size.height, size.width]) else {
                         throw fail("the im2col buffer for input \(x) would exceed \(ONNXLimits.maxElements) elements")
@@ -519,6 +527,12 @@ public final class ONNXGraph {
                 x, channels: c.outputChannels, height: height, width: width, weights: c.weights.pointer,
                 bias: c.bias.pointer, relu: relu, zeroRow: self.zeroRow.pointer, spareRow: self.spareRow.pointer,
                 into: out)
+        case .general where c.groups == 1 && ConvolutionKernels.convolvesInPlace:
+            ConvolutionKernels.convolveInPlace(
+                x, channels: c.inputChannelsPerGroup, height: height, width: width, geometry: c.geometry,
+                outputHeight: outShape[2], outputWidth: outShape[3], weights: c.weights.pointer,
+                outputs: c.outputChannels, bias: c.bias.pointer, relu: relu, planes: self.phases.pointer,
+                zeroRow: self.zeroRow.pointer, into: out)
         case .general:
             let g = c.geometry
             let depth = c.inputChannelsPerGroup * g.kernelHeight * g.kernelWidth

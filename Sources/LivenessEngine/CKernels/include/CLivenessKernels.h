@@ -44,6 +44,21 @@ void clk_pointwise_avx512(
     const float *_Nonnull bias, const float *_Nullable residual, const float *_Nullable slopes, bool relu,
     float *_Nonnull output);
 
+/// One output row of a general convolution through the pointwise kernel, without im2col:
+/// output[c·output_stride + i] = act(Σₚ weights[c][p]·taps[p][i] + bias[c]) for c < m, i < n, where
+/// taps[p] points at the input values that tap p (input channel, kernel row, kernel column) reads
+/// for the row's pixels, one float apart (a phase-split plane row for stride 2, zeros for padding).
+/// act: PReLU with slopes[c] when `slopes` is given, else max(·, 0) when `relu`. The sum over p runs in order from zero, then the bias: bit for bit
+/// what clk_pointwise_* gives on the im2col columns. Same CPU conditions as clk_pointwise_*.
+void clk_convolution_rows_avx2_fma(
+    const float *_Nonnull weights, ptrdiff_t m, ptrdiff_t k, const float *_Nonnull const *_Nonnull taps,
+    ptrdiff_t n, const float *_Nonnull bias, const float *_Nullable slopes, bool relu, ptrdiff_t output_stride,
+    float *_Nonnull output);
+void clk_convolution_rows_avx512(
+    const float *_Nonnull weights, ptrdiff_t m, ptrdiff_t k, const float *_Nonnull const *_Nonnull taps,
+    ptrdiff_t n, const float *_Nonnull bias, const float *_Nullable slopes, bool relu, ptrdiff_t output_stride,
+    float *_Nonnull output);
+
 /// Depthwise 3×3, stride 2, padding 1, plus `bias[c]`, on `channels` NCHW planes of height × width
 /// (any sizes): output planes of ⌊(height − 1) / 2⌋ + 1 × ⌊(width − 1) / 2⌋ + 1. `zero_row` holds
 /// `width` zeros. Same contract as LivenessEngine's `MobileKernels.depthwise` with kernel 3, stride 2,
@@ -52,3 +67,9 @@ void clk_depthwise3x3s2_avx2_fma(
     const float *_Nonnull input, ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,
     const float *_Nonnull weights, const float *_Nonnull bias, const float *_Nonnull zero_row,
     float *_Nonnull output);
+
+/// row[i] = exp(row[i] − shift) for i < 8·groups, in place, for arguments ≤ 0 (the softmax's), and
+/// sums[l] += row[8g + l] group by group: bit for bit LivenessEngine's `expNonPositive8` and the
+/// partial sums of `VectorKernels.exponentiate`. Same CPU conditions as clk_pointwise_*.
+void clk_exp_shifted_avx512(float *_Nonnull row, ptrdiff_t groups, float shift, float *_Nonnull sums);
+void clk_exp_shifted_avx2_fma(float *_Nonnull row, ptrdiff_t groups, float shift, float *_Nonnull sums);
