@@ -126,11 +126,30 @@ import Testing
         }
     }
 
+    /// The AVX-512 kernel is the AVX2 one in 16 lanes: the same floats bit for bit, at every width (under 16
+    /// it hands the rows to the AVX2 kernel), with and without ReLU; on widths up to 40 here and on the
+    /// models' own maps (YuNet's 160 × 128 … MiniFASNet's 40 × 40).
+    @Test(
+        .enabled(if: ConvolutionKernels.avx512Available, "needs an x86-64 CPU with AVX-512F"), arguments: [false, true])
+    func avx512KernelEqualsAVX2KernelBitForBit(relu: Bool) {
+        let sizes =
+            Self.heights.flatMap { h in Self.widths.map { (h, $0) } } + [(128, 160), (64, 80), (32, 40), (40, 40)]
+        for (height, width) in sizes {
+            let problem = Problem(height: height, width: width, relu: relu)
+            let avx2 = problem.run(.avx2FMA)
+            let avx512 = problem.run(.avx512)
+            let differing = zip(avx2, avx512).filter { $0.bitPattern != $1.bitPattern }.count
+            #expect(differing == 0, "\(problem.label): \(differing) values differ between AVX-512 and AVX2")
+        }
+    }
+
     /// What the interpreter runs: the C kernel wherever the CPU allows it, unless overridden.
     @Test func automaticChoiceFollowsTheCPU() {
         #if arch(x86_64)
             if ProcessInfo.processInfo.environment["LIVENESSD_PORTABLE_KERNELS"] != "1" {
                 #expect(ConvolutionKernels.depthwiseUsesAVX2FMA == ConvolutionKernels.avx2FMAAvailable)
+                let capped = ProcessInfo.processInfo.environment["LIVENESSD_PORTABLE_KERNELS"] == "avx2"
+                #expect(ConvolutionKernels.depthwiseUsesAVX512 == (ConvolutionKernels.avx512Available && !capped))
             }
         #else
             #expect(!ConvolutionKernels.avx2FMAAvailable)

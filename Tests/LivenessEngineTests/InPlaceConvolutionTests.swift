@@ -20,7 +20,9 @@ import Testing
         }
     }
 
-    static func geometry(_ kh: Int, _ kw: Int, _ sy: Int, _ sx: Int, _ t: Int, _ l: Int, _ b: Int, _ r: Int)
+    static func geometry(
+        _ kh: Int, _ kw: Int, _ sy: Int, _ sx: Int, _ t: Int, _ l: Int, _ b: Int, _ r: Int
+    )
         -> WindowGeometry
     {
         WindowGeometry(
@@ -98,7 +100,8 @@ import Testing
                                     let iy = oy * g.strideY - g.padTop + ky
                                     let ix = ox * g.strideX - g.padLeft + kx
                                     if iy >= 0 && iy < c.height && ix >= 0 && ix < c.width {
-                                        sum += Double(weights[channel * depth + p])
+                                        sum +=
+                                            Double(weights[channel * depth + p])
                                             * Double(input[(ic * c.height + iy) * c.width + ix])
                                     }
                                     p += 1

@@ -104,12 +104,15 @@ enum ConvolutionKernels {
     /// Which depthwise 3×3 kernel runs. `automatic` is what the interpreter uses; tests name the other
     /// two to compare them on the same inputs.
     enum DepthwiseKernel {
-        /// `avx2FMA` when `depthwiseUsesAVX2FMA`, else `portable`.
+        /// `avx512` when `depthwiseUsesAVX512`, else `avx2FMA` when `depthwiseUsesAVX2FMA`, else `portable`.
         case automatic
         /// The Swift kernel below (SSE2 on x86-64, NEON on arm64).
         case portable
         /// `clk_depthwise3x3_avx2_fma` in CLivenessKernels; only where `avx2FMAAvailable`.
         case avx2FMA
+        /// `clk_depthwise3x3_avx512` (the AVX2 kernel in 16 lanes, the same results bit for bit; rows under 16
+        /// wide go to the AVX2 one); only where `avx512Available`.
+        case avx512
     }
 
     /// Whether this CPU and OS run AVX2 + FMA code (always false off x86-64): asked once.
@@ -119,6 +122,10 @@ enum ConvolutionKernels {
     /// `LIVENESSD_PORTABLE_KERNELS` is not `1` (which forces the Swift kernel, to compare or rule it out).
     static let depthwiseUsesAVX2FMA =
         Self.avx2FMAAvailable && ProcessInfo.processInfo.environment["LIVENESSD_PORTABLE_KERNELS"] != "1"
+
+    /// Whether it takes the AVX-512 one among those: where AVX-512F is available and the pointwise kernel is
+    /// AVX-512 too (`LIVENESSD_PORTABLE_KERNELS=avx2` keeps both at AVX2).
+    static let depthwiseUsesAVX512 = Self.depthwiseUsesAVX2FMA && Self.pointwiseChoice == .avx512
 
     /// Depthwise 3×3, stride 1, padding 1 (one filter per channel), bias and optional ReLU fused.
     /// Direct loops: as a GEMM each channel would be a 1 × 9 by 9 × area product, all overhead.
@@ -133,17 +140,20 @@ enum ConvolutionKernels {
         bias: UnsafePointer<Float>, relu: Bool, zeroRow: UnsafePointer<Float>, spareRow: UnsafeMutablePointer<Float>,
         into output: UnsafeMutablePointer<Float>, kernel: DepthwiseKernel = .automatic
     ) {
-        let useC: Bool
-        switch kernel {
-        case .automatic: useC = self.depthwiseUsesAVX2FMA
-        case .portable: useC = false
+        let choice: DepthwiseKernel =
+            kernel != .automatic
+            ? kernel : self.depthwiseUsesAVX512 ? .avx512 : self.depthwiseUsesAVX2FMA ? .avx2FMA : .portable
+        switch choice {
+        case .avx512:
+            precondition(self.avx512Available, "the AVX-512 depthwise kernel needs a CPU with AVX-512F")
+            clk_depthwise3x3_avx512(input, channels, height, width, weights, bias, relu, zeroRow, spareRow, output)
+            return
         case .avx2FMA:
             precondition(self.avx2FMAAvailable, "the AVX2 + FMA depthwise kernel needs a CPU with AVX2 and FMA")
-            useC = true
-        }
-        if useC {
             clk_depthwise3x3_avx2_fma(input, channels, height, width, weights, bias, relu, zeroRow, spareRow, output)
             return
+        case .portable, .automatic:
+            break
         }
         let area = height * width
         let floor: Float = relu ? 0 : -.infinity

@@ -41,7 +41,7 @@ enum MobileKernels {
             switch choice {
             case .automatic: useC = ConvolutionKernels.depthwiseUsesAVX2FMA
             case .portable: useC = false
-            case .avx2FMA:
+            case .avx2FMA, .avx512:  // (stride 2 has no AVX-512 kernel: the AVX2 one)
                 precondition(
                     ConvolutionKernels.avx2FMAAvailable, "the AVX2 + FMA depthwise kernel needs a CPU with AVX2 and FMA"
                 )
