@@ -143,4 +143,37 @@ import Testing
             }
         }
     }
+
+    /// YuNet's 2 × 2 stride 2 max pooling, eight outputs at a time, against its scalar definition
+    /// (`a > b ? a : b`, which also fixes what a NaN gives) on widths around the vector width.
+    @Test func maxPool2x2MatchesItsScalarDefinition() {
+        let geometry = Self.geometry(2, 2, 2, 2, 0, 0, 0, 0)
+        var generator = DepthwiseKernelTests.SeededGenerator(state: 2)
+        for (height, width) in [(2, 2), (4, 14), (6, 16), (4, 17), (8, 34), (128, 160), (3, 33)] {
+            var input = (0..<(2 * height * width)).map { _ in Float.random(in: -4...4, using: &generator) }
+            input[width / 2] = .nan
+            let outputHeight = height / 2
+            let outputWidth = width / 2
+            var output = [Float](repeating: 12345, count: 2 * outputHeight * outputWidth + 8)
+            ConvolutionKernels.maxPool(
+                input, channels: 2, height: height, width: width, geometry: geometry, outputHeight: outputHeight,
+                outputWidth: outputWidth, into: &output)
+            func larger(_ a: Float, _ b: Float) -> Float { a > b ? a : b }
+            for channel in 0..<2 {
+                for oy in 0..<outputHeight {
+                    for ox in 0..<outputWidth {
+                        let at = { (y: Int, x: Int) in input[(channel * height + y) * width + x] }
+                        let expected = larger(
+                            larger(at(2 * oy, 2 * ox), at(2 * oy, 2 * ox + 1)),
+                            larger(at(2 * oy + 1, 2 * ox), at(2 * oy + 1, 2 * ox + 1)))
+                        let value = output[(channel * outputHeight + oy) * outputWidth + ox]
+                        #expect(
+                            value.bitPattern == expected.bitPattern || (value.isNaN && expected.isNaN),
+                            "\(height)×\(width): (\(channel), \(oy), \(ox))")
+                    }
+                }
+            }
+            #expect(output[(2 * outputHeight * outputWidth)...].allSatisfy { $0 == 12345 }, "wrote past the output")
+        }
+    }
 }
