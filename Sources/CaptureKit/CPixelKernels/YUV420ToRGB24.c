@@ -1,28 +1,36 @@
-// 4:2:0 YUV → RGB24, byte for byte as libswscale 6.7 (FFmpeg 5.1) converts it with SWS_BILINEAR |
-// SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT at the same size in and out, full-range RGB out, no brightness,
-// contrast or saturation change (PixelConverter's configuration for the RGB picture the model sees).
+// 4:2:0 YUV → RGB24, byte for byte as libswscale 6.7 (FFmpeg 5.1) on x86-64 converts it with
+// SWS_BILINEAR | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT at the same size in and out, full-range RGB out,
+// no brightness, contrast or saturation change (PixelConverter's configuration for the RGB picture the
+// model sees).
 //
-// Why hand-written: swscale runs that accurate, full-chroma RGB output in scalar C (yuv2rgb24_full_X_c,
-// one pixel at a time, ≈ 0.85 ms per 640×480 frame, ≈ 8 % of the pipeline's CPU); its SIMD output
-// paths either round differently or interpolate chroma less exactly, and we need the very same bytes
-// (the reference pipeline and the golden files were made through swscale). No library does this
-// conversion with swscale's exact arithmetic, hence this file.
+// Why hand-written: swscale runs that configuration's output stage (vertical chroma interpolation and
+// the YUV → RGB arithmetic, yuv2rgb24_full_1_c / yuv2rgb24_full_X_c) in scalar C, one pixel at a time:
+// ≈ 0.85-1 ms per 640×480 frame, ≈ 8 % of the pipeline's CPU. The bytes must not change (everything
+// downstream, golden files included, was made through swscale), and no library reproduces swscale's
+// exact integer arithmetic, hence this file: the same arithmetic, in AVX2 or AVX-512 (chosen at run
+// time, only these functions carry target attributes), with a portable scalar path.
 //
-// What is reproduced (written from the behaviour of libswscale, and checked byte for byte against
-// the installed libswscale.so.6 on random planes of many sizes, extreme values and decoded clips):
+// What is reproduced (written from the behaviour of libswscale and checked byte for byte against the
+// installed libswscale.so.6: random planes of many even and odd sizes from 1×1 to 1921×1081, both
+// matrices and ranges, only-0-and-255 planes, and every frame of eight decoded clips):
 // 1. Chroma is upsampled horizontally from ⌈w/2⌉ to w samples by a 2-tap bilinear filter with
 //    14-bit coefficients: c15 = min(Σ c8·coef >> 7, 32767). Luma is unscaled: y15 = y8 << 7.
-// 2. Chroma is then upsampled vertically from ⌈h/2⌉ to h rows by a bilinear filter with 12-bit
-//    coefficients: U = ((1 << 9) − (128 << 19) + Σ c15·coef) >> 10; Y = ((1 << 9) + y15·4096) >> 10.
+// 2. Chroma is upsampled vertically from ⌈h/2⌉ to h rows by a bilinear filter with 12-bit
+//    coefficients, but not always as a weighted sum: swscale picks its output function per row
+//    (see vertical_weights): usually the "1-tap" one, which takes the nearer chroma row alone or the
+//    plain average of both. Y = ((1 << 9) + y15·4096) >> 10 = y8 << 9.
 //    Both filters are built as swscale builds them (initFilter, for the bilinear "general" case:
 //    chroma sited between the luma samples, 64-bit coefficients, near-zero taps dropped, taps
 //    beyond the edges folded onto the edge sample, normalised with error diffusion): the
 //    coefficients of an odd size vary from one position to the next, so they are tabulated.
 // 3. RGB: Y' = (Y − y_offset)·y_coeff + 2²¹, R = Y' + V·v2r, G = Y' + V·v2g + U·u2g, B = Y' + U·u2b,
-//    in wrapping 32-bit arithmetic (an overflow is not clipped to 255 but wraps, as swscale's does);
-//    each clipped to [0, 2³⁰) and shifted right by 22. The coefficients come from the matrix's
-//    inverse table as swscale derives them (ff_yuv2rgb_c_init_tables: 255/219 luma gain and the
-//    16 offset for a limited-range source, 224/255 chroma gain for a full-range one, rounded to 16 bits).
+//    in wrapping 32-bit arithmetic (an overflow, e.g. BT.709 limited range with Y = 255 and U = 255,
+//    wraps to a negative value and gives 0, as swscale's does); each clipped to [0, 2³⁰) and shifted
+//    right by 22. The coefficients come from the matrix's inverse table as swscale derives them
+//    (ff_yuv2rgb_c_init_tables: 255/219 luma gain and the 16 offset for a limited-range source,
+//    224/255 chroma gain for a full-range one, rounded to 16 bits).
+// Other architectures: swscale's vertical filters get other tap counts there and it picks other output
+// functions; this reproduces the x86-64 library only (PixelConverter uses it only there).
 #include "CPixelKernels.h"
 
 #include <stdlib.h>
@@ -46,10 +54,15 @@ struct cpk_rgb_plan {
     int16_t *rows[2][CPK_CACHE_ROWS];
     int row_index[2][CPK_CACHE_ROWS];
     int next_slot[2];
-    // Two-tap form of the horizontal filter for the SIMD paths (see build_simd_tables).
+    // Two-tap form of the horizontal filter (see build_simd_tables): per output, the first nonzero tap's
+    // sample, the offset (0 or 1) of the second, both coefficients; two_tap false when some output
+    // has other taps (the general loop then).
     bool two_tap;
+    int32_t *tap_pos;
+    uint8_t *tap_next;
+    int16_t *tap_coef;
     int32_t *block_base;     // per block of 8 outputs: first source byte
-    uint8_t *block_shuffle;  // per block: 16 bytes, (tap 0, tap 1) byte indices relative to the base
+    uint8_t *block_shuffle;  // per block: 32 bytes, (tap 0, 0x80, tap 1, 0x80) per output, from the base
     int16_t *block_coef;     // per block: 16 int16, (coef 0, coef 1) per output
     int simd_blocks;         // blocks whose 16 source bytes lie inside the row
     // Per output row: the two chroma rows and their effective weights (see vertical_weights).
@@ -273,6 +286,9 @@ void cpk_rgb_plan_destroy(cpk_rgb_plan *p) {
     free(p->vertical.coef);
     for (int c = 0; c < 2; c++)
         for (int k = 0; k < CPK_CACHE_ROWS; k++) free(p->rows[c][k]);
+    free(p->tap_pos);
+    free(p->tap_next);
+    free(p->tap_coef);
     free(p->block_base);
     free(p->block_shuffle);
     free(p->block_coef);
@@ -318,12 +334,28 @@ cpk_rgb_plan *cpk_rgb_plan_create(int width, int height, bool bt709, bool full_r
 
 // One chroma row upsampled horizontally to 15 bits (item 1).
 static void horizontal_scalar(const cpk_rgb_plan *p, const uint8_t *src, int16_t *dst, int from) {
+    const int width = p->width;
+    if (p->two_tap) {
+        // Each output's nonzero taps are two adjacent samples (the second one's index clamped when its
+        // coefficient is zero): no loop over the aligned, mostly zero taps.
+        const int32_t *pos = p->tap_pos;
+        const int16_t *coef = p->tap_coef;
+        for (int x = from; x < width; x++) {
+            const uint8_t *s = src + pos[x];
+            const int val = (s[0] * coef[2 * x] + s[p->tap_next[x]] * coef[2 * x + 1]) >> 7;
+            dst[x] = (int16_t)(val < 32767 ? val : 32767);
+        }
+        return;
+    }
     const int n = p->horizontal.size;
-    for (int x = from; x < p->width; x++) {
-        const uint8_t *s = src + p->horizontal.pos[x];
-        const int16_t *c = p->horizontal.coef + (size_t)x * n;
+    const int32_t *pos = p->horizontal.pos;
+    const int16_t *coef = p->horizontal.coef;
+    for (int x = from; x < width; x++) {
+        const uint8_t *s = src + pos[x];
+        const int16_t *c = coef + (size_t)x * n;
         int val = 0;
-        for (int j = 0; j < n; j++) val += s[j] * c[j];
+        for (int j = 0; j < n; j++)
+            if (c[j] != 0) val += s[j] * c[j];  // zero taps may lie past the row's end: not read
         val >>= 7;
         dst[x] = (int16_t)(val < 32767 ? val : 32767);
     }
@@ -354,14 +386,17 @@ static inline int32_t cpk_clip30(int32_t v) { return (v & ~0x3FFFFFFF) ? (int32_
 static void output_scalar(
     const cpk_rgb_plan *p, const uint8_t *y_row, const int16_t *u0, const int16_t *u1, const int16_t *v0,
     const int16_t *v1, int w0, int w1, int from, uint8_t *out) {
-    for (int x = from; x < p->width; x++) {
+    // (Copied to locals: the byte stores below could alias the plan, which would reload them.)
+    const int32_t width = p->width, y_offset = p->y_offset, y_coeff = p->y_coeff;
+    const uint32_t v2r = (uint32_t)p->v2r, v2g = (uint32_t)p->v2g, u2g = (uint32_t)p->u2g, u2b = (uint32_t)p->u2b;
+    for (int x = from; x < width; x++) {
         int32_t Y = ((1 << 9) + (y_row[x] << 7) * 4096) >> 10;
         int32_t U = ((1 << 9) - (128 << 19) + u0[x] * w0 + u1[x] * w1) >> 10;
         int32_t V = ((1 << 9) - (128 << 19) + v0[x] * w0 + v1[x] * w1) >> 10;
-        uint32_t yy = (uint32_t)((Y - p->y_offset) * p->y_coeff) + (1u << 21);
-        int32_t R = (int32_t)(yy + (uint32_t)V * (uint32_t)p->v2r);
-        int32_t G = (int32_t)(yy + (uint32_t)V * (uint32_t)p->v2g + (uint32_t)U * (uint32_t)p->u2g);
-        int32_t B = (int32_t)(yy + (uint32_t)U * (uint32_t)p->u2b);
+        uint32_t yy = (uint32_t)((Y - y_offset) * y_coeff) + (1u << 21);
+        int32_t R = (int32_t)(yy + (uint32_t)V * v2r);
+        int32_t G = (int32_t)(yy + (uint32_t)V * v2g + (uint32_t)U * u2g);
+        int32_t B = (int32_t)(yy + (uint32_t)U * u2b);
         out[3 * x] = (uint8_t)(cpk_clip30(R) >> 22);
         out[3 * x + 1] = (uint8_t)(cpk_clip30(G) >> 22);
         out[3 * x + 2] = (uint8_t)(cpk_clip30(B) >> 22);
@@ -406,7 +441,27 @@ static bool build_simd_tables(cpk_rgb_plan *p) {
     p->block_base = malloc(sizeof(int32_t) * (size_t)(blocks + 1));
     p->block_shuffle = calloc((size_t)blocks + 1, 32);
     p->block_coef = calloc((size_t)blocks + 1, 16 * sizeof(int16_t));
-    if (!p->block_base || !p->block_shuffle || !p->block_coef) return false;
+    p->tap_pos = malloc(sizeof(int32_t) * (size_t)p->width);
+    p->tap_next = malloc((size_t)p->width);
+    p->tap_coef = malloc(sizeof(int16_t) * 2 * (size_t)p->width);
+    if (!p->block_base || !p->block_shuffle || !p->block_coef || !p->tap_pos || !p->tap_next || !p->tap_coef)
+        return false;
+    p->two_tap = true;
+    for (int x = 0; x < p->width; x++) {
+        const int16_t *c = f->coef + (size_t)x * f->size;
+        int first = -1, last = -1;
+        for (int j = 0; j < f->size; j++)
+            if (c[j] != 0) {
+                if (first < 0) first = j;
+                last = j;
+            }
+        if (first < 0) first = last = 0;
+        if (last - first > 1) p->two_tap = false;
+        p->tap_pos[x] = f->pos[x] + first;
+        p->tap_next[x] = last > first ? 1 : 0;
+        p->tap_coef[2 * x] = c[first];
+        p->tap_coef[2 * x + 1] = last > first ? c[last] : 0;
+    }
     p->simd_blocks = 0;
     for (int b = 0; b < blocks; b++) {
         int base = 0;
@@ -562,8 +617,12 @@ cpk_path cpk_best_path(void) {
 void cpk_rgb_convert(
     cpk_rgb_plan *p, const uint8_t *y, ptrdiff_t y_stride, const uint8_t *u, ptrdiff_t u_stride, const uint8_t *v,
     ptrdiff_t v_stride, uint8_t *rgb, ptrdiff_t rgb_stride, cpk_path path) {
-    static int best = -1;  // racy but idempotent: every thread computes the same value
-    if (best < 0) best = (int)cpk_best_path();
+    static int cached = -1;  // every thread computes the same value; atomic so that TSan sees no race
+    int best = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (best < 0) {
+        best = (int)cpk_best_path();
+        __atomic_store_n(&cached, best, __ATOMIC_RELAXED);
+    }
     if ((int)path > best) path = (cpk_path)best;
     cpk_horizontal_fn horizontal = horizontal_row_scalar;
     cpk_output_fn output = output_row_scalar;
