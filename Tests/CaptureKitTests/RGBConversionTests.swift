@@ -64,7 +64,8 @@ import Testing
                         $0.bestMismatches += best
                         $0.scalarMismatches += scalar
                         $0.formats.insert(
-                            "\(frame.pixelFormat) \(frame.width)x\(frame.height) \(frame.colour.range) \(frame.colour.matrix)")
+                            "\(frame.pixelFormat) \(frame.width)x\(frame.height) \(frame.colour.range) \(frame.colour.matrix)"
+                        )
                     }
                 } catch {
                     tally.withLock { $0.conversionErrors.append("\(error)") }
@@ -107,7 +108,8 @@ import Testing
         let buffer = pool.acquire(waiting: false)!
         let bytes = buffer.pointer.assumingMemoryBound(to: UInt8.self)
         for index in 0..<size {
-            bytes[index] = extremes ? (Bool.random(using: &generator) ? 255 : 0) : UInt8.random(in: 0...255, using: &generator)
+            bytes[index] =
+                extremes ? (Bool.random(using: &generator) ? 255 : 0) : UInt8.random(in: 0...255, using: &generator)
         }
         return Frame(
             buffer: buffer, pixelFormat: .yuv420p, width: width, height: height, planes: planes,
@@ -145,7 +147,8 @@ import Testing
                             generator: &generator)
                         let (best, scalar) = try converters.mismatches(frame)
                         if best + scalar > 0 {
-                            failures.append("\(width)x\(height) \(range) \(matrix) extremes \(extremes): \(best) \(scalar)")
+                            failures.append(
+                                "\(width)x\(height) \(range) \(matrix) extremes \(extremes): \(best) \(scalar)")
                         }
                     }
                 }
@@ -169,7 +172,8 @@ import Testing
                 let converter = PixelConverter()
                 converter.handWrittenRGBEnabled = true
                 converter.rgbPath = path
-                #expect(try converter.convert(frame, to: .rgb24) == expected, "\(width)x\(height) path \(path.rawValue)")
+                #expect(
+                    try converter.convert(frame, to: .rgb24) == expected, "\(width)x\(height) path \(path.rawValue)")
             }
         }
     }
@@ -189,7 +193,9 @@ import Testing
         }
         let reference = try converter.convert(frame, to: .rgb24)
         for row in 0..<5 {
-            #expect(Array(output[(row * rowStride)..<(row * rowStride + 111)]) == Array(reference[(row * 111)..<(row * 111 + 111)]))
+            #expect(
+                Array(output[(row * rowStride)..<(row * rowStride + 111)])
+                    == Array(reference[(row * 111)..<(row * 111 + 111)]))
         }
     }
 }
