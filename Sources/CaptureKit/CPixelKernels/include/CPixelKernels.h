@@ -1,7 +1,7 @@
 // CPixelKernels: 4:2:0 YUV → packed RGB24 that gives byte for byte what libswscale 6 (FFmpeg 5.1) gives
 // for the converter PixelConverter uses on RGB frames (SWS_BILINEAR | SWS_ACCURATE_RND |
 // SWS_FULL_CHR_H_INT, same size in and out, BT.601 or BT.709, limited or full source range, full
-// range out). swscale runs that configuration in scalar C (yuv2rgb24_full_X_c); this does the same
+// range out). swscale runs that configuration in scalar C (yuv2rgb24_full_1_c / _X_c); this does the same
 // integer arithmetic with AVX2 or AVX-512, chosen at run time, and has a portable scalar path.
 // See YUV420ToRGB24.c for what is reproduced and why.
 #pragma once
