@@ -71,16 +71,23 @@ let package = Package(
             ],
             exclude: ["COpenBLAS", "CKernels"]
         ),
+        // 4:2:0 YUV → RGB24 byte for byte as swscale's accurate full-chroma path, in AVX2 / AVX-512 C
+        // (chosen at run time) with a scalar fallback; why C: Sources/CaptureKit/CPixelKernels/YUV420ToRGB24.c.
+        .target(
+            name: "CPixelKernels",
+            path: "Sources/CaptureKit/CPixelKernels"
+        ),
         .target(
             name: "CaptureKit",
             dependencies: [
                 "CFFmpeg",
                 "CTurboJPEG",
                 "CV4L2",
+                "CPixelKernels",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
-            exclude: ["CFFmpeg", "CTurboJPEG", "CV4L2"]
+            exclude: ["CFFmpeg", "CTurboJPEG", "CV4L2", "CPixelKernels"]
         ),
         .target(
             name: "FramePipeline",

@@ -1,4 +1,6 @@
 import CFFmpeg
+import CPixelKernels
+import Foundation
 
 /// A packed 8-bit picture whose rows have room for swscale's whole-vector stores past a row's end
 /// (each row padded to a multiple of 64 bytes plus 64, one spare row at the bottom), so swscale can
@@ -65,11 +67,65 @@ public final class PixelConverter {
     private var contexts: [ContextKey: OpaquePointer] = [:]
     private var scratch: [UInt8] = []
     private var rgbScratch: [UInt8] = []
+    /// The hand-written YUV 4:2:0 → RGB24 converter's tables for the last size and colour (`cpk_rgb_plan`).
+    private var rgbPlan: OpaquePointer?
+    private var rgbPlanKey: ContextKey?
 
     public init() {}
 
     deinit {
         for context in self.contexts.values { sws_freeContext(context) }
+        cpk_rgb_plan_destroy(self.rgbPlan)
+    }
+
+    /// Same-size YUV 4:2:0 → RGB24 (the accurate path) goes through CPixelKernels, which gives swscale's
+    /// bytes exactly, ≈ 4× faster (see YUV420ToRGB24.c). Only on x86-64, whose swscale it reproduces
+    /// (elsewhere swscale picks other vertical output functions), and only with AVX2 (its portable
+    /// scalar path is exact too, but slower than swscale: tests use it, production does not).
+    /// `LIVENESSD_SWSCALE_RGB=1` in the environment keeps swscale for it: for comparison, and as an
+    /// escape hatch.
+    static let handWrittenRGB: Bool = {
+        #if arch(x86_64)
+            return ProcessInfo.processInfo.environment["LIVENESSD_SWSCALE_RGB"] != "1"
+                && cpk_best_path() != CPK_PATH_SCALAR
+        #else
+            return false
+        #endif
+    }()
+
+    /// Whether this converter uses the hand-written one (tests compare it with swscale by turning it off).
+    var handWrittenRGBEnabled = PixelConverter.handWrittenRGB
+    /// The code path the hand-written converter takes (tests pin the scalar one; a path the CPU lacks
+    /// falls back to the best it has).
+    var rgbPath: cpk_path = cpk_best_path()
+
+    /// Whether `frame` → `format` at `width` × `height` is the hand-written converter's case.
+    func isHandWrittenRGB(_ frame: Frame, to format: PixelFormat, width: Int, height: Int) -> Bool {
+        self.handWrittenRGBEnabled && format == .rgb24 && width == frame.width && height == frame.height
+            && (frame.pixelFormat == .yuv420p || frame.pixelFormat.rawValue == AV_PIX_FMT_YUVJ420P.rawValue)
+            && frame.planes.count == 3
+    }
+
+    /// The hand-written YUV 4:2:0 → RGB24 conversion (same size), rows `rowStride` apart; it writes exactly
+    /// `width` · 3 bytes a row, so the destination needs no padding. The range and matrix are those the
+    /// swscale context would get (`context(for:)`), so the bytes are the same. False (nothing written) when
+    /// it has no plan for that size (over 16384 pixels, or a filter it does not reproduce): swscale then.
+    func handWrittenRGB(_ frame: Frame, into destination: UnsafeMutablePointer<UInt8>, rowStride: Int) -> Bool {
+        let key = ContextKey(
+            source: frame.pixelFormat, sourceWidth: frame.width, sourceHeight: frame.height, target: .rgb24,
+            width: frame.width, height: frame.height, fullRange: frame.colour.range == .full,
+            bt709: frame.colour.matrix == .bt709)
+        if self.rgbPlanKey != key {
+            cpk_rgb_plan_destroy(self.rgbPlan)
+            self.rgbPlanKey = nil
+            self.rgbPlan = cpk_rgb_plan_create(Int32(frame.width), Int32(frame.height), key.bt709, key.fullRange)
+            guard self.rgbPlan != nil else { return false }
+            self.rgbPlanKey = key
+        }
+        cpk_rgb_convert(
+            self.rgbPlan!, frame.plane(0), frame.planes[0].rowStride, frame.plane(1), frame.planes[1].rowStride,
+            frame.plane(2), frame.planes[2].rowStride, destination, rowStride, self.rgbPath)
+        return true
     }
 
     /// Writes `frame` as `target` at `width` × `height` (default: the frame's size) into
@@ -186,6 +242,11 @@ public final class PixelConverter {
         rowStride: Int, padded: Bool
     ) throws {
         let rowBytes = width * (format == .gray8 ? 1 : 3)
+        if self.isHandWrittenRGB(frame, to: format, width: width, height: height),
+            self.handWrittenRGB(frame, into: destination, rowStride: rowStride)
+        {
+            return
+        }
         if format == frame.pixelFormat && width == frame.width && height == frame.height && frame.planes.count == 1 {
             let plane = frame.planes[0]
             for row in 0..<height {
