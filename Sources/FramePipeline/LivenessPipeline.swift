@@ -594,7 +594,10 @@ public final class LivenessPipeline: @unchecked Sendable {
             if let input = item.input { self.batchInputs.append(input) }
         }
         let modelStarted = monotonicNanoseconds()
-        self.opinions.score(self.batchInputs, maximumBatch: self.configuration.maximumBatch, into: &self.batchScores)
+        // Faces that waited for each other (a backlog): both opinions at once, on two threads (Opinions.run).
+        self.opinions.score(
+            self.batchInputs, maximumBatch: self.configuration.maximumBatch,
+            concurrently: self.batchInputs.count > 1, into: &self.batchScores)
         let modelNanoseconds = self.batchInputs.isEmpty ? 0 : monotonicNanoseconds() &- modelStarted
         self.batchInputs.removeAll(keepingCapacity: true)
         var scored = 0  // faces scored so far, in item order: the next item with an input has batchScores[scored]

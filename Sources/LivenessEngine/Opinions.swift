@@ -109,14 +109,17 @@ public final class Opinions {
     }
 
     /// The same into `scores` (replaced; its memory is kept). A batch of one is read where it lies; larger
-    /// ones are gathered back to back first.
-    public func score(_ inputs: [FaceInput], maximumBatch: Int = 8, into scores: inout [OpinionScores]) {
+    /// ones are gathered back to back first. `concurrently`: with both opinions, the ViT and the pair score
+    /// each batch at the same time on two threads (see `run`).
+    public func score(
+        _ inputs: [FaceInput], maximumBatch: Int = 8, concurrently: Bool = false, into scores: inout [OpinionScores]
+    ) {
         scores.removeAll(keepingCapacity: true)
         for _ in inputs.indices { scores.append(OpinionScores()) }
         var start = 0
         while start < inputs.count {
             let end = min(start + max(1, maximumBatch), inputs.count)
-            self.scoreChunk(inputs[start..<end], into: &scores, offset: start)
+            self.scoreChunk(inputs[start..<end], concurrently: concurrently, into: &scores, offset: start)
             start = end
         }
     }
@@ -126,7 +129,9 @@ public final class Opinions {
     /// The fused spoof probability of `scores` (nil: no finite opinion).
     public func fused(_ scores: OpinionScores) -> Double? { self.fusion.fuse(scores) }
 
-    private func scoreChunk(_ chunk: ArraySlice<FaceInput>, into scores: inout [OpinionScores], offset: Int) {
+    private func scoreChunk(
+        _ chunk: ArraySlice<FaceInput>, concurrently: Bool, into scores: inout [OpinionScores], offset: Int
+    ) {
         let side = self.preprocessor.outputSide * self.preprocessor.outputSide
         let one = Self.pairInputLength / 2
         if chunk.count == 1, let input = chunk.first {
@@ -136,7 +141,7 @@ public final class Opinions {
                 input.pair.withUnsafeBufferPointer { pair in
                     self.run(
                         batch: 1, luma: luma.baseAddress, v2: pair.baseAddress, v1se: pair.baseAddress.map { $0 + one },
-                        into: &scores, offset: offset)
+                        concurrently: concurrently, into: &scores, offset: offset)
                 }
             }
             return
@@ -151,7 +156,7 @@ public final class Opinions {
                 self.v1seBatch.withUnsafeBufferPointer { v1se in
                     self.run(
                         batch: chunk.count, luma: luma.baseAddress, v2: v2.baseAddress, v1se: v1se.baseAddress,
-                        into: &scores, offset: offset)
+                        concurrently: concurrently, into: &scores, offset: offset)
                 }
             }
         }
@@ -159,14 +164,16 @@ public final class Opinions {
 
     /// Runs each opinion in use on `batch` faces whose inputs lie back to back at `luma` (224² grey each),
     /// `v2` and `v1se` (80×80×3 BGR each), and writes their spoof probabilities from `offset` on. With both
-    /// opinions, the ViT and the pair run at the same time on two threads (`concurrentPerform`: the caller
-    /// and one worker, or the caller alone when no worker is free): each model has its own scratch and its
-    /// own logits here, so the scores are the same bits as one after the other, and a batch takes the
-    /// longer of the two instead of their sum. The pipeline scores on one queue, which was the bottleneck
-    /// of an unpaced replay (frames waited there ≈ 20 ms at p50 while the prepare lanes waited on it).
+    /// opinions and `concurrently`, the ViT and the pair run at the same time on two threads
+    /// (`concurrentPerform`: the caller and one worker, or the caller alone when no worker is free): each
+    /// model has its own scratch and its own logits here, so the scores are the same bits as one after the
+    /// other, and a batch takes the longer of the two instead of their sum. The pipeline asks for it when
+    /// faces wait (a batch of two or more): its one inference queue was the bottleneck of an unpaced replay
+    /// (frames waited there ≈ 20 ms at p50). Not for a lone face: waking the second thread costs about
+    /// 1 ms of CPU a frame (a 30 fps camera: 30–31 → 33–34 % of a core), more than it saves.
     private func run(
         batch: Int, luma: UnsafePointer<UInt8>?, v2: UnsafePointer<UInt8>?, v1se: UnsafePointer<UInt8>?,
-        into scores: inout [OpinionScores], offset: Int
+        concurrently: Bool, into scores: inout [OpinionScores], offset: Int
     ) {
         if self.logits.count < batch * 3 {
             self.logits = [Float](repeating: 0, count: batch * 3)
@@ -193,7 +200,7 @@ public final class Opinions {
                         pair.v2.logits(bgrCrops: v2!, batch: batch, into: v2Out)
                         pair.v1se.logits(bgrCrops: v1se!, batch: batch, into: v1seOut)
                     }
-                    if vit != nil && pair != nil {
+                    if concurrently && vit != nil && pair != nil {
                         DispatchQueue.concurrentPerform(iterations: 2) { part in part == 0 ? runViT() : runPair() }
                     } else {
                         runViT()
