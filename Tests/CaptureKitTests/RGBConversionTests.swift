@@ -117,25 +117,13 @@ import Testing
             captureTimeNanoseconds: 0, sequence: 0, sourceID: "random")
     }
 
-    /// A small seeded generator (SplitMix64), so a failure can be replayed.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            self.state &+= 0x9E37_79B9_7F4A_7C15
-            var z = self.state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static let sizes: [(Int, Int)] = [
         (1, 1), (2, 2), (3, 3), (1, 7), (7, 1), (5, 3), (9, 9), (15, 17), (16, 16), (17, 15), (33, 31), (63, 65),
         (101, 77), (161, 121), (321, 241), (639, 481), (640, 480), (641, 479),
     ]
 
     @Test func randomPlanesOfOddAndEvenSizesMatchSwscale() throws {
-        var generator = SeededGenerator(state: 20_261_201)
+        var generator = SeededRandom(seed: 20_261_201)
         let converters = Converters()
         var failures: [String] = []
         for (width, height) in Self.sizes {
@@ -159,7 +147,7 @@ import Testing
 
     /// Every path this CPU has gives the same bytes as the scalar one (also where swscale is not compared).
     @Test func simdPathsEqualTheScalarPath() throws {
-        var generator = SeededGenerator(state: 7)
+        var generator = SeededRandom(seed: 7)
         let paths = [CPK_PATH_AVX2, CPK_PATH_AVX512].filter { $0.rawValue <= cpk_best_path().rawValue }
         let scalar = PixelConverter()
         scalar.rgbPath = CPK_PATH_SCALAR
@@ -180,7 +168,7 @@ import Testing
 
     /// The hand-written converter writes exactly width · 3 bytes a row: the bytes between rows stay as they were.
     @Test func writesNothingPastEachRow() throws {
-        var generator = SeededGenerator(state: 11)
+        var generator = SeededRandom(seed: 11)
         let frame = Self.randomFrame(
             width: 37, height: 5, range: .full, matrix: .bt601, extremes: false, generator: &generator)
         let converter = PixelConverter()
