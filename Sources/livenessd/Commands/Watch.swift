@@ -50,8 +50,11 @@ struct Watch: ParsableCommand {
     @Flag(help: "Exit when the daemon closes the connection instead of reconnecting (every 1-5 s) until it is back.")
     var noReconnect = false
 
-    /// Connects, or says why not: nil and the reason.
-    func openConnection() -> (FileHandle?, String) {
+    /// Connects, or says why not: nil and the reason. The descriptor is read with `recv` and written with
+    /// `send`, not through FileHandle: FileHandle traps on a read error, and a daemon that stops while this
+    /// connection still waits in its backlog resets it (ECONNRESET), which killed `watch` instead of letting
+    /// it reconnect; a plain `write` to a closed socket raises SIGPIPE, which killed it too.
+    func openConnection() -> (Int32?, String) {
         let descriptor = Foundation.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { return (nil, "cannot create a socket") }
         guard let connected = withUnixSocketAddress(self.socket, { connect(descriptor, $0, $1) }) else {
@@ -66,7 +69,7 @@ struct Watch: ParsableCommand {
                 "cannot connect to \(self.socket): \(String(cString: strerror(code)))\(Self.hint(code, self.socket))"
             )
         }
-        return (FileHandle(fileDescriptor: descriptor, closeOnDealloc: true), "")
+        return (descriptor, "")
     }
 
     func run() throws {
@@ -78,7 +81,7 @@ struct Watch: ParsableCommand {
         var attempt = 0
         while true {
             let (connection, failure) = self.openConnection()
-            guard let handle = connection else {
+            guard let descriptor = connection else {
                 // The first connection must work (a wrong path is an error, exit 2); after that a daemon that
                 // went away (restart, upgrade) is waited for.
                 guard everConnected, !self.noReconnect, !self.status else {
@@ -97,12 +100,16 @@ struct Watch: ParsableCommand {
             }
             everConnected = true
             attempt = 0
-            handle.write(requestLine)
+            defer { close(descriptor) }
             var pending = Data()
-            reading: while true {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break reading }
-                pending.append(chunk)
+            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+            let sent = Self.send(requestLine, to: descriptor)
+            reading: while sent {
+                // 0: the daemon closed the connection; below 0: it reset it (or another error): reconnect.
+                let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+                if count < 0 && errno == EINTR { continue }
+                if count <= 0 { break reading }
+                pending.append(contentsOf: chunk[0..<count])
                 while let newline = pending.firstIndex(of: 0x0A) {
                     let line = pending[pending.startIndex..<newline]
                     pending.removeSubrange(pending.startIndex...newline)
@@ -116,6 +123,21 @@ struct Watch: ParsableCommand {
             if self.noReconnect || self.status { return }
             FileHandle.standardError.write(
                 Data("livenessd watch: the daemon closed the connection; reconnecting\n".utf8))
+        }
+    }
+
+    /// Writes all of `data`; false when the connection is gone (MSG_NOSIGNAL: an error, not SIGPIPE).
+    static func send(_ data: Data, to descriptor: Int32) -> Bool {
+        data.withUnsafeBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Foundation.send(
+                    descriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { return false }
+                offset += written
+            }
+            return true
         }
     }
 
