@@ -52,9 +52,9 @@ let package = Package(
             path: "Sources/CaptureKit/CV4L2"
         ),
         // The C compute kernels (depthwise 3×3 stride 1 and 2 in AVX2 + FMA; pointwise 1×1, convolutions
-        // read in place through it, and the softmax's exponentials in AVX-512 and AVX2 + FMA; each chosen
-        // at run time); why they are C and not Swift: docs/ARCHITECTURE.md. No -march flags: only the
-        // kernels carry target attributes.
+        // read in place through it, and the softmax's exponentials in AVX-512 and AVX2 + FMA; the ViT
+        // crop's Pillow resample and RGB → L in AVX2 / AVX-512; each chosen at run time); why they are C
+        // and not Swift: docs/ARCHITECTURE.md. No -march flags: only the kernels carry target attributes.
         .target(
             name: "CLivenessKernels",
             path: "Sources/LivenessEngine/CKernels"

@@ -1,3 +1,6 @@
+import CLivenessKernels
+import Foundation
+
 /// A rectangle of whole pixels (a crop of a frame), origin top-left.
 public struct PixelRect: Sendable, Equatable, CustomStringConvertible {
     public var x: Int
@@ -101,9 +104,37 @@ public struct Preprocessor: Sendable {
         var intermediate: [UInt8] = []
         var sums: [Int32] = []
         var rgbRow: [UInt8] = []
+        /// `horizontal`'s weights as the AVX2 kernel reads them, for `packedChannels` (0: none yet).
+        var packed: [Int16] = []
+        var packedChannels = 0
 
         public init() {}
     }
+
+    /// Which resampling code `lumaCrop` runs. `automatic` is what the pipeline uses; tests name the
+    /// other two to compare them on the same inputs.
+    enum Kernel {
+        /// `avx2` when `usesAVX2`, else `portable`.
+        case automatic
+        /// `ResampleKernel`'s Swift loops and the scalar RGB → L below: the reference.
+        case portable
+        /// The C kernels of ResampleAVX.c (the same bytes); only where `ConvolutionKernels.avx2FMAAvailable`.
+        case avx2
+        /// `avx2` with RGB's horizontal pass four outputs at a time in AVX-512 (the same bytes); only where
+        /// `avx512BWAvailable`.
+        case avx512
+    }
+
+    /// Whether this CPU and OS run AVX-512F + BW code (always false off x86-64): asked once.
+    static let avx512BWAvailable = clk_avx512bw_available()
+
+    /// What `automatic` means, decided once: the widest C kernels the CPU runs, unless
+    /// `LIVENESSD_PORTABLE_KERNELS` is `1` (the Swift code, as for the convolutions) or `avx2` (at most AVX2).
+    static let kernelChoice: Kernel = {
+        let setting = ProcessInfo.processInfo.environment["LIVENESSD_PORTABLE_KERNELS"]
+        guard setting != "1", ConvolutionKernels.avx2FMAAvailable else { return .portable }
+        return Self.avx512BWAvailable && setting != "avx2" ? .avx512 : .avx2
+    }()
 
     /// The 224 × 224 grey image the model sees (before normalisation), row-major.
     public func lumaCrop(_ source: PixelSource) -> [UInt8] {
@@ -116,11 +147,21 @@ public struct Preprocessor: Sendable {
     /// nothing is allocated once `scratch` has seen a crop of this size. Each resized RGB row is turned
     /// grey as soon as it is made (the same bytes as resizing the whole crop first, one buffer fewer).
     public func lumaCrop(_ source: PixelSource, into output: UnsafeMutablePointer<UInt8>, scratch: Scratch) {
+        self.lumaCrop(source, into: output, scratch: scratch, kernel: .automatic)
+    }
+
+    /// `lumaCrop(_:into:scratch:)` through `kernel`.
+    func lumaCrop(
+        _ source: PixelSource, into output: UnsafeMutablePointer<UInt8>, scratch: Scratch, kernel: Kernel
+    ) {
         let side = self.outputSide
         let resized = self.resizedSize(width: source.width, height: source.height)
         let origin = self.cropOrigin(resizedWidth: resized.width, resizedHeight: resized.height)
-        scratch.horizontal.prepare(
+        if scratch.horizontal.prepare(
             inputSize: source.width, outputSize: resized.width, window: origin.x..<(origin.x + side))
+        {
+            scratch.packedChannels = 0
+        }
         scratch.vertical.prepare(
             inputSize: source.height, outputSize: resized.height, window: origin.y..<(origin.y + side))
         let channels = source.channels
@@ -132,6 +173,18 @@ public struct Preprocessor: Sendable {
         }
         if scratch.sums.count < lineLength { scratch.sums = [Int32](repeating: 0, count: lineLength) }
         if scratch.rgbRow.count < lineLength { scratch.rgbRow = [UInt8](repeating: 0, count: lineLength) }
+        switch kernel == .automatic ? Self.kernelChoice : kernel {
+        case .avx512:
+            precondition(Self.avx512BWAvailable, "the AVX-512 resampling kernel needs a CPU with AVX-512F and BW")
+            self.resampleAVX(source, into: output, scratch: scratch, avx512: true)
+            return
+        case .avx2:
+            precondition(ConvolutionKernels.avx2FMAAvailable, "the AVX2 resampling kernels need a CPU with AVX2")
+            self.resampleAVX(source, into: output, scratch: scratch, avx512: false)
+            return
+        case .portable, .automatic:
+            break
+        }
         let horizontal = scratch.horizontal
         let vertical = scratch.vertical
         scratch.intermediate.withUnsafeMutableBufferPointer { buffer in
@@ -158,6 +211,61 @@ public struct Preprocessor: Sendable {
                             let b = UInt32(line[3 * pixel + 2])
                             luma[pixel] = UInt8((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16)
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Both passes and the RGB → L in the C kernels (ResampleAVX.c), on kernels `lumaCrop` prepared; the
+    /// horizontal pass in AVX-512 when `avx512`.
+    private func resampleAVX(
+        _ source: PixelSource, into output: UnsafeMutablePointer<UInt8>, scratch: Scratch, avx512: Bool
+    ) {
+        let side = self.outputSide
+        let channels = source.channels
+        let lineLength = side * channels
+        let horizontal = scratch.horizontal
+        let vertical = scratch.vertical
+        let outputs = horizontal.starts.count
+        if scratch.packedChannels != channels {
+            let length = clk_resample_packed_length(outputs, horizontal.taps, channels)
+            if scratch.packed.count < length { scratch.packed = [Int16](repeating: 0, count: length) }
+            horizontal.weights.withUnsafeBufferPointer { weights in
+                scratch.packed.withUnsafeMutableBufferPointer {
+                    clk_resample_pack_horizontal(
+                        weights.baseAddress!, outputs, horizontal.taps, channels, $0.baseAddress!)
+                }
+            }
+            scratch.packedChannels = channels
+        }
+        let rowRange = vertical.inputRange
+        horizontal.starts.withUnsafeBufferPointer { starts in
+            horizontal.counts.withUnsafeBufferPointer { counts in
+                horizontal.weights.withUnsafeBufferPointer { weights in
+                    scratch.packed.withUnsafeBufferPointer { packed in
+                        scratch.intermediate.withUnsafeMutableBufferPointer { buffer in
+                            let pass = avx512 ? clk_resample_horizontal_avx512 : clk_resample_horizontal_avx2
+                            for (row, inputRow) in rowRange.enumerated() {
+                                pass(
+                                    source.base + inputRow * source.rowStride, source.width, channels,
+                                    starts.baseAddress!, counts.baseAddress!, weights.baseAddress!, horizontal.taps,
+                                    packed.baseAddress!, outputs, buffer.baseAddress! + row * lineLength)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        vertical.weights.withUnsafeBufferPointer { weights in
+            scratch.intermediate.withUnsafeBufferPointer { input in
+                scratch.rgbRow.withUnsafeMutableBufferPointer { rgbRow in
+                    for row in 0..<side {
+                        let line = channels == 3 ? rgbRow.baseAddress! : output + row * side
+                        clk_resample_vertical_avx2(
+                            input.baseAddress! + (vertical.starts[row] - rowRange.lowerBound) * lineLength, lineLength,
+                            weights.baseAddress! + row * vertical.taps, vertical.counts[row], line)
+                        if channels == 3 { clk_rgb_to_luma_avx2(line, side, output + row * side) }
                     }
                 }
             }
@@ -211,12 +319,14 @@ struct ResampleKernel {
         self.prepare(inputSize: inputSize, outputSize: outputSize, window: window)
     }
 
-    /// Computes the kernel for these sizes unless it already has them, reusing its arrays' memory.
-    mutating func prepare(inputSize: Int, outputSize: Int, window: Range<Int>) {
+    /// Computes the kernel for these sizes unless it already has them, reusing its arrays' memory; true
+    /// when it computed.
+    @discardableResult
+    mutating func prepare(inputSize: Int, outputSize: Int, window: Range<Int>) -> Bool {
         if let parameters = self.parameters, parameters.inputSize == inputSize, parameters.outputSize == outputSize,
             parameters.window == window
         {
-            return
+            return false
         }
         self.parameters = (inputSize, outputSize, window)
         self.starts.removeAll(keepingCapacity: true)
@@ -261,6 +371,7 @@ struct ResampleKernel {
             }
         }
         self.inputRange = window.isEmpty ? 0..<0 : lower..<upper
+        return true
     }
 
     /// Resamples one line of packed pixels (`channels` bytes each) at the window's positions.
