@@ -152,6 +152,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            linkerSettings: [
+                // Packed relative relocations (DT_RELR; glibc 2.36, Debian 12, reads them): the static-stdlib
+                // binary's 2.7 MB of relative relocations, read at every start, become 21 kB (peak RSS
+                // −3 MB, docs/ARCHITECTURE.md). gold, swiftc's default linker here, cannot write them; the
+                // toolchain's lld can.
+                .unsafeFlags(
+                    ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(platforms: [.linux]))
             ]
         ),
         // Locates ../shared (or $LIVENESSD_TEST_ASSETS) and reads golden files; tests only.
