@@ -153,13 +153,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            exclude: ["link-order.txt"],
             linkerSettings: [
-                // Packed relative relocations (DT_RELR; glibc 2.36, Debian 12, reads them): the static-stdlib
-                // binary's 2.7 MB of relative relocations, read at every start, become 21 kB (peak RSS
-                // −3 MB, docs/ARCHITECTURE.md). gold, swiftc's default linker here, cannot write them; the
-                // toolchain's lld can.
+                // Linked by the toolchain's lld (gold, swiftc's default here, can do neither): the functions a
+                // run executes placed together (link-order.txt, from scripts/link-order.sh: the binary's
+                // resident code 13 → 6.4 MB), and packed relative relocations (DT_RELR; glibc 2.36 = Debian 12
+                // reads them: 2.7 MB of relocations read at every start become 21 kB). docs/ARCHITECTURE.md,
+                // "Memory".
                 .unsafeFlags(
-                    ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(platforms: [.linux]))
+                    [
+                        "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
+                        "-Xlinker",
+                        "--symbol-ordering-file=\(Context.packageDirectory)/Sources/livenessd/link-order.txt",
+                        "-Xlinker", "--no-warn-symbol-ordering",
+                    ], .when(platforms: [.linux]))
             ]
         ),
         // Locates ../shared (or $LIVENESSD_TEST_ASSETS) and reads golden files; tests only.

@@ -187,6 +187,11 @@ printf 'Source: livenessd\n\nPackage: livenessd\nArchitecture: any\n' > "$WORK/s
 shlibs="$(cd "$WORK/shlibs" && dpkg-shlibdeps -O --warnings=1 -e"$STAGE/usr/bin/livenessd")"
 shlibs="${shlibs#shlibs:Depends=}"
 [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependencies"
+# Packed relative relocations (DT_RELR, Package.swift) need glibc 2.36's loader; dpkg-shlibdeps does not
+# see that requirement (GLIBC_ABI_DT_RELR), so it is stated here.
+if readelf -d "$STAGE/usr/bin/livenessd" | grep -q '(RELR)'; then
+    shlibs="$(printf '%s' "$shlibs" | sed -E 's/libc6 \(>= 2\.(3[0-5]|[12][0-9])\)/libc6 (>= 2.36)/')"
+fi
 # adduser: postinst makes the system user with it (Debian policy 9.2.1).
 DEPENDS="adduser, $shlibs"
 installed_size="$(du -k -s --apparent-size --exclude=DEBIAN "$STAGE" | cut -f1)"
