@@ -36,7 +36,8 @@ let package = Package(
         .systemLibrary(
             name: "CFFmpeg",
             path: "Sources/CaptureKit/CFFmpeg",
-            pkgConfig: "libavformat libavcodec libavutil libswscale",
+            // Linked: libavutil and libswscale. libavcodec and libavformat are opened at run time (CFFmpegLoader).
+            pkgConfig: "libavutil libswscale",
             providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev", "libswscale-dev"])]
         ),
         // Still JPEG files are decoded as the reference (PIL → libjpeg-turbo) decodes them.
@@ -77,17 +78,24 @@ let package = Package(
             name: "CPixelKernels",
             path: "Sources/CaptureKit/CPixelKernels"
         ),
+        // libavcodec and libavformat through dlopen, the first time a source needs them: their 109 libraries
+        // cost 20.6 MB of memory at start-up (why by hand: Sources/CaptureKit/CFFmpegLoader/include).
+        .target(
+            name: "CFFmpegLoader",
+            path: "Sources/CaptureKit/CFFmpegLoader"
+        ),
         .target(
             name: "CaptureKit",
             dependencies: [
                 "CFFmpeg",
+                "CFFmpegLoader",
                 "CTurboJPEG",
                 "CV4L2",
                 "CPixelKernels",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
-            exclude: ["CFFmpeg", "CTurboJPEG", "CV4L2", "CPixelKernels"]
+            exclude: ["CFFmpeg", "CFFmpegLoader", "CTurboJPEG", "CV4L2", "CPixelKernels"]
         ),
         .target(
             name: "FramePipeline",

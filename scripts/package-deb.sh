@@ -192,6 +192,14 @@ shlibs="${shlibs#shlibs:Depends=}"
 if readelf -d "$STAGE/usr/bin/livenessd" | grep -q '(RELR)'; then
     shlibs="$(printf '%s' "$shlibs" | sed -E 's/libc6 \(>= 2\.(3[0-5]|[12][0-9])\)/libc6 (>= 2.36)/')"
 fi
+# libavcodec and libavformat are opened with dlopen (Sources/CaptureKit/CFFmpegLoader), so dpkg-shlibdeps
+# cannot see them: their packages' own shlibs entries (the same as a link would give) are added here.
+for lib in libavcodec libavformat; do
+    pkg="${lib}$(sed -n "s/^#define ${lib^^}_VERSION_MAJOR *//p" "/usr/include/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/$lib/version_major.h")"
+    dep="$(dpkg-query --control-show "$pkg:$ARCH" shlibs | awk -v l="$lib" '$1 == l { $1 = ""; $2 = ""; sub(/^ +/, ""); print }')"
+    [ -n "$dep" ] || die "no shlibs entry for $pkg (apt-get install $pkg)"
+    shlibs="$shlibs, $dep"
+done
 # adduser: postinst makes the system user with it (Debian policy 9.2.1).
 DEPENDS="adduser, $shlibs"
 installed_size="$(du -k -s --apparent-size --exclude=DEBIAN "$STAGE" | cut -f1)"

@@ -7,7 +7,8 @@
 #   unplug-replug  vivid's `disconnect` control while capturing: disconnected, reconnected, frames again
 #   busy           a second probe on a streaming camera fails with the "is busy" message, exit 2
 #   late_camera    `livenessd run --device /dev/video0` with vivid unloaded stays up and reports `waiting`;
-#                  once vivid is loaded the camera is opened (`reconnected`) and decisions flow; SIGTERM exits 0
+#                  once vivid is loaded the camera is opened (`reconnected`) and decisions flow; SIGTERM exits 0;
+#                  libavcodec and libavformat were never loaded (a YUYV camera needs only swscale)
 #   mjpeg          a v4l2loopback MJPEG-only camera: MJPEG chosen, the broken first frame skipped, the
 #                  decoded frame identical to FFmpeg's decode of the JPEG. Needs v4l2loopback built for
 #                  the VM kernel: V4L2VM_MJPEG=1 builds it (apt: linux-headers-<VM kernel> make; ~15 s
@@ -43,6 +44,10 @@ mkdir -p "$T/root" "$T/share" "$T/logs"
 trap 'rm -rf "$T/root"' EXIT  # ~300 MB of libraries; the logs and captured frames stay
 # livenessd with every library ldd lists (Swift runtime, FFmpeg, OpenBLAS, …) at their host paths.
 "$VM/scripts/copy-with-libs.sh" "$T/root" "$BIN" /usr/local/bin/livenessd || exit 2
+# libavcodec and libavformat are opened with dlopen (MJPEG cameras, clips), so ldd does not list them.
+for lib in libavcodec.so.59 libavformat.so.59; do
+    "$VM/scripts/copy-with-libs.sh" "$T/root" "/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/$lib" || exit 2
+done
 for program in v4l2loop v4l2feed; do gcc -O2 -static -Wall -o "$T/$program" "$VM/src/$program.c" || exit 2; done
 CACHE="${V4L2VM_CACHE:-/var/tmp/v4l2vm-cache}"
 has_loopback() { [ -f "$CACHE/build/base.cpio" ] && cpio -it --quiet < "$CACHE/build/base.cpio" | grep -q 'extra/v4l2loopback.ko$'; }
@@ -130,6 +135,7 @@ check_late_camera() {
     expect "vivid was loaded later" grep -q '^vivid loaded$' "$log" || ok=1
     expect "subscribers heard the camera arrive" grep -q '"kind":"reconnected".*"source":"/dev/video0"' "$log" || ok=1
     expect "decisions flowed from the late camera" grep -q '^first decision: .*"source":"/dev/video0"' "$log" || ok=1
+    expect "a YUYV camera loads neither libavcodec nor libavformat" grep -q '^ffmpeg codec libraries mapped: 0$' "$log" || ok=1
     expect "SIGTERM stopped it cleanly" grep -q '^daemon exit status 0$' "$log" || ok=1
     return $ok
 }
@@ -219,6 +225,8 @@ i=0
 while ! grep -q "\"type\":\"decision\"" /tmp/events.log && [ $i -lt 500 ]; do sleep 0.1; i=$((i + 1)); done
 grep "\"type\":\"source\"" /tmp/events.log
 echo "first decision: $(grep -m1 "\"type\":\"decision\"" /tmp/events.log)"
+echo "ffmpeg codec libraries mapped: $(grep -c -E "libav(codec|format)" /proc/$daemon/maps)"
+echo "daemon $(grep VmHWM /proc/$daemon/status)"
 kill -TERM $daemon
 wait $daemon
 echo "daemon exit status $?"

@@ -1,5 +1,6 @@
 import Foundation
 import CFFmpeg
+import CFFmpegLoader
 
 /// Why a picture or stream could not be read, in words a user can act on.
 public struct CaptureError: Error, Sendable, CustomStringConvertible {
@@ -139,7 +140,7 @@ public enum ImageDecoder {
             return Orientation(displayRotationDegrees: av_display_rotation_get(matrix))
         }
         var size: Int = 0
-        if let data = av_stream_get_side_data(stream, AV_PKT_DATA_DISPLAYMATRIX, &size), size >= 36 {
+        if let data = lv_av_stream_get_side_data(stream, AV_PKT_DATA_DISPLAYMATRIX, &size), size >= 36 {
             let matrix = UnsafeRawPointer(data).assumingMemoryBound(to: Int32.self)
             return Orientation(displayRotationDegrees: av_display_rotation_get(matrix))
         }

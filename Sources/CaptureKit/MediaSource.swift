@@ -1,4 +1,5 @@
 import CFFmpeg
+import CFFmpegLoader
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -544,8 +545,11 @@ final class MediaInput {
     let expectedFrameCount: Int?
 
     init(location: String, timeoutSeconds: Double?, decoderThreads: Int, interrupt: InterruptFlag) throws {
+        if let reason = FFmpegLibraries.loadFormats() {
+            throw CaptureError(code: .decodeFailed, source: location, message: reason)
+        }
         av_log_set_level(AV_LOG_QUIET)
-        avformat_network_init()
+        lv_avformat_network_init()
         self.location = location
         self.interrupt = interrupt
         if !location.contains("://") {
@@ -557,7 +561,7 @@ final class MediaInput {
                 throw CaptureError(code: .unsupportedFormat, source: location, message: "the file is empty")
             }
         }
-        var context = avformat_alloc_context()
+        var context = lv_avformat_alloc_context()
         guard context != nil else { throw CaptureError(code: .unreadable, source: location, message: "out of memory") }
         context!.pointee.interrupt_callback.callback = { opaque in
             guard let opaque else { return 0 }
@@ -571,20 +575,20 @@ final class MediaInput {
             av_dict_set(&dictionary, "timeout", microseconds, 0)
             if location.hasPrefix("rtsp") { av_dict_set(&dictionary, "rtsp_transport", "tcp", 0) }
         }
-        let status = avformat_open_input(&context, location, nil, &dictionary)
+        let status = lv_avformat_open_input(&context, location, nil, &dictionary)
         av_dict_free(&dictionary)
         guard status >= 0, let opened = context else {
             throw ImageDecoder.openError(status, path: location)
         }
         self.format = opened
-        if avformat_find_stream_info(opened, nil) < 0 {
-            avformat_close_input(&self.format)
+        if lv_avformat_find_stream_info(opened, nil) < 0 {
+            lv_avformat_close_input(&self.format)
             throw CaptureError(code: .unsupportedFormat, source: location, message: "cannot read the stream layout")
         }
         var decoder: UnsafePointer<AVCodec>? = nil
-        let index = av_find_best_stream(opened, AVMEDIA_TYPE_VIDEO, -1, -1, &decoder, 0)
+        let index = lv_av_find_best_stream(opened, AVMEDIA_TYPE_VIDEO, -1, -1, &decoder, 0)
         guard index >= 0, let decoder else {
-            avformat_close_input(&self.format)
+            lv_avformat_close_input(&self.format)
             throw CaptureError(
                 code: .noVideo, source: location,
                 message: "no video stream FFmpeg can decode (\(FFmpegError.text(index)))")
@@ -593,28 +597,28 @@ final class MediaInput {
         self.stream = opened.pointee.streams[Int(index)]!
         let frames = Int(self.stream.pointee.nb_frames)
         self.expectedFrameCount = frames > 0 ? frames : nil
-        self.codec = avcodec_alloc_context3(decoder)
-        guard let codec = self.codec, avcodec_parameters_to_context(codec, self.stream.pointee.codecpar) >= 0 else {
-            avformat_close_input(&self.format)
+        self.codec = lv_avcodec_alloc_context3(decoder)
+        guard let codec = self.codec, lv_avcodec_parameters_to_context(codec, self.stream.pointee.codecpar) >= 0 else {
+            lv_avformat_close_input(&self.format)
             throw CaptureError(code: .decodeFailed, source: location, message: "cannot set up the decoder")
         }
         codec.pointee.thread_count = Int32(decoderThreads)
-        guard avcodec_open2(codec, decoder, nil) >= 0 else {
-            avcodec_free_context(&self.codec)
-            avformat_close_input(&self.format)
+        guard lv_avcodec_open2(codec, decoder, nil) >= 0 else {
+            lv_avcodec_free_context(&self.codec)
+            lv_avformat_close_input(&self.format)
             throw CaptureError(
                 code: .unsupportedFormat, source: location,
                 message: "FFmpeg cannot decode \(String(cString: decoder.pointee.name)) in this build")
         }
-        self.packet = av_packet_alloc()
+        self.packet = lv_av_packet_alloc()
         self.frame = av_frame_alloc()
     }
 
     deinit {
         av_frame_free(&self.frame)
-        av_packet_free(&self.packet)
-        avcodec_free_context(&self.codec)
-        avformat_close_input(&self.format)
+        lv_av_packet_free(&self.packet)
+        lv_avcodec_free_context(&self.codec)
+        lv_avformat_close_input(&self.format)
     }
 
     func presentationTimeSeconds(of frame: UnsafeMutablePointer<AVFrame>) -> Double {
@@ -645,7 +649,7 @@ final class MediaInput {
             return .endOfFile
         }
         while true {
-            let received = avcodec_receive_frame(codec, frame)
+            let received = lv_avcodec_receive_frame(codec, frame)
             if received >= 0 {
                 self.decodedFrames += 1
                 body(frame)
@@ -658,20 +662,20 @@ final class MediaInput {
             }
             if self.flushing { return .endOfFile }
             if self.interrupt.isSet { return .endOfFile }
-            let read = av_read_frame(format, packet)
+            let read = lv_av_read_frame(format, packet)
             if read == cffmpeg_averror_eof()
-                || (read < 0 && format.pointee.pb != nil && avio_feof(format.pointee.pb) != 0)
+                || (read < 0 && format.pointee.pb != nil && lv_avio_feof(format.pointee.pb) != 0)
             {
                 self.flushing = true
-                _ = avcodec_send_packet(codec, nil)
+                _ = lv_avcodec_send_packet(codec, nil)
                 continue
             }
             if read < 0 {
                 // Flush what the decoder holds before reporting, so no decoded frame is lost.
                 self.flushing = true
-                _ = avcodec_send_packet(codec, nil)
+                _ = lv_avcodec_send_packet(codec, nil)
                 var flushed = false
-                while avcodec_receive_frame(codec, frame) >= 0 {
+                while lv_avcodec_receive_frame(codec, frame) >= 0 {
                     self.decodedFrames += 1
                     body(frame)
                     av_frame_unref(frame)
@@ -680,9 +684,9 @@ final class MediaInput {
                 _ = flushed
                 return .readError("read error after \(self.decodedFrames) frames: \(FFmpegError.text(read))")
             }
-            defer { av_packet_unref(packet) }
+            defer { lv_av_packet_unref(packet) }
             guard packet.pointee.stream_index == self.streamIndex else { continue }
-            let sent = avcodec_send_packet(codec, packet)
+            let sent = lv_avcodec_send_packet(codec, packet)
             if sent < 0 && sent != cffmpeg_averror_eagain() {
                 return .corrupt("damaged packet skipped (\(FFmpegError.text(sent)))")
             }

@@ -1,4 +1,5 @@
 import CFFmpeg
+import CFFmpegLoader
 
 /// Decodes MJPEG camera frames one at a time with libavcodec. UVC MJPEG frames are baseline JPEGs,
 /// often without Huffman tables (FFmpeg's decoder supplies the standard ones). Owns the codec state.
@@ -12,27 +13,28 @@ final class MotionJPEGDecoder {
     private var packet: UnsafeMutablePointer<AVPacket>?
 
     init() throws(Failure) {
+        if let reason = FFmpegLibraries.loadCodecs() { throw Failure(reason: reason) }
         av_log_set_level(AV_LOG_QUIET)
-        guard let codec = avcodec_find_decoder(AV_CODEC_ID_MJPEG) else {
+        guard let codec = lv_avcodec_find_decoder(AV_CODEC_ID_MJPEG) else {
             throw Failure(reason: "this FFmpeg build has no MJPEG decoder")
         }
-        self.context = avcodec_alloc_context3(codec)
+        self.context = lv_avcodec_alloc_context3(codec)
         self.picture = av_frame_alloc()
-        self.packet = av_packet_alloc()
+        self.packet = lv_av_packet_alloc()
         guard let context = self.context, self.picture != nil, self.packet != nil else {
             throw Failure(reason: "out of memory creating the MJPEG decoder")
         }
         // One thread: frame threading would delay each picture by a frame per thread.
         context.pointee.thread_count = 1
-        guard avcodec_open2(context, codec, nil) >= 0 else {
+        guard lv_avcodec_open2(context, codec, nil) >= 0 else {
             throw Failure(reason: "cannot open FFmpeg's MJPEG decoder")
         }
     }
 
     deinit {
-        av_packet_free(&self.packet)
+        lv_av_packet_free(&self.packet)
         av_frame_free(&self.picture)
-        avcodec_free_context(&self.context)
+        lv_avcodec_free_context(&self.context)
     }
 
     /// Decodes one JPEG and gives the picture to `body` (valid only inside it).
@@ -45,10 +47,10 @@ final class MotionJPEGDecoder {
         // Not reference-counted: avcodec_send_packet copies the bytes before the driver reuses them.
         packet.pointee.data = UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: UInt8.self))
         packet.pointee.size = Int32(bytes.count)
-        defer { av_packet_unref(packet) }
-        let sent = avcodec_send_packet(context, packet)
+        defer { lv_av_packet_unref(packet) }
+        let sent = lv_avcodec_send_packet(context, packet)
         guard sent >= 0 else { throw Failure(reason: "damaged MJPEG frame (\(FFmpegError.text(sent)))") }
-        let received = avcodec_receive_frame(context, picture)
+        let received = lv_avcodec_receive_frame(context, picture)
         guard received >= 0 else { throw Failure(reason: "damaged MJPEG frame (\(FFmpegError.text(received)))") }
         defer { av_frame_unref(picture) }
         return body(picture)

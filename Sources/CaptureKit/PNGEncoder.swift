@@ -1,4 +1,5 @@
 import CFFmpeg
+import CFFmpegLoader
 
 /// Grey pictures to PNG bytes with libavcodec's PNG encoder (the eval report's face thumbnails).
 /// It lives here because CaptureKit is the one room that links FFmpeg (docs/ARCHITECTURE.md).
@@ -11,17 +12,18 @@ public enum PNGEncoder {
                 code: .unsupportedFormat, source: "PNG encoder",
                 message: code == 0 ? what : "\(what): \(FFmpegError.text(code))")
         }
-        guard let codec = avcodec_find_encoder(AV_CODEC_ID_PNG) else {
+        if let reason = FFmpegLibraries.loadCodecs() { throw failure(reason) }
+        guard let codec = lv_avcodec_find_encoder(AV_CODEC_ID_PNG) else {
             throw failure("this FFmpeg has no PNG encoder (install libavcodec59 from Debian)")
         }
-        var context = avcodec_alloc_context3(codec)
+        var context = lv_avcodec_alloc_context3(codec)
         guard context != nil else { throw failure("out of memory") }
-        defer { avcodec_free_context(&context) }
+        defer { lv_avcodec_free_context(&context) }
         context!.pointee.width = Int32(width)
         context!.pointee.height = Int32(height)
         context!.pointee.pix_fmt = AV_PIX_FMT_GRAY8
         context!.pointee.time_base = AVRational(num: 1, den: 1)
-        var status = avcodec_open2(context, codec, nil)
+        var status = lv_avcodec_open2(context, codec, nil)
         guard status >= 0 else { throw failure("cannot open the PNG encoder", status) }
 
         var frame = av_frame_alloc()
@@ -38,13 +40,13 @@ public enum PNGEncoder {
                 (frame!.pointee.data.0! + row * stride).update(from: source.baseAddress! + row * width, count: width)
             }
         }
-        status = avcodec_send_frame(context, frame)
+        status = lv_avcodec_send_frame(context, frame)
         guard status >= 0 else { throw failure("cannot encode", status) }
-        status = avcodec_send_frame(context, nil)  // flush: one picture in, one packet out
-        var packet = av_packet_alloc()
+        status = lv_avcodec_send_frame(context, nil)  // flush: one picture in, one packet out
+        var packet = lv_av_packet_alloc()
         guard packet != nil else { throw failure("out of memory") }
-        defer { av_packet_free(&packet) }
-        status = avcodec_receive_packet(context, packet)
+        defer { lv_av_packet_free(&packet) }
+        status = lv_avcodec_receive_packet(context, packet)
         guard status >= 0 else { throw failure("no PNG came out", status) }
         return Array(UnsafeBufferPointer(start: packet!.pointee.data, count: Int(packet!.pointee.size)))
     }
