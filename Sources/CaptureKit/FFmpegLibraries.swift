@@ -13,10 +13,6 @@ enum FFmpegLibraries {
         Self.load(lv_ffmpeg_load_formats)
     }
 
-    /// Whether libavcodec / libavformat are open in this process.
-    static var codecsLoaded: Bool { lv_ffmpeg_codecs_loaded() != 0 }
-    static var formatsLoaded: Bool { lv_ffmpeg_formats_loaded() != 0 }
-
     private static func load(_ loader: (UnsafeMutablePointer<CChar>?, Int) -> Int32) -> String? {
         var message = [CChar](repeating: 0, count: 512)
         let status = message.withUnsafeMutableBufferPointer { loader($0.baseAddress, $0.count) }

@@ -104,9 +104,6 @@ int lv_ffmpeg_load_formats(char *message, size_t size) {
     return finish(&formats, message, size);
 }
 
-int lv_ffmpeg_codecs_loaded(void) { return __atomic_load_n(&codecs.loaded, __ATOMIC_ACQUIRE); }
-int lv_ffmpeg_formats_loaded(void) { return __atomic_load_n(&formats.loaded, __ATOMIC_ACQUIRE); }
-
 const AVCodec *lv_avcodec_find_decoder(enum AVCodecID id) { return p_avcodec_find_decoder(id); }
 const AVCodec *lv_avcodec_find_encoder(enum AVCodecID id) { return p_avcodec_find_encoder(id); }
 AVCodecContext *lv_avcodec_alloc_context3(const AVCodec *codec) { return p_avcodec_alloc_context3(codec); }

@@ -16,9 +16,6 @@
 int lv_ffmpeg_load_codecs(char *message, size_t size);
 /// Opens libavformat and libavcodec (once; thread-safe). 0 on success, else -1 with the reason.
 int lv_ffmpeg_load_formats(char *message, size_t size);
-/// Whether the library is open in this process (tests: a YUYV capture must not open it).
-int lv_ffmpeg_codecs_loaded(void);
-int lv_ffmpeg_formats_loaded(void);
 
 // libavcodec: call only after lv_ffmpeg_load_codecs (or _formats) succeeded.
 const AVCodec *lv_avcodec_find_decoder(enum AVCodecID id);
